@@ -1,0 +1,66 @@
+"""Reading a policy from TOML or a mapping, with errors that name the field."""
+
+from __future__ import annotations
+
+import tomllib
+from collections.abc import Mapping
+from os import PathLike
+from pathlib import Path
+from typing import Any, Final
+
+from policies.errors import PolicyError
+from policies.fallback import AnonymousFallbackPolicy, DefensivePolicy
+from policies.retry import RetryPolicy
+
+_TOP_KEYS: Final = ("fallback", "on_activation_failure", "token_timeout", "activation_timeout", "retry")
+_RETRY_KEYS: Final = ("max_retries", "base_delay", "multiplier", "max_delay", "jitter", "retry_on")
+_FALLBACKS: Final = ("defensive", "anonymous")
+
+Policy = DefensivePolicy | AnonymousFallbackPolicy
+
+
+def _check_keys(where: str, data: Mapping[str, Any], allowed: tuple[str, ...]) -> None:
+    for key in data:
+        if key not in allowed:
+            field = f"{where}.{key}" if where else str(key)
+            raise PolicyError(field, f"unknown key (expected one of: {', '.join(allowed)})")
+
+
+def _read(source: str | PathLike[str]) -> dict[str, Any]:
+    path = Path(source)
+    try:
+        with path.open("rb") as handle:
+            return tomllib.load(handle)
+    except FileNotFoundError:
+        raise PolicyError("file", f"no policy file at {path}") from None
+    except (OSError, UnicodeDecodeError) as error:
+        raise PolicyError("file", f"cannot read {path}: {error}") from None
+    except tomllib.TOMLDecodeError as error:
+        raise PolicyError("file", f"{path} is not valid TOML: {error}") from None
+
+
+def load_policy(source: str | PathLike[str] | Mapping[str, Any]) -> Policy:
+    """Build a policy from a TOML file's path or the same keys as a mapping.
+
+    ``fallback`` defaults to ``"defensive"``, the platform's recommendation.
+    """
+    data = dict(source) if isinstance(source, Mapping) else _read(source)
+    _check_keys("", data, _TOP_KEYS)
+    fallback = data.pop("fallback", "defensive")
+    if fallback not in _FALLBACKS:
+        raise PolicyError("fallback", f'must be "defensive" or "anonymous", got {fallback!r}')
+
+    retry_data = data.pop("retry", {})
+    if not isinstance(retry_data, Mapping):
+        raise PolicyError("retry", "must be a table of retry settings")
+    _check_keys("retry", retry_data, _RETRY_KEYS)
+    try:
+        retry = RetryPolicy(**retry_data)
+    except TypeError as error:  # pragma: no cover - keys are checked above
+        raise PolicyError("retry", str(error)) from None
+
+    if fallback == "defensive":
+        if "on_activation_failure" in data:
+            raise PolicyError("on_activation_failure", 'only applies to fallback = "anonymous"')
+        return DefensivePolicy(retry=retry, **data)
+    return AnonymousFallbackPolicy(retry=retry, **data)

@@ -1,0 +1,83 @@
+"""Calling host code that may be sync or async, without letting it break a flow."""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+import inspect
+import threading
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+from statemachine import logs
+from statemachine.results import ActivationResult
+
+Callback = Callable[[ActivationResult], Any]
+
+
+def is_async_callable(fn: object) -> bool:
+    """True for coroutine functions, partials of them, and objects with an async ``__call__``."""
+    while isinstance(fn, functools.partial):
+        fn = fn.func
+    if inspect.iscoroutinefunction(fn):
+        return True
+    call = getattr(fn, "__call__", None)  # noqa: B004 - we want the bound __call__ itself
+    return call is not None and not inspect.isfunction(fn) and inspect.iscoroutinefunction(call)
+
+
+async def _await(awaitable: Awaitable[Any]) -> Any:
+    return await awaitable
+
+
+def run_awaitable(awaitable: Awaitable[Any]) -> Any:
+    """Run an awaitable to completion from blocking code.
+
+    In a thread that already runs an event loop, ``asyncio.run`` is refused,
+    so the awaitable gets a loop of its own on a helper thread.
+    """
+    try:
+        asyncio.get_running_loop()
+    except RuntimeError:
+        return asyncio.run(_await(awaitable))
+    box: list[Any] = []
+    errors: list[BaseException] = []
+
+    def target() -> None:
+        try:
+            box.append(asyncio.run(_await(awaitable)))
+        except BaseException as error:  # noqa: BLE001 - handed back to the caller
+            errors.append(error)
+
+    helper = threading.Thread(target=target, name="secured-activation-await", daemon=True)
+    helper.start()
+    helper.join()
+    if errors:
+        raise errors[0]
+    return box[0]
+
+
+def _log_callback_error(logger: Any, error: Exception) -> None:
+    logger.error(logs.CALLBACK_ERROR, error_type=type(error).__name__)
+
+
+def notify_blocking(callback: Callback | None, result: ActivationResult, logger: Any) -> None:
+    """Call the host's callback once; its failure is logged and changes nothing."""
+    if callback is None:
+        return
+    try:
+        value = callback(result)
+        if inspect.isawaitable(value):
+            run_awaitable(value)
+    except Exception as error:
+        _log_callback_error(logger, error)
+
+
+async def notify_async(callback: Callback | None, result: ActivationResult, logger: Any) -> None:
+    if callback is None:
+        return
+    try:
+        value = callback(result)
+        if inspect.isawaitable(value):
+            await value
+    except Exception as error:
+        _log_callback_error(logger, error)

@@ -1,0 +1,287 @@
+"""The sans-IO core: one per session, driven by events, answering with effects.
+
+The core owns the session's state and data and moves only through the shared
+``transitions`` machine built from the table. It performs no I/O and never
+sleeps, so both drivers (asyncio and blocking) share every rule, and tests can
+step it one event at a time.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from typing import Any, Final
+
+from transitions import EventData
+
+from statemachine import logs
+from statemachine.effects import BackOff, CallActivator, Effect, FetchToken, Finish, Outcome
+from statemachine.errors import ActivationError, TransitionNotAllowed
+from statemachine.machine import MODEL_ATTRIBUTE, machine_for
+from statemachine.options import SECURED, AuthenticationOption
+from statemachine.policy import ActivationPolicy, Profile
+from statemachine.reasons import FailureReason
+from statemachine.results import FAILURE, SUCCESS, ActivationResult, HistoryEntry
+from statemachine.states import FLOW_STARTS, State, Trigger
+from statemachine.table import REJECTIONS, allowed_triggers, rows_for
+
+HISTORY_LIMIT: Final = 256
+"""Older entries are dropped past this, so a long-lived session stays small."""
+
+_ANONYMOUS_OPTION: Final = AuthenticationOption.anonymous()
+_NO_TOKEN_OPTION: Final = AuthenticationOption.secured(None)
+
+
+_NO_REASON_DESTS: Final = frozenset({State.FETCHING_TOKEN, State.ACTIVATING, State.AUTHENTICATED})
+"""Entering these says nothing about a failure, so history shows no reason there."""
+
+
+def new_session_id() -> str:
+    return os.urandom(8).hex()
+
+
+class ActivationCore:
+    """One visitor's activation state; the model the shared machine moves."""
+
+    __slots__ = (
+        "_events",
+        "_fsm_state",
+        "_history",
+        "_log",
+        "_profile",
+        "attempts",
+        "flow",
+        "option",
+        "policy",
+        "reason",
+        "session_id",
+    )
+
+    def __init__(self, policy: ActivationPolicy, session_id: str | None = None) -> None:
+        profile = Profile.of(policy)
+        self._events = machine_for(profile).events
+        self._profile = profile
+        self._fsm_state: str = State.UNAUTHENTICATED.value
+        self._history: list[HistoryEntry] | None = None
+        self._log: Any = None
+        self.policy = policy
+        self.session_id = session_id or new_session_id()
+        self.attempts = 0
+        self.flow: Trigger | None = None
+        self.option: AuthenticationOption | None = None
+        self.reason: FailureReason | None = None
+
+    # -- reading ---------------------------------------------------------
+    @property
+    def state(self) -> State:
+        return State(self._fsm_state)
+
+    @property
+    def history(self) -> tuple[HistoryEntry, ...]:
+        return tuple(self._history or ())
+
+    @property
+    def logger(self) -> Any:
+        # Bound on first use: an idle session never pays for a logger.
+        if self._log is None:
+            self._log = logs.session_logger(self.session_id)
+        return self._log
+
+    def __repr__(self) -> str:
+        return (
+            f"ActivationCore(session_id={self.session_id!r}, state={self._fsm_state!r}, "
+            f"policy={self.policy.name!r}, attempts={self.attempts})"
+        )
+
+    # -- events ----------------------------------------------------------
+    def begin(self, trigger: Trigger) -> Effect:
+        """Start a flow, or answer the tag's refusal without moving."""
+        if trigger not in FLOW_STARTS:
+            raise ValueError(f"'{trigger.value}' does not start a flow")
+        state = self.state
+        refusal = REJECTIONS.get((state, trigger))
+        if refusal is not None:
+            self.logger.info(
+                logs.REJECTED, state=state.value, trigger=trigger.value, reason=refusal.name
+            )
+            option = _ANONYMOUS_OPTION if trigger is Trigger.ACTIVATE_ANONYMOUSLY else _NO_TOKEN_OPTION
+            return Finish(ActivationResult(FAILURE, option, state, refusal, 0))
+        effect = self.fire(trigger)
+        assert effect is not None  # a flow start always leads to work
+        return effect
+
+    def fire(
+        self,
+        trigger: Trigger,
+        *,
+        option: AuthenticationOption | None = None,
+        reason: FailureReason | None = None,
+    ) -> Effect | None:
+        """Apply one event; return the work the new state asks for.
+
+        Raises ``TransitionNotAllowed`` (and changes nothing) when the table
+        has no row for ``trigger`` in the current state.
+        """
+        source = self._fsm_state
+        event = self._events.get(trigger.value)
+        if event is None or source not in event.transitions:
+            state = State(source)
+            raise TransitionNotAllowed(state, trigger, allowed_triggers(state, rows_for(self._profile)))
+        if not event.trigger(self, option=option, reason=reason):  # pragma: no cover - table bug
+            raise RuntimeError(f"no row of the table matched {trigger.value} in {source}")
+        dest = State(self._fsm_state)
+        self._record(State(source), dest, trigger)
+        return self._work_for(dest)
+
+    def complete(self, effect: Effect, outcome: Outcome) -> Effect | None:
+        """Turn what a driver observed into the next event."""
+        if isinstance(effect, FetchToken):
+            token = _read_provider_output(outcome)
+            if isinstance(token, FailureReason):
+                if outcome.error is not None and not isinstance(outcome.error, TimeoutError):
+                    self.logger.warning(
+                        logs.PROVIDER_ERROR, error_type=type(outcome.error).__name__
+                    )
+                return self.fire(Trigger.TOKEN_FAILED, reason=token)
+            return self.fire(Trigger.TOKEN_RECEIVED, option=token)
+        if isinstance(effect, CallActivator):
+            if outcome.error is None:
+                return self.fire(effect.on_success)
+            return self.fire(effect.on_failure, reason=self._activation_failure(outcome.error))
+        if isinstance(effect, BackOff):
+            return self.fire(Trigger.BACKOFF_ELAPSED)
+        raise ValueError("a finished flow has nothing to complete")
+
+    def cancel(self) -> Finish | None:
+        """Leave any in-flight state; returns the CANCELLED result if a flow was running."""
+        if not self.state.in_flight:
+            return None
+        effect = self.fire(Trigger.CANCEL)
+        assert isinstance(effect, Finish)
+        return effect
+
+    # -- guards and actions (named in the table) -------------------------
+    def guard_can_retry(self, event: EventData) -> bool:
+        reason: FailureReason = event.kwargs["reason"]
+        retry = self.policy.retry
+        return self.attempts <= retry.max_retries and retry.should_retry(reason)
+
+    def action_begin_secured(self, event: EventData) -> None:
+        self.flow = Trigger.ACTIVATE
+        self.attempts = 0
+        self.option = None
+        self.reason = None
+
+    def action_begin_anonymous(self, event: EventData) -> None:
+        self.flow = Trigger.ACTIVATE_ANONYMOUSLY
+        self.attempts = 0
+        self.option = _ANONYMOUS_OPTION
+        self.reason = None
+
+    def action_accept_token(self, event: EventData) -> None:
+        self.option = event.kwargs["option"]
+        self.attempts += 1
+
+    def action_record_failure(self, event: EventData) -> None:
+        self.reason = event.kwargs["reason"]
+
+    def action_record_fallback_failure(self, event: EventData) -> None:
+        # After a secured failure, the result reports why the *secured* flow failed.
+        if self.reason is None:
+            self.reason = event.kwargs["reason"]
+
+    def action_forget_visitor(self, event: EventData) -> None:
+        self.flow = None
+        self.attempts = 0
+        self.option = None
+        self.reason = None
+        self._history = None
+
+    def action_mark_cancelled(self, event: EventData) -> None:
+        self.reason = FailureReason.CANCELLED
+
+    # -- internals -------------------------------------------------------
+    def _record(self, source: State, dest: State, trigger: Trigger) -> None:
+        reason = None if dest in _NO_REASON_DESTS else self.reason
+        entry = HistoryEntry(source, dest, trigger, self.attempts, reason)
+        if trigger is not Trigger.LOGOUT:
+            history = self._history
+            if history is None:
+                history = self._history = []
+            history.append(entry)
+            if len(history) > HISTORY_LIMIT:
+                del history[: len(history) - HISTORY_LIMIT]
+        self.logger.info(
+            logs.TRANSITION,
+            source=source.value,
+            dest=dest.value,
+            trigger=trigger.value,
+            attempt=entry.attempt,
+            reason=None if reason is None else reason.name,
+        )
+
+    def _work_for(self, dest: State) -> Effect | None:
+        policy = self.policy
+        if dest is State.FETCHING_TOKEN:
+            return FetchToken(self.attempts + 1, policy.token_timeout)
+        if dest is State.ACTIVATING:
+            assert self.option is not None
+            return CallActivator(
+                self.option,
+                self.attempts,
+                policy.activation_timeout,
+                Trigger.ACTIVATION_SUCCEEDED,
+                Trigger.ACTIVATION_FAILED,
+            )
+        if dest is State.RETRYING:
+            return BackOff(max(0.0, float(policy.retry.delay(self.attempts))), self.attempts)
+        if dest is State.ACTIVATING_ANONYMOUS:
+            return CallActivator(
+                _ANONYMOUS_OPTION,
+                self.attempts,
+                policy.activation_timeout,
+                Trigger.ANONYMOUS_SUCCEEDED,
+                Trigger.ANONYMOUS_FAILED,
+            )
+        if self.flow is None:
+            return None  # logout: no flow to report on
+        return Finish(self._result(dest))
+
+    def _result(self, dest: State) -> ActivationResult:
+        secured = self.flow is not Trigger.ACTIVATE_ANONYMOUSLY
+        option = (self.option or _NO_TOKEN_OPTION) if secured else _ANONYMOUS_OPTION
+        succeeded = dest is State.AUTHENTICATED or (dest is State.ANONYMOUS and not secured)
+        self.flow = None
+        if succeeded:
+            return ActivationResult(SUCCESS, option, dest, None, self.attempts)
+        return ActivationResult(FAILURE, option, dest, self.reason, self.attempts)
+
+    def _activation_failure(self, error: BaseException) -> FailureReason:
+        if isinstance(error, ActivationError):
+            return error.reason
+        if isinstance(error, TimeoutError):
+            return FailureReason.ACTIVATION_TIMEOUT
+        self.logger.warning(logs.ACTIVATOR_ERROR, error_type=type(error).__name__)
+        return FailureReason.SERVER_ERROR
+
+
+def _read_provider_output(outcome: Outcome) -> AuthenticationOption | FailureReason:
+    """Accept the three shapes a provider may return; anything else is its failure."""
+    if outcome.error is not None or outcome.value is None:
+        return FailureReason.TOKEN_UNAVAILABLE
+    value = outcome.value
+    if isinstance(value, str):
+        option = AuthenticationOption.secured(value)
+    elif isinstance(value, AuthenticationOption):
+        option = value
+    elif isinstance(value, Mapping):
+        inner = value.get("authenticationOption")
+        if not isinstance(inner, Mapping):
+            return FailureReason.INVALID_OPTION
+        option = AuthenticationOption(str(inner.get("type")), inner.get("token"))
+    else:
+        return FailureReason.INVALID_OPTION
+    token = option.token
+    if option.type != SECURED or not isinstance(token, str) or not token.strip():
+        return FailureReason.INVALID_OPTION
+    return option

@@ -1,0 +1,50 @@
+"""Structured logging: flat, machine-readable events, session id bound once.
+
+The engine only emits events; configuring structlog (renderers, levels,
+destinations) is the host's business. ``configure_for_cli`` is what our own
+command line uses. Nothing here ever receives a token: the core passes
+fingerprints, reason names and exception *types*, never messages from host
+code (which might quote a token).
+"""
+
+from __future__ import annotations
+
+import logging
+import sys
+from typing import Any, Final
+
+import structlog
+
+LOGGER_NAME: Final = "secured_activation"
+
+TRANSITION: Final = "activation.transition"
+REJECTED: Final = "activation.rejected"
+CALLBACK_ERROR: Final = "activation.callback_error"
+PROVIDER_ERROR: Final = "activation.provider_error"
+ACTIVATOR_ERROR: Final = "activation.activator_error"
+
+
+def session_logger(session_id: str) -> Any:
+    """A logger with the session id bound once, as structlog recommends."""
+    return structlog.get_logger(LOGGER_NAME).bind(session_id=session_id)
+
+
+def configure_for_cli(*, verbose: bool, json: bool) -> None:
+    """Logs to stderr, so stdout stays clean for results (and for ``--json``)."""
+    renderer: Any = (
+        structlog.processors.JSONRenderer()
+        if json
+        else structlog.dev.ConsoleRenderer(colors=False)
+    )
+    structlog.configure(
+        processors=[
+            structlog.processors.add_log_level,
+            structlog.processors.TimeStamper(fmt="iso", utc=True),
+            renderer,
+        ],
+        wrapper_class=structlog.make_filtering_bound_logger(
+            logging.DEBUG if verbose else logging.WARNING
+        ),
+        logger_factory=structlog.PrintLoggerFactory(file=sys.stderr),
+        cache_logger_on_first_use=False,
+    )

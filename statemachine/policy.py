@@ -1,0 +1,77 @@
+"""How the engine sees a policy: a protocol, so ``policies`` can depend on us and not the reverse."""
+
+from __future__ import annotations
+
+from enum import Enum
+from typing import Literal, NamedTuple, Protocol, runtime_checkable
+
+from statemachine.reasons import FailureReason
+
+
+class Fallback(str, Enum):
+    """What a policy does once a secured flow has failed for good."""
+
+    ANONYMOUS = "anonymous"
+    BLOCK = "block"
+
+    def __str__(self) -> str:
+        return self.value
+
+
+FallbackChoice = Fallback | Literal["anonymous", "block"]
+"""A ``Fallback`` or its string value, so configuration can say ``"block"``."""
+
+
+@runtime_checkable
+class RetryStrategy(Protocol):
+    @property
+    def max_retries(self) -> int: ...
+
+    def should_retry(self, reason: FailureReason) -> bool:
+        """Whether a failed activation with ``reason`` deserves another attempt."""
+        ...
+
+    def delay(self, retry: int) -> float:
+        """Seconds to wait before retry number ``retry`` (1-based)."""
+        ...
+
+
+@runtime_checkable
+class ActivationPolicy(Protocol):
+    @property
+    def name(self) -> str: ...
+
+    @property
+    def retry(self) -> RetryStrategy: ...
+
+    @property
+    def token_timeout(self) -> float | None: ...
+
+    @property
+    def activation_timeout(self) -> float | None: ...
+
+    @property
+    def on_token_failure(self) -> FallbackChoice: ...
+
+    @property
+    def on_activation_failure(self) -> FallbackChoice: ...
+
+
+class Profile(NamedTuple):
+    """The two decisions that change the machine's shape (which edges exist).
+
+    Everything else a policy says (retry budget, delays, timeouts) is read at
+    run time by guards and drivers, so sessions with different retry settings
+    still share one machine per profile.
+    """
+
+    on_token_failure: Fallback
+    on_activation_failure: Fallback
+
+    @classmethod
+    def of(cls, policy: ActivationPolicy) -> Profile:
+        return cls(Fallback(policy.on_token_failure), Fallback(policy.on_activation_failure))
+
+
+DEFENSIVE_PROFILE = Profile(Fallback.BLOCK, Fallback.BLOCK)
+ANONYMOUS_PROFILE = Profile(Fallback.ANONYMOUS, Fallback.ANONYMOUS)

@@ -1,0 +1,343 @@
+"""The two faces of one core: ``AsyncActivationSession`` and ``ActivationSession``.
+
+As httpx pairs ``AsyncClient`` with ``Client``, both expose the same names and
+semantics; they differ only in how they wait. Every rule lives in the core.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+from collections.abc import Callable
+from typing import Any
+
+from statemachine.activator import Activator
+from statemachine.calls import (
+    Callback,
+    is_async_callable,
+    notify_async,
+    notify_blocking,
+    run_awaitable,
+)
+from statemachine.core import ActivationCore
+from statemachine.effects import BackOff, CallActivator, Effect, FetchToken, Finish, Outcome
+from statemachine.policy import ActivationPolicy, Fallback
+from statemachine.results import ActivationResult, HistoryEntry
+from statemachine.states import State, Trigger
+
+TokenProvider = Callable[[], Any]
+
+
+def _default_policy() -> ActivationPolicy:
+    # Imported here, not at module level: ``policies`` depends on the engine.
+    from policies import DefensivePolicy
+
+    return DefensivePolicy()
+
+
+class _Session:
+    """What both faces share: validation, the core, and read-only views of it."""
+
+    __slots__ = ("_activate", "_activator_is_async", "_core", "_provider", "_provider_is_async")
+
+    def __init__(
+        self,
+        token_provider: TokenProvider,
+        activator: Activator,
+        policy: ActivationPolicy | None = None,
+        *,
+        session_id: str | None = None,
+    ) -> None:
+        if not callable(token_provider):
+            raise TypeError(
+                "token_provider must be a callable taking no argument and returning a token, "
+                f"got {type(token_provider).__name__}"
+            )
+        activate = getattr(activator, "activate", None)
+        if not callable(activate):
+            raise TypeError(
+                "activator must have an activate(option) method, "
+                f"got {type(activator).__name__}"
+            )
+        policy = _default_policy() if policy is None else policy
+        if not isinstance(policy, ActivationPolicy):
+            raise TypeError(
+                "policy must provide name, retry, token_timeout, activation_timeout, "
+                f"on_token_failure and on_activation_failure; got {type(policy).__name__}"
+            )
+        for decision in ("on_token_failure", "on_activation_failure"):
+            try:
+                Fallback(getattr(policy, decision))
+            except ValueError:
+                raise ValueError(
+                    f"policy.{decision} must be 'anonymous' or 'block', "
+                    f"got {getattr(policy, decision)!r}"
+                ) from None
+        self._provider = token_provider
+        self._provider_is_async = is_async_callable(token_provider)
+        self._activate = activate
+        self._activator_is_async = is_async_callable(activate)
+        self._core = ActivationCore(policy, session_id)
+
+    @property
+    def state(self) -> State:
+        return self._core.state
+
+    @property
+    def history(self) -> tuple[HistoryEntry, ...]:
+        return self._core.history
+
+    @property
+    def session_id(self) -> str:
+        return self._core.session_id
+
+    @property
+    def policy(self) -> ActivationPolicy:
+        return self._core.policy
+
+    def diagram(self) -> str:
+        """Mermaid text of this session's machine with its state and path highlighted."""
+        from statemachine.diagrams import session_mermaid
+
+        return session_mermaid(self._core.policy, self._core.state, self._core.history)
+
+    def __repr__(self) -> str:
+        return (
+            f"{type(self).__name__}(session_id={self.session_id!r}, state={self.state.value!r}, "
+            f"policy={self.policy.name!r})"
+        )
+
+
+class AsyncActivationSession(_Session):
+    """Activation for asyncio hosts.
+
+    Async providers and activators are awaited under the policy's timeouts;
+    plain callables run in a worker thread so they can neither block the
+    event loop nor escape the timeouts.
+    """
+
+    __slots__ = ("_cancelled_by_us", "_task")
+
+    def __init__(
+        self,
+        token_provider: TokenProvider,
+        activator: Activator,
+        policy: ActivationPolicy | None = None,
+        *,
+        session_id: str | None = None,
+    ) -> None:
+        super().__init__(token_provider, activator, policy, session_id=session_id)
+        self._task: asyncio.Task[Any] | None = None
+        self._cancelled_by_us = False
+
+    async def activate(self, callback: Callback | None = None) -> ActivationResult:
+        """Run a secured flow to its end; ``callback`` gets the result exactly once."""
+        return await self._run(Trigger.ACTIVATE, callback)
+
+    async def activate_anonymously(self, callback: Callback | None = None) -> ActivationResult:
+        return await self._run(Trigger.ACTIVATE_ANONYMOUSLY, callback)
+
+    async def reverify(self, callback: Callback | None = None) -> ActivationResult:
+        """The platform session expired: verify the visitor's identity again."""
+        return await self._run(Trigger.REVERIFY, callback)
+
+    async def logout(self) -> None:
+        """Forget the visitor. A no-op when nothing is activated; refused while a flow runs."""
+        if self._core.state is not State.UNAUTHENTICATED:
+            self._core.fire(Trigger.LOGOUT)
+
+    def cancel(self) -> bool:
+        """Cancel the running flow: its ``activate`` returns a CANCELLED result."""
+        task = self._task
+        if task is None or task.done():
+            return False
+        self._cancelled_by_us = True
+        return task.cancel()
+
+    async def _run(self, trigger: Trigger, callback: Callback | None) -> ActivationResult:
+        core = self._core
+        effect = core.begin(trigger)
+        if isinstance(effect, Finish):  # refused: the running flow is untouched
+            await notify_async(callback, effect.result, core.logger)
+            return effect.result
+        self._task = asyncio.current_task()
+        self._cancelled_by_us = False
+        try:
+            while not isinstance(effect, Finish):
+                effect = core.complete(effect, await self._perform(effect))
+        except asyncio.CancelledError:
+            finish = core.cancel()
+            ours = self._cancelled_by_us
+            if finish is not None:
+                await notify_async(callback, finish.result, core.logger)
+            task = asyncio.current_task()
+            if ours and finish is not None and task is not None and task.uncancel() == 0:
+                return finish.result
+            raise
+        except BaseException:
+            core.cancel()  # never leave the machine in flight
+            raise
+        finally:
+            self._task = None
+        await notify_async(callback, effect.result, core.logger)
+        return effect.result
+
+    async def _perform(self, effect: Effect) -> Outcome:
+        if isinstance(effect, BackOff):
+            await asyncio.sleep(effect.delay)
+            return Outcome()
+        if isinstance(effect, FetchToken):
+            return await self._call(self._provider, self._provider_is_async, (), effect.timeout)
+        assert isinstance(effect, CallActivator)
+        return await self._call(
+            self._activate, self._activator_is_async, (effect.option,), effect.timeout
+        )
+
+    @staticmethod
+    async def _call(
+        fn: Callable[..., Any], is_async: bool, args: tuple[Any, ...], timeout: float | None
+    ) -> Outcome:
+        try:
+            async with asyncio.timeout(timeout):
+                value = fn(*args) if is_async else await asyncio.to_thread(fn, *args)
+                while asyncio.iscoroutine(value) or isinstance(value, asyncio.Future):
+                    value = await value
+            return Outcome(value=value)
+        except asyncio.CancelledError:
+            raise
+        except Exception as error:
+            return Outcome(error=error)
+
+
+class _FlowControl:
+    """Lets ``cancel()`` on another thread wake a blocking flow wherever it waits."""
+
+    __slots__ = ("cancelled", "wake")
+
+    def __init__(self) -> None:
+        self.cancelled = False
+        self.wake = threading.Event()
+
+    def fresh_wake(self) -> threading.Event:
+        self.wake = threading.Event()
+        return self.wake
+
+
+class ActivationSession(_Session):
+    """Activation for blocking hosts; safe to share between threads.
+
+    A lock guards every move of the core, never the I/O, so a second thread's
+    ``activate`` is answered ``LOGIN_ONGOING`` at once instead of queueing.
+    With a timeout set, host calls run on a daemon thread the flow can stop
+    waiting for; a call that hangs forever is abandoned there, not joined.
+    """
+
+    __slots__ = ("_control", "_lock")
+
+    def __init__(
+        self,
+        token_provider: TokenProvider,
+        activator: Activator,
+        policy: ActivationPolicy | None = None,
+        *,
+        session_id: str | None = None,
+    ) -> None:
+        super().__init__(token_provider, activator, policy, session_id=session_id)
+        self._lock = threading.Lock()
+        self._control: _FlowControl | None = None
+
+    def activate(self, callback: Callback | None = None) -> ActivationResult:
+        """Run a secured flow to its end; ``callback`` gets the result exactly once."""
+        return self._run(Trigger.ACTIVATE, callback)
+
+    def activate_anonymously(self, callback: Callback | None = None) -> ActivationResult:
+        return self._run(Trigger.ACTIVATE_ANONYMOUSLY, callback)
+
+    def reverify(self, callback: Callback | None = None) -> ActivationResult:
+        """The platform session expired: verify the visitor's identity again."""
+        return self._run(Trigger.REVERIFY, callback)
+
+    def logout(self) -> None:
+        """Forget the visitor. A no-op when nothing is activated; refused while a flow runs."""
+        with self._lock:
+            if self._core.state is not State.UNAUTHENTICATED:
+                self._core.fire(Trigger.LOGOUT)
+
+    def cancel(self) -> bool:
+        """Cancel the running flow (from any thread): its ``activate`` returns CANCELLED."""
+        with self._lock:
+            control = self._control
+            if control is None:
+                return False
+            control.cancelled = True
+            control.wake.set()
+            return True
+
+    def _run(self, trigger: Trigger, callback: Callback | None) -> ActivationResult:
+        core = self._core
+        with self._lock:
+            effect: Effect | None = core.begin(trigger)
+            if not isinstance(effect, Finish):
+                control = self._control = _FlowControl()
+        if isinstance(effect, Finish):  # refused: the running flow is untouched
+            notify_blocking(callback, effect.result, core.logger)
+            return effect.result
+        try:
+            while not isinstance(effect, Finish):
+                assert effect is not None
+                outcome = None if control.cancelled else self._perform(effect, control)
+                with self._lock:
+                    if control.cancelled or outcome is None:
+                        effect = core.cancel()
+                    else:
+                        effect = core.complete(effect, outcome)
+        except BaseException:
+            with self._lock:
+                core.cancel()  # never leave the machine in flight
+            raise
+        finally:
+            with self._lock:
+                self._control = None
+        notify_blocking(callback, effect.result, core.logger)
+        return effect.result
+
+    def _perform(self, effect: Effect, control: _FlowControl) -> Outcome | None:
+        """Do the effect's I/O; ``None`` means the flow was cancelled meanwhile."""
+        if isinstance(effect, BackOff):
+            control.fresh_wake()
+            if control.cancelled or control.wake.wait(effect.delay):
+                return None
+            return Outcome()
+        if isinstance(effect, FetchToken):
+            fn, is_async, args = self._provider, self._provider_is_async, ()
+        else:
+            assert isinstance(effect, CallActivator)
+            fn, is_async, args = self._activate, self._activator_is_async, (effect.option,)
+        if effect.timeout is None:
+            return _call_blocking(fn, is_async, args)
+        box: list[Outcome] = []
+        wake = control.fresh_wake()
+        if control.cancelled:
+            return None
+
+        def target() -> None:
+            box.append(_call_blocking(fn, is_async, args))
+            wake.set()
+
+        threading.Thread(target=target, name="secured-activation-call", daemon=True).start()
+        wake.wait(effect.timeout)
+        if box:
+            return box[0]
+        if control.cancelled:
+            return None
+        return Outcome(error=TimeoutError())
+
+
+def _call_blocking(fn: Callable[..., Any], is_async: bool, args: tuple[Any, ...]) -> Outcome:
+    try:
+        value = fn(*args)
+        if is_async or asyncio.iscoroutine(value) or isinstance(value, asyncio.Future):
+            value = run_awaitable(value)
+        return Outcome(value=value)
+    except Exception as error:
+        return Outcome(error=error)
