@@ -1,4 +1,4 @@
-"""Fallback and retry policies for secured-activation: configuration objects, loading, validation."""
+"""Fallback and retry policies: configuration objects, loading and validation."""
 
 from policies.errors import PolicyError
 from policies.fallback import AnonymousFallbackPolicy, DefensivePolicy

@@ -12,7 +12,13 @@ from policies.errors import PolicyError
 from policies.fallback import AnonymousFallbackPolicy, DefensivePolicy
 from policies.retry import RetryPolicy
 
-_TOP_KEYS: Final = ("fallback", "on_activation_failure", "token_timeout", "activation_timeout", "retry")
+_TOP_KEYS: Final = (
+    "fallback",
+    "on_activation_failure",
+    "token_timeout",
+    "activation_timeout",
+    "retry",
+)
 _RETRY_KEYS: Final = ("max_retries", "base_delay", "multiplier", "max_delay", "jitter", "retry_on")
 _FALLBACKS: Final = ("defensive", "anonymous")
 

@@ -83,7 +83,8 @@ class RetryPolicy:
             raise PolicyError("retry.max_retries", "must be a whole number")
         if not 0 <= self.max_retries <= MAX_RETRIES_CAP:
             raise PolicyError(
-                "retry.max_retries", f"must be between 0 and {MAX_RETRIES_CAP}, got {self.max_retries}"
+                "retry.max_retries",
+                f"must be between 0 and {MAX_RETRIES_CAP}, got {self.max_retries}",
             )
         base = _number("retry.base_delay", self.base_delay, low=0.0, high=3600.0)
         multiplier = _number("retry.multiplier", self.multiplier, low=1.0, high=100.0)

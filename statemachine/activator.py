@@ -21,7 +21,7 @@ class Activator(Protocol):
     outlives the policy's ``activation_timeout`` as ``ACTIVATION_TIMEOUT``.
     """
 
-    def activate(self, option: AuthenticationOption) -> None | Awaitable[None]: ...
+    def activate(self, option: AuthenticationOption) -> Awaitable[None] | None: ...
 
 
 class LocalActivator:

@@ -68,7 +68,7 @@ def notify_blocking(callback: Callback | None, result: ActivationResult, logger:
         value = callback(result)
         if inspect.isawaitable(value):
             run_awaitable(value)
-    except Exception as error:
+    except Exception as error:  # noqa: BLE001 - a host callback must not change the outcome
         _log_callback_error(logger, error)
 
 
@@ -79,5 +79,5 @@ async def notify_async(callback: Callback | None, result: ActivationResult, logg
         value = callback(result)
         if inspect.isawaitable(value):
             await value
-    except Exception as error:
+    except Exception as error:  # noqa: BLE001 - a host callback must not change the outcome
         _log_callback_error(logger, error)

@@ -17,7 +17,7 @@ from transitions import EventData
 from statemachine import logs
 from statemachine.effects import BackOff, CallActivator, Effect, FetchToken, Finish, Outcome
 from statemachine.errors import ActivationError, TransitionNotAllowed
-from statemachine.machine import MODEL_ATTRIBUTE, machine_for
+from statemachine.machine import machine_for
 from statemachine.options import SECURED, AuthenticationOption
 from statemachine.policy import ActivationPolicy, Profile
 from statemachine.reasons import FailureReason
@@ -104,7 +104,9 @@ class ActivationCore:
             self.logger.info(
                 logs.REJECTED, state=state.value, trigger=trigger.value, reason=refusal.name
             )
-            option = _ANONYMOUS_OPTION if trigger is Trigger.ACTIVATE_ANONYMOUSLY else _NO_TOKEN_OPTION
+            option = (
+                _ANONYMOUS_OPTION if trigger is Trigger.ACTIVATE_ANONYMOUSLY else _NO_TOKEN_OPTION
+            )
             return Finish(ActivationResult(FAILURE, option, state, refusal, 0))
         effect = self.fire(trigger)
         assert effect is not None  # a flow start always leads to work
@@ -126,7 +128,9 @@ class ActivationCore:
         event = self._events.get(trigger.value)
         if event is None or source not in event.transitions:
             state = State(source)
-            raise TransitionNotAllowed(state, trigger, allowed_triggers(state, rows_for(self._profile)))
+            raise TransitionNotAllowed(
+                state, trigger, allowed_triggers(state, rows_for(self._profile))
+            )
         if not event.trigger(self, option=option, reason=reason):  # pragma: no cover - table bug
             raise RuntimeError(f"no row of the table matched {trigger.value} in {source}")
         dest = State(self._fsm_state)
@@ -166,13 +170,13 @@ class ActivationCore:
         retry = self.policy.retry
         return self.attempts <= retry.max_retries and retry.should_retry(reason)
 
-    def action_begin_secured(self, event: EventData) -> None:
+    def action_begin_secured(self, _event: EventData) -> None:
         self.flow = Trigger.ACTIVATE
         self.attempts = 0
         self.option = None
         self.reason = None
 
-    def action_begin_anonymous(self, event: EventData) -> None:
+    def action_begin_anonymous(self, _event: EventData) -> None:
         self.flow = Trigger.ACTIVATE_ANONYMOUSLY
         self.attempts = 0
         self.option = _ANONYMOUS_OPTION
@@ -190,14 +194,14 @@ class ActivationCore:
         if self.reason is None:
             self.reason = event.kwargs["reason"]
 
-    def action_forget_visitor(self, event: EventData) -> None:
+    def action_forget_visitor(self, _event: EventData) -> None:
         self.flow = None
         self.attempts = 0
         self.option = None
         self.reason = None
         self._history = None
 
-    def action_mark_cancelled(self, event: EventData) -> None:
+    def action_mark_cancelled(self, _event: EventData) -> None:
         self.reason = FailureReason.CANCELLED
 
     # -- internals -------------------------------------------------------

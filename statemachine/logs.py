@@ -32,9 +32,7 @@ def session_logger(session_id: str) -> Any:
 def configure_for_cli(*, verbose: bool, json: bool) -> None:
     """Logs to stderr, so stdout stays clean for results (and for ``--json``)."""
     renderer: Any = (
-        structlog.processors.JSONRenderer()
-        if json
-        else structlog.dev.ConsoleRenderer(colors=False)
+        structlog.processors.JSONRenderer() if json else structlog.dev.ConsoleRenderer(colors=False)
     )
     structlog.configure(
         processors=[

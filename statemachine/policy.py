@@ -1,21 +1,18 @@
-"""How the engine sees a policy: a protocol, so ``policies`` can depend on us and not the reverse."""
+"""How the engine sees a policy: a protocol, so ``policies`` depends on us, not the reverse."""
 
 from __future__ import annotations
 
-from enum import Enum
+from enum import StrEnum
 from typing import Literal, NamedTuple, Protocol, runtime_checkable
 
 from statemachine.reasons import FailureReason
 
 
-class Fallback(str, Enum):
+class Fallback(StrEnum):
     """What a policy does once a secured flow has failed for good."""
 
     ANONYMOUS = "anonymous"
     BLOCK = "block"
-
-    def __str__(self) -> str:
-        return self.value
 
 
 FallbackChoice = Fallback | Literal["anonymous", "block"]

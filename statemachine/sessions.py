@@ -56,8 +56,7 @@ class _Session:
         activate = getattr(activator, "activate", None)
         if not callable(activate):
             raise TypeError(
-                "activator must have an activate(option) method, "
-                f"got {type(activator).__name__}"
+                f"activator must have an activate(option) method, got {type(activator).__name__}"
             )
         policy = _default_policy() if policy is None else policy
         if not isinstance(policy, ActivationPolicy):
@@ -99,7 +98,8 @@ class _Session:
         """Mermaid text of this session's machine with its state and path highlighted."""
         from statemachine.diagrams import session_mermaid
 
-        return session_mermaid(self._core.policy, self._core.state, self._core.history)
+        text: str = session_mermaid(self._core.policy, self._core.state, self._core.history)
+        return text
 
     def __repr__(self) -> str:
         return (
@@ -156,7 +156,7 @@ class AsyncActivationSession(_Session):
 
     async def _run(self, trigger: Trigger, callback: Callback | None) -> ActivationResult:
         core = self._core
-        effect = core.begin(trigger)
+        effect: Effect | None = core.begin(trigger)
         if isinstance(effect, Finish):  # refused: the running flow is untouched
             await notify_async(callback, effect.result, core.logger)
             return effect.result
@@ -164,6 +164,7 @@ class AsyncActivationSession(_Session):
         self._cancelled_by_us = False
         try:
             while not isinstance(effect, Finish):
+                assert effect is not None  # only logout yields no effect
                 effect = core.complete(effect, await self._perform(effect))
         except asyncio.CancelledError:
             finish = core.cancel()
@@ -205,7 +206,7 @@ class AsyncActivationSession(_Session):
             return Outcome(value=value)
         except asyncio.CancelledError:
             raise
-        except Exception as error:
+        except Exception as error:  # noqa: BLE001 - the core classifies every failure
             return Outcome(error=error)
 
 
@@ -308,6 +309,7 @@ class ActivationSession(_Session):
             if control.cancelled or control.wake.wait(effect.delay):
                 return None
             return Outcome()
+        args: tuple[Any, ...]
         if isinstance(effect, FetchToken):
             fn, is_async, args = self._provider, self._provider_is_async, ()
         else:
@@ -339,5 +341,5 @@ def _call_blocking(fn: Callable[..., Any], is_async: bool, args: tuple[Any, ...]
         if is_async or asyncio.iscoroutine(value) or isinstance(value, asyncio.Future):
             value = run_awaitable(value)
         return Outcome(value=value)
-    except Exception as error:
+    except Exception as error:  # noqa: BLE001 - the core classifies every failure
         return Outcome(error=error)

@@ -6,10 +6,10 @@ serialise as the strings the platform and the diagrams use.
 
 from __future__ import annotations
 
-from enum import Enum
+from enum import StrEnum
 
 
-class State(str, Enum):
+class State(StrEnum):
     UNAUTHENTICATED = "unauthenticated"
     FETCHING_TOKEN = "fetching_token"
     ACTIVATING = "activating"
@@ -18,9 +18,6 @@ class State(str, Enum):
     AUTHENTICATED = "authenticated"
     ANONYMOUS = "anonymous"
     BLOCKED = "blocked"
-
-    def __str__(self) -> str:
-        return self.value
 
     @property
     def in_flight(self) -> bool:
@@ -34,7 +31,7 @@ IN_FLIGHT = frozenset(
 RESTING = frozenset(s for s in State if s not in IN_FLIGHT)
 
 
-class Trigger(str, Enum):
+class Trigger(StrEnum):
     """Everything that can move a session.
 
     The first three are asked for by the host and start a flow; the next seven
@@ -54,9 +51,6 @@ class Trigger(str, Enum):
     ANONYMOUS_FAILED = "anonymous_failed"
     LOGOUT = "logout"
     CANCEL = "cancel"
-
-    def __str__(self) -> str:
-        return self.value
 
 
 FLOW_STARTS = frozenset({Trigger.ACTIVATE, Trigger.ACTIVATE_ANONYMOUSLY, Trigger.REVERIFY})

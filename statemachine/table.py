@@ -14,7 +14,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 from dataclasses import dataclass
-from enum import Enum
+from enum import StrEnum
 from typing import Literal
 
 from statemachine.policy import Fallback, Profile
@@ -22,7 +22,7 @@ from statemachine.reasons import FailureReason
 from statemachine.states import IN_FLIGHT, State, Trigger
 
 
-class Guard(str, Enum):
+class Guard(StrEnum):
     """Named conditions; the value is the core's method that evaluates it."""
 
     CAN_RETRY = "guard_can_retry"
@@ -35,7 +35,7 @@ class Guard(str, Enum):
 _GUARD_LABELS = {Guard.CAN_RETRY: "retryable reason and attempts <= max_retries"}
 
 
-class Action(str, Enum):
+class Action(StrEnum):
     """Named effects on the session's data; the value is the core's method."""
 
     BEGIN_SECURED = "action_begin_secured"
@@ -71,15 +71,6 @@ class Row:
     branch: Branch | None = None
     actions: tuple[Action, ...] = ()
 
-    @property
-    def label(self) -> str:
-        """The edge label the diagrams draw: trigger, then guard or branch."""
-        if self.guard is not None:
-            return f"{self.trigger.value} [{self.guard.label}]"
-        if self.branch is not None:
-            return f"{self.trigger.value} [policy: {self.branch.fallback.value}]"
-        return self.trigger.value
-
 
 _TOKEN_FALLBACK = Branch("on_token_failure", Fallback.ANONYMOUS)
 _TOKEN_BLOCK = Branch("on_token_failure", Fallback.BLOCK)
@@ -90,58 +81,149 @@ S, T, A = State, Trigger, Action
 
 TRANSITIONS: tuple[Row, ...] = (
     # Starting a secured flow.
-    Row(S.UNAUTHENTICATED, T.ACTIVATE, S.FETCHING_TOKEN,
-        "the host asks for a secured activation", actions=(A.BEGIN_SECURED,)),
-    Row(S.ANONYMOUS, T.ACTIVATE, S.FETCHING_TOKEN,
-        "an anonymous visitor signs in: upgrade to secured", actions=(A.BEGIN_SECURED,)),
-    Row(S.BLOCKED, T.ACTIVATE, S.FETCHING_TOKEN,
-        "the next page load tries again", actions=(A.BEGIN_SECURED,)),
-    Row(S.AUTHENTICATED, T.REVERIFY, S.FETCHING_TOKEN,
-        "the platform session expired: verify the identity again", actions=(A.BEGIN_SECURED,)),
+    Row(
+        S.UNAUTHENTICATED,
+        T.ACTIVATE,
+        S.FETCHING_TOKEN,
+        "the host asks for a secured activation",
+        actions=(A.BEGIN_SECURED,),
+    ),
+    Row(
+        S.ANONYMOUS,
+        T.ACTIVATE,
+        S.FETCHING_TOKEN,
+        "an anonymous visitor signs in: upgrade to secured",
+        actions=(A.BEGIN_SECURED,),
+    ),
+    Row(
+        S.BLOCKED,
+        T.ACTIVATE,
+        S.FETCHING_TOKEN,
+        "the next page load tries again",
+        actions=(A.BEGIN_SECURED,),
+    ),
+    Row(
+        S.AUTHENTICATED,
+        T.REVERIFY,
+        S.FETCHING_TOKEN,
+        "the platform session expired: verify the identity again",
+        actions=(A.BEGIN_SECURED,),
+    ),
     # Starting an anonymous flow on the host's request.
-    Row(S.UNAUTHENTICATED, T.ACTIVATE_ANONYMOUSLY, S.ACTIVATING_ANONYMOUS,
-        "the host asks for an anonymous activation", actions=(A.BEGIN_ANONYMOUS,)),
-    Row(S.BLOCKED, T.ACTIVATE_ANONYMOUSLY, S.ACTIVATING_ANONYMOUS,
-        "the host chooses anonymous after a block", actions=(A.BEGIN_ANONYMOUS,)),
+    Row(
+        S.UNAUTHENTICATED,
+        T.ACTIVATE_ANONYMOUSLY,
+        S.ACTIVATING_ANONYMOUS,
+        "the host asks for an anonymous activation",
+        actions=(A.BEGIN_ANONYMOUS,),
+    ),
+    Row(
+        S.BLOCKED,
+        T.ACTIVATE_ANONYMOUSLY,
+        S.ACTIVATING_ANONYMOUS,
+        "the host chooses anonymous after a block",
+        actions=(A.BEGIN_ANONYMOUS,),
+    ),
     # The token provider answered.
-    Row(S.FETCHING_TOKEN, T.TOKEN_RECEIVED, S.ACTIVATING,
-        "a token arrived: activate with it (one more attempt)", actions=(A.ACCEPT_TOKEN,)),
-    Row(S.FETCHING_TOKEN, T.TOKEN_FAILED, S.ACTIVATING_ANONYMOUS,
+    Row(
+        S.FETCHING_TOKEN,
+        T.TOKEN_RECEIVED,
+        S.ACTIVATING,
+        "a token arrived: activate with it (one more attempt)",
+        actions=(A.ACCEPT_TOKEN,),
+    ),
+    Row(
+        S.FETCHING_TOKEN,
+        T.TOKEN_FAILED,
+        S.ACTIVATING_ANONYMOUS,
         "no token: the policy falls back to anonymous (never retried)",
-        branch=_TOKEN_FALLBACK, actions=(A.RECORD_FAILURE,)),
-    Row(S.FETCHING_TOKEN, T.TOKEN_FAILED, S.BLOCKED,
+        branch=_TOKEN_FALLBACK,
+        actions=(A.RECORD_FAILURE,),
+    ),
+    Row(
+        S.FETCHING_TOKEN,
+        T.TOKEN_FAILED,
+        S.BLOCKED,
         "no token: the policy refuses to activate (never retried)",
-        branch=_TOKEN_BLOCK, actions=(A.RECORD_FAILURE,)),
+        branch=_TOKEN_BLOCK,
+        actions=(A.RECORD_FAILURE,),
+    ),
     # The secured activation answered.
-    Row(S.ACTIVATING, T.ACTIVATION_SUCCEEDED, S.AUTHENTICATED,
-        "the platform accepted the token"),
-    Row(S.ACTIVATING, T.ACTIVATION_FAILED, S.RETRYING,
+    Row(S.ACTIVATING, T.ACTIVATION_SUCCEEDED, S.AUTHENTICATED, "the platform accepted the token"),
+    Row(
+        S.ACTIVATING,
+        T.ACTIVATION_FAILED,
+        S.RETRYING,
         "a retryable failure with retries left: back off, then fetch a fresh token",
-        guard=Guard.CAN_RETRY, actions=(A.RECORD_FAILURE,)),
-    Row(S.ACTIVATING, T.ACTIVATION_FAILED, S.ACTIVATING_ANONYMOUS,
+        guard=Guard.CAN_RETRY,
+        actions=(A.RECORD_FAILURE,),
+    ),
+    Row(
+        S.ACTIVATING,
+        T.ACTIVATION_FAILED,
+        S.ACTIVATING_ANONYMOUS,
         "a final failure: the policy falls back to anonymous",
-        branch=_ACTIVATION_FALLBACK, actions=(A.RECORD_FAILURE,)),
-    Row(S.ACTIVATING, T.ACTIVATION_FAILED, S.BLOCKED,
+        branch=_ACTIVATION_FALLBACK,
+        actions=(A.RECORD_FAILURE,),
+    ),
+    Row(
+        S.ACTIVATING,
+        T.ACTIVATION_FAILED,
+        S.BLOCKED,
         "a final failure: the policy refuses to fall back",
-        branch=_ACTIVATION_BLOCK, actions=(A.RECORD_FAILURE,)),
-    Row(S.RETRYING, T.BACKOFF_ELAPSED, S.FETCHING_TOKEN,
-        "the backoff is over: ask for a fresh token (tokens live about a minute)"),
+        branch=_ACTIVATION_BLOCK,
+        actions=(A.RECORD_FAILURE,),
+    ),
+    Row(
+        S.RETRYING,
+        T.BACKOFF_ELAPSED,
+        S.FETCHING_TOKEN,
+        "the backoff is over: ask for a fresh token (tokens live about a minute)",
+    ),
     # The anonymous activation answered.
-    Row(S.ACTIVATING_ANONYMOUS, T.ANONYMOUS_SUCCEEDED, S.ANONYMOUS,
-        "the platform accepted the anonymous activation"),
-    Row(S.ACTIVATING_ANONYMOUS, T.ANONYMOUS_FAILED, S.BLOCKED,
-        "even the anonymous activation failed", actions=(A.RECORD_FALLBACK_FAILURE,)),
+    Row(
+        S.ACTIVATING_ANONYMOUS,
+        T.ANONYMOUS_SUCCEEDED,
+        S.ANONYMOUS,
+        "the platform accepted the anonymous activation",
+    ),
+    Row(
+        S.ACTIVATING_ANONYMOUS,
+        T.ANONYMOUS_FAILED,
+        S.BLOCKED,
+        "even the anonymous activation failed",
+        actions=(A.RECORD_FALLBACK_FAILURE,),
+    ),
     # Leaving.
-    Row(S.AUTHENTICATED, T.LOGOUT, S.UNAUTHENTICATED,
-        "logout: forget the visitor", actions=(A.FORGET_VISITOR,)),
-    Row(S.ANONYMOUS, T.LOGOUT, S.UNAUTHENTICATED,
-        "logout: forget the visitor", actions=(A.FORGET_VISITOR,)),
-    Row(S.BLOCKED, T.LOGOUT, S.UNAUTHENTICATED,
-        "logout: forget the blocked visitor", actions=(A.FORGET_VISITOR,)),
+    Row(
+        S.AUTHENTICATED,
+        T.LOGOUT,
+        S.UNAUTHENTICATED,
+        "logout: forget the visitor",
+        actions=(A.FORGET_VISITOR,),
+    ),
+    Row(
+        S.ANONYMOUS,
+        T.LOGOUT,
+        S.UNAUTHENTICATED,
+        "logout: forget the visitor",
+        actions=(A.FORGET_VISITOR,),
+    ),
+    Row(
+        S.BLOCKED,
+        T.LOGOUT,
+        S.UNAUTHENTICATED,
+        "logout: forget the blocked visitor",
+        actions=(A.FORGET_VISITOR,),
+    ),
     *(
-        Row(source, T.CANCEL, S.UNAUTHENTICATED,
+        Row(
+            source,
+            T.CANCEL,
+            S.UNAUTHENTICATED,
             "the host cancelled the flow or shut down: nothing stays in flight",
-            actions=(A.MARK_CANCELLED,))
+            actions=(A.MARK_CANCELLED,),
+        )
         for source in (S.FETCHING_TOKEN, S.ACTIVATING, S.RETRYING, S.ACTIVATING_ANONYMOUS)
     ),
 )
@@ -160,7 +242,7 @@ REJECTIONS: dict[tuple[State, Trigger], FailureReason] = {
 }
 
 
-class Work(str, Enum):
+class Work(StrEnum):
     """What a driver must do on entering a state: the I/O the core asks for."""
 
     FETCH_TOKEN = "ask the token provider for a token"

@@ -1,4 +1,4 @@
-"""iAdvize-compatible tokens: minting (the brand's backend) and offline verification (the platform's)."""
+"""iAdvize-compatible tokens: minting (brand backend) and offline verification (platform)."""
 
 from statemachine.tokens.claims import MAX_USER_ID, USER_ID, VISITOR_DATA, Claims
 from statemachine.tokens.errors import KeyLoadError, TokenError

@@ -13,7 +13,14 @@ USER_ID: Final = PREFIX + "userId"
 VISITOR_DATA: Final = PREFIX + "visitorData"
 MAX_USER_ID: Final = 255
 VISITOR_FIELDS: Final = (
-    "firstName", "lastName", "email", "phoneNumber", "address", "zipCode", "city", "country",
+    "firstName",
+    "lastName",
+    "email",
+    "phoneNumber",
+    "address",
+    "zipCode",
+    "city",
+    "country",
 )
 
 

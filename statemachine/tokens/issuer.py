@@ -52,7 +52,9 @@ class TokenIssuer:
         if isinstance(lifetime, bool) or not isinstance(lifetime, int | float):
             raise ValueError(f"lifetime must be a number of seconds, got {type(lifetime).__name__}")
         if not 0 < lifetime <= MAX_LIFETIME:
-            raise ValueError(f"lifetime must be between 1 and {MAX_LIFETIME} seconds, got {lifetime}")
+            raise ValueError(
+                f"lifetime must be between 1 and {MAX_LIFETIME} seconds, got {lifetime}"
+            )
         self._signing_key = load_key(signing_key, role="signing key (brand private)", private=True)
         self._encryption_key = load_key(
             encryption_key, role="encryption key (platform public)", private=False

@@ -34,9 +34,7 @@ def _pem_bytes(source: str | bytes | PathLike[str], role: str) -> bytes:
         raise KeyLoadError(f"{role}: cannot read {path}: {error.strerror}") from None
 
 
-def load_key(
-    source: KeySource, *, role: str, private: bool, password: bytes | None = None
-) -> Any:
+def load_key(source: KeySource, *, role: str, private: bool, password: bytes | None = None) -> Any:
     """A checked RSA ``JWK`` for ``role``; a public role also takes a private key's public half."""
     if isinstance(source, jwk.JWK):
         key = source

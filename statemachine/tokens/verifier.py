@@ -21,7 +21,13 @@ from jwcrypto import jwe, jws
 from jwcrypto.common import JWException
 
 from statemachine.reasons import FailureReason
-from statemachine.tokens.claims import USER_ID, VISITOR_DATA, Claims, user_id_problem, visitor_data_problem
+from statemachine.tokens.claims import (
+    USER_ID,
+    VISITOR_DATA,
+    Claims,
+    user_id_problem,
+    visitor_data_problem,
+)
 from statemachine.tokens.errors import TokenError
 from statemachine.tokens.issuer import CONTENT_ALG, KEY_ALG, SIGNING_ALG
 from statemachine.tokens.keys import KeySource, load_key
@@ -33,7 +39,7 @@ _SEGMENT: Final = re.compile(r"[A-Za-z0-9_-]*")
 Recorder = Callable[[str, str], None]
 
 
-def _ignore(check: str, detail: str) -> None:
+def _ignore(_check: str, _detail: str) -> None:
     return None
 
 
@@ -80,7 +86,11 @@ class TokenVerifier:
         *,
         clock: Callable[[], float] = time.time,
     ) -> None:
-        if isinstance(leeway, bool) or not isinstance(leeway, int | float) or not 0 <= leeway <= 300:
+        if (
+            isinstance(leeway, bool)
+            or not isinstance(leeway, int | float)
+            or not 0 <= leeway <= 300
+        ):
             raise ValueError(f"leeway must be between 0 and 300 seconds, got {leeway!r}")
         if issuer is not None and (not isinstance(issuer, str) or not issuer):
             raise ValueError("issuer must be a non-empty string or None")
@@ -139,7 +149,9 @@ class TokenVerifier:
                 raise _fail(FailureReason.MALFORMED_TOKEN, "format", "not ASCII text") from None
         if not isinstance(token, str):
             raise _fail(
-                FailureReason.MALFORMED_TOKEN, "format", f"expected a string, got {type(token).__name__}"
+                FailureReason.MALFORMED_TOKEN,
+                "format",
+                f"expected a string, got {type(token).__name__}",
             )
         if len(token) > MAX_TOKEN_CHARS:
             raise _fail(
@@ -202,7 +214,9 @@ class TokenVerifier:
                 "(encrypted for another key, or altered)",
             ) from None
         except (ValueError, TypeError, KeyError):
-            raise _fail(FailureReason.MALFORMED_TOKEN, "decryption", "the JWE is malformed") from None
+            raise _fail(
+                FailureReason.MALFORMED_TOKEN, "decryption", "the JWE is malformed"
+            ) from None
         return bytes(envelope.payload)
 
     def _verify_signature(self, inner: bytes) -> dict[str, Any]:
@@ -245,7 +259,9 @@ class TokenVerifier:
                 "does not verify with the brand public key (signed by another key, or altered)",
             ) from None
         except (ValueError, TypeError, KeyError):
-            raise _fail(FailureReason.MALFORMED_TOKEN, "signature", "the JWS is malformed") from None
+            raise _fail(
+                FailureReason.MALFORMED_TOKEN, "signature", "the JWS is malformed"
+            ) from None
         try:
             payload = json.loads(signed.payload)
         except ValueError:
@@ -273,7 +289,9 @@ class TokenVerifier:
             )
         for name in ("iat", "nbf"):
             value = payload.get(name)
-            if value is not None and (isinstance(value, bool) or not isinstance(value, int | float)):
+            if value is not None and (
+                isinstance(value, bool) or not isinstance(value, int | float)
+            ):
                 raise _fail(FailureReason.INVALID_CLAIMS, "claims", f"{name} is not a number")
         try:
             return Claims.from_payload(payload)

@@ -1,0 +1,154 @@
+"""State diagrams drawn from the transition table, per policy profile.
+
+Mermaid and DOT are plain text built here, deterministic to the byte, so the
+committed files in ``diagrams/`` can be compared with what the code draws.
+SVG is DOT rendered by Graphviz's ``dot`` program; each SVG carries the hash
+of its DOT source, so staleness is checkable without Graphviz installed.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import shutil
+import subprocess
+from collections.abc import Iterable, Sequence
+from pathlib import Path
+from typing import Final
+
+from statemachine.policy import ANONYMOUS_PROFILE, DEFENSIVE_PROFILE, ActivationPolicy, Profile
+from statemachine.results import HistoryEntry
+from statemachine.states import IN_FLIGHT, State
+from statemachine.table import STATE_MEANINGS, Row, rows_for
+
+PROFILES: Final = {"defensive": DEFENSIVE_PROFILE, "anonymous": ANONYMOUS_PROFILE}
+FORMATS: Final = ("mermaid", "dot", "svg")
+EXTENSIONS: Final = {"mermaid": "mmd", "dot": "dot", "svg": "svg"}
+SVG_SOURCE_MARK: Final = "<!-- dot-source-sha256: "
+
+
+class DiagramError(Exception):
+    """A diagram cannot be produced here; the message says what to install or fix."""
+
+
+def edge_label(row: Row, rows: Sequence[Row]) -> str:
+    """Trigger plus guard; an unguarded row after a guarded one of its group reads ``[else]``."""
+    if row.guard is not None:
+        return f"{row.trigger.value} [{row.guard.label}]"
+    siblings = [r for r in rows if r.source == row.source and r.trigger == row.trigger]
+    if siblings.index(row) > 0:
+        return f"{row.trigger.value} [else]"
+    return row.trigger.value
+
+
+def _title(profile: Profile) -> str:
+    return (
+        f"policy: token failure -> {profile.on_token_failure.value}, "
+        f"activation failure -> {profile.on_activation_failure.value}"
+    )
+
+
+def mermaid(
+    profile: Profile, *, current: State | None = None, visited: Iterable[State] = ()
+) -> str:
+    rows = rows_for(profile)
+    used = {r.source for r in rows} | {r.dest for r in rows}
+    lines = [
+        "---",
+        f"title: secured activation ({_title(profile)})",
+        "---",
+        "stateDiagram-v2",
+        f"    [*] --> {State.UNAUTHENTICATED.value}",
+    ]
+    lines += [f"    {s.value}: {s.value}" for s in State if s in used]
+    lines += [f"    {r.source.value} --> {r.dest.value}: {edge_label(r, rows)}" for r in rows]
+    lines.append("    classDef inflight fill:#fff4d6,stroke:#b58900")
+    in_flight = ",".join(s.value for s in State if s in IN_FLIGHT and s in used)
+    lines.append(f"    class {in_flight} inflight")
+    visited_set = [s.value for s in State if s in set(visited) and s is not current]
+    if visited_set:
+        lines.append("    classDef visited fill:#dbeafe,stroke:#1d4ed8")
+        lines.append(f"    class {','.join(visited_set)} visited")
+    if current is not None:
+        lines.append("    classDef current fill:#bbf7d0,stroke:#15803d,stroke-width:3px")
+        lines.append(f"    class {current.value} current")
+    return "\n".join(lines) + "\n"
+
+
+def dot(profile: Profile) -> str:
+    rows = rows_for(profile)
+    lines = [
+        "digraph secured_activation {",
+        f'    label="secured activation ({_title(profile)})";',
+        "    labelloc=t;",
+        "    rankdir=LR;",
+        '    node [shape=box, style="rounded,filled", fillcolor="#ffffff", fontname="Helvetica"];',
+        '    edge [fontname="Helvetica", fontsize=10];',
+        '    start [shape=point, label=""];',
+    ]
+    for state in State:
+        fill = "#fff4d6" if state in IN_FLIGHT else "#e8f5e9"
+        tooltip = STATE_MEANINGS[state].replace('"', "'")
+        lines.append(f'    {state.value} [fillcolor="{fill}", tooltip="{tooltip}"];')
+    lines.append(f"    start -> {State.UNAUTHENTICATED.value};")
+    for row in rows:
+        label = edge_label(row, rows).replace('"', "'")
+        tooltip = row.why.replace('"', "'")
+        lines.append(
+            f'    {row.source.value} -> {row.dest.value} [label="{label}", tooltip="{tooltip}"];'
+        )
+    lines.append("}")
+    return "\n".join(lines) + "\n"
+
+
+def svg(profile: Profile) -> str:
+    source = dot(profile)
+    program = shutil.which("dot")
+    if program is None:
+        raise DiagramError(
+            "SVG output needs Graphviz's 'dot' program, which is not installed "
+            "(Debian/Ubuntu: apt-get install graphviz; macOS: brew install graphviz). "
+            "Mermaid and DOT output need nothing."
+        )
+    done = subprocess.run(  # noqa: S603 - fixed program found on PATH, our own input
+        [program, "-Tsvg"], input=source, capture_output=True, text=True, timeout=60, check=False
+    )
+    if done.returncode != 0:
+        raise DiagramError(f"dot failed: {done.stderr.strip()[:200]}")
+    return f"{SVG_SOURCE_MARK}{source_hash(source)} -->\n{done.stdout}"
+
+
+def source_hash(source: str) -> str:
+    return hashlib.sha256(source.encode()).hexdigest()
+
+
+def render(policy: str, fmt: str) -> str:
+    if policy not in PROFILES:
+        raise DiagramError(f"unknown policy {policy!r} (choose from: {', '.join(PROFILES)})")
+    profile = PROFILES[policy]
+    if fmt == "mermaid":
+        return mermaid(profile)
+    if fmt == "dot":
+        return dot(profile)
+    if fmt == "svg":
+        return svg(profile)
+    raise DiagramError(f"unknown format {fmt!r} (choose from: {', '.join(FORMATS)})")
+
+
+def write_all(directory: Path, *, formats: Sequence[str] = FORMATS) -> list[Path]:
+    """Regenerate every committed diagram; this is what ``diagrams/`` must equal."""
+    directory.mkdir(parents=True, exist_ok=True)
+    written = []
+    for policy in PROFILES:
+        for fmt in formats:
+            path = directory / f"{policy}.{EXTENSIONS[fmt]}"
+            path.write_text(render(policy, fmt), encoding="utf-8")
+            written.append(path)
+    return written
+
+
+def session_mermaid(
+    policy: ActivationPolicy, current: State, history: Sequence[HistoryEntry]
+) -> str:
+    """A live session's drawing: its current state and every state its history went through."""
+    visited = {e.source for e in history} | {e.dest for e in history}
+    return mermaid(Profile.of(policy), current=current, visited=visited)
