@@ -1,0 +1,42 @@
+"""Keys are generated once per test session: no private key is ever committed."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+import structlog
+
+from statemachine.tokens import TokenIssuer, TokenVerifier, generate_rsa
+
+
+@pytest.fixture(scope="session")
+def brand_key() -> Any:
+    return generate_rsa()
+
+
+@pytest.fixture(scope="session")
+def platform_key() -> Any:
+    return generate_rsa()
+
+
+@pytest.fixture(scope="session")
+def other_key() -> Any:
+    return generate_rsa()
+
+
+@pytest.fixture(scope="session")
+def issuer(brand_key: Any, platform_key: Any) -> TokenIssuer:
+    return TokenIssuer(brand_key, platform_key, "https://brand.example")
+
+
+@pytest.fixture(scope="session")
+def verifier(brand_key: Any, platform_key: Any) -> TokenVerifier:
+    return TokenVerifier(platform_key, brand_key, issuer="https://brand.example")
+
+
+@pytest.fixture
+def logs() -> Iterator[list[dict[str, Any]]]:
+    with structlog.testing.capture_logs() as captured:
+        yield captured
