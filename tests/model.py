@@ -22,7 +22,9 @@ ALL_PROFILES = tuple(Profile(a, b) for a, b in product(Fallback, Fallback))
 
 
 def profile_id(profile: Profile) -> str:
-    return f"token-{profile.on_token_failure.value}/activation-{profile.on_activation_failure.value}"
+    return (
+        f"token-{profile.on_token_failure.value}/activation-{profile.on_activation_failure.value}"
+    )
 
 
 def witness(row: Row, step: int = 0) -> dict[str, Any]:
@@ -33,7 +35,9 @@ def witness(row: Row, step: int = 0) -> dict[str, Any]:
         return {"reason": FailureReason.TOKEN_UNAVAILABLE}
     if row.trigger is Trigger.ACTIVATION_FAILED:
         retryable = row.guard is not None
-        return {"reason": FailureReason.SERVER_ERROR if retryable else FailureReason.INVALID_SIGNATURE}
+        return {
+            "reason": FailureReason.SERVER_ERROR if retryable else FailureReason.INVALID_SIGNATURE
+        }
     if row.trigger is Trigger.ANONYMOUS_FAILED:
         return {"reason": FailureReason.SERVER_ERROR}
     return {}

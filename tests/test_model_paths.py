@@ -166,7 +166,9 @@ def test_path_replayed_by_async_session(profile: Profile, row: Row) -> None:
     path = completed(profile, path_to_row(profile, row))
     script = script_for(path)
     adapters = ScriptedAdapters(script, is_async=True)
-    session = AsyncActivationSession(adapters.provider, adapters.activator, policy_for(profile, path))
+    session = AsyncActivationSession(
+        adapters.provider, adapters.activator, policy_for(profile, path)
+    )
     adapters.session = session
 
     async def replay() -> None:

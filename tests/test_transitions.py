@@ -40,7 +40,9 @@ def policy_for(profile: Profile) -> Any:
     if profile == Profile(Fallback.BLOCK, Fallback.BLOCK):
         return DefensivePolicy(retry=RETRY)
     if profile.on_token_failure is Fallback.ANONYMOUS:
-        return AnonymousFallbackPolicy(retry=RETRY, on_activation_failure=profile.on_activation_failure)
+        return AnonymousFallbackPolicy(
+            retry=RETRY, on_activation_failure=profile.on_activation_failure
+        )
     return _Policy(*profile)
 
 
@@ -63,7 +65,9 @@ class Snapshot:
         return cls(core.attempts, core.option, core.reason, len(core.history))
 
 
-def check_action(action: Action, before: Snapshot, core: ActivationCore, payload: dict[str, Any]) -> None:
+def check_action(
+    action: Action, before: Snapshot, core: ActivationCore, payload: dict[str, Any]
+) -> None:
     if action is Action.BEGIN_SECURED:
         assert (core.attempts, core.option, core.reason) == (0, None, None)
     elif action is Action.BEGIN_ANONYMOUS:
@@ -146,9 +150,19 @@ def test_transition(profile: Profile, row: Row, logs: list[dict[str, Any]]) -> N
         row.dest.value,
     )
     assert event["attempt"] == core.attempts
-    expected_reason = core.reason.name if core.reason and row.dest in {
-        State.RETRYING, State.ACTIVATING_ANONYMOUS, State.ANONYMOUS, State.BLOCKED, State.UNAUTHENTICATED
-    } else None
+    expected_reason = (
+        core.reason.name
+        if core.reason
+        and row.dest
+        in {
+            State.RETRYING,
+            State.ACTIVATING_ANONYMOUS,
+            State.ANONYMOUS,
+            State.BLOCKED,
+            State.UNAUTHENTICATED,
+        }
+        else None
+    )
     assert event["reason"] == expected_reason
     if row.trigger is not Trigger.LOGOUT:
         assert core.history[-1].trigger is row.trigger
