@@ -11,6 +11,15 @@ import structlog
 from statemachine.tokens import TokenIssuer, TokenVerifier, generate_rsa
 
 
+@pytest.fixture(autouse=True, scope="session")
+def _quiet_json_logs() -> None:
+    """Render every event as JSON (proving it serialises) but print nothing."""
+    structlog.configure(
+        processors=[structlog.processors.JSONRenderer()],
+        logger_factory=structlog.ReturnLoggerFactory(),
+    )
+
+
 @pytest.fixture(scope="session")
 def brand_key() -> Any:
     return generate_rsa()
