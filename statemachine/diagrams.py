@@ -17,7 +17,7 @@ from typing import Final
 
 from statemachine.policy import ANONYMOUS_PROFILE, DEFENSIVE_PROFILE, ActivationPolicy, Profile
 from statemachine.results import HistoryEntry
-from statemachine.states import IN_FLIGHT, State
+from statemachine.states import IN_FLIGHT, State, Trigger
 from statemachine.table import STATE_MEANINGS, Row, rows_for
 
 PROFILES: Final = {"defensive": DEFENSIVE_PROFILE, "anonymous": ANONYMOUS_PROFILE}
@@ -93,11 +93,26 @@ def dot(profile: Profile) -> str:
     for row in rows:
         label = edge_label(row, rows).replace('"', "'")
         tooltip = row.why.replace('"', "'")
+        style = _edge_style(row)
         lines.append(
-            f'    {row.source.value} -> {row.dest.value} [label="{label}", tooltip="{tooltip}"];'
+            f"    {row.source.value} -> {row.dest.value} "
+            f'[label="{label}", tooltip="{tooltip}"{style}];'
         )
     lines.append("}")
     return "\n".join(lines) + "\n"
+
+
+def _edge_style(row: Row) -> str:
+    """Quiet the housekeeping edges, colour the ones a policy decides."""
+    if row.trigger in (Trigger.CANCEL, Trigger.LOGOUT):
+        return ', style=dashed, color="#9e9e9e", fontcolor="#757575"'
+    if row.branch is not None and row.dest is State.ACTIVATING_ANONYMOUS:
+        return ', color="#e65100", fontcolor="#e65100", penwidth=1.6'
+    if row.branch is not None and row.dest is State.BLOCKED:
+        return ', color="#b71c1c", fontcolor="#b71c1c", penwidth=1.6'
+    if row.dest is State.RETRYING or row.trigger is Trigger.BACKOFF_ELAPSED:
+        return ', color="#1565c0", fontcolor="#1565c0"'
+    return ""
 
 
 def svg(profile: Profile) -> str:
@@ -114,7 +129,20 @@ def svg(profile: Profile) -> str:
     )
     if done.returncode != 0:
         raise DiagramError(f"dot failed: {done.stderr.strip()[:200]}")
-    return f"{SVG_SOURCE_MARK}{source_hash(source)} -->\n{done.stdout}"
+    mark = f"{SVG_SOURCE_MARK}{source_hash(source)} -->\n"
+    head, newline, rest = done.stdout.partition("\n")
+    if head.startswith("<?xml"):  # the XML declaration must stay first
+        return f"{head}{newline}{mark}{rest}"
+    return mark + done.stdout
+
+
+def svg_source_hash(svg_text: str) -> str | None:
+    """The DOT-source hash an SVG of ours records, or None if it has none."""
+    start = svg_text.find(SVG_SOURCE_MARK)
+    if start < 0:
+        return None
+    end = svg_text.find(" -->", start)
+    return svg_text[start + len(SVG_SOURCE_MARK) : end]
 
 
 def source_hash(source: str) -> str:

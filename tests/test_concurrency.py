@@ -120,7 +120,8 @@ def test_hanging_async_provider_times_out_within_bounds() -> None:
     started = time.monotonic()
     result = asyncio.run(go())
     assert time.monotonic() - started < BOUND + 2.0
-    assert result.reason is FailureReason.TOKEN_UNAVAILABLE and result.state is State.BLOCKED
+    assert result.reason is FailureReason.TOKEN_UNAVAILABLE
+    assert result.state is State.BLOCKED
 
 
 def test_hanging_sync_provider_in_async_session_does_not_block_the_loop() -> None:
@@ -161,7 +162,8 @@ def test_hanging_activator_times_out_per_attempt_within_bounds() -> None:
     elapsed = time.monotonic() - started
     activator.release.set()
     assert result.reason is FailureReason.ACTIVATION_TIMEOUT
-    assert result.attempts == 3 and activator.calls == 3
+    assert result.attempts == 3
+    assert activator.calls == 3
     assert 3 * BOUND * 0.9 <= elapsed < 3 * BOUND + 2.0
 
 
@@ -207,7 +209,8 @@ def test_session_cancel_returns_a_cancelled_result_in_both_faces() -> None:
     assert session.cancel()
     worker.join(10)
     activator.release.set()
-    assert out[0].reason is FailureReason.CANCELLED and out[0].state is State.UNAUTHENTICATED
+    assert out[0].reason is FailureReason.CANCELLED
+    assert out[0].state is State.UNAUTHENTICATED
     assert session.state is State.UNAUTHENTICATED
     assert not session.cancel()  # nothing running any more
 
@@ -220,7 +223,8 @@ def test_session_cancel_returns_a_cancelled_result_in_both_faces() -> None:
         return await task
 
     result = asyncio.run(go())
-    assert result.reason is FailureReason.CANCELLED and result.state is State.UNAUTHENTICATED
+    assert result.reason is FailureReason.CANCELLED
+    assert result.state is State.UNAUTHENTICATED
 
 
 def test_cancel_during_backoff_is_prompt() -> None:

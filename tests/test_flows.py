@@ -93,7 +93,9 @@ def test_secured_activation_succeeds(
     result, session = run(face, provider, LocalActivator(verifier), POLICIES[policy_name]())
     assert result.status == "authentication-success"
     assert result.state is State.AUTHENTICATED is session.state
-    assert result.option.type == SECURED and result.reason is None and result.attempts == 1
+    assert result.option.type == SECURED
+    assert result.reason is None
+    assert result.attempts == 1
     assert result.to_dict() == {
         "authentication": {
             "option": {"type": SECURED, "token": token_holder[0]},
@@ -119,11 +121,13 @@ def test_provider_failure_goes_straight_to_the_policy(
     activator = Flaky(LocalActivator(verifier), 0)
     result, session = run(face, provider, activator, POLICIES[policy_name]())
     assert result.status == "authentication-failure"
-    assert result.option.type == SECURED and result.attempts == 0
+    assert result.option.type == SECURED
+    assert result.attempts == 0
     assert result.reason in {FailureReason.TOKEN_UNAVAILABLE, FailureReason.INVALID_OPTION}
     assert all(not o.is_secured for o in activator.calls)  # never retried, never activated
     if policy_name == "defensive":
-        assert result.state is State.BLOCKED and activator.calls == []
+        assert result.state is State.BLOCKED
+        assert activator.calls == []
     else:
         assert result.state is State.ANONYMOUS
         assert [o.type for o in activator.calls] == [ANONYMOUS]
@@ -179,7 +183,8 @@ def test_flaky_platform_twice_then_fine(
 ) -> None:
     activator = Flaky(LocalActivator(verifier), 2)
     result, _ = run(face, lambda: issuer.issue("u"), activator, POLICIES[policy_name]())
-    assert result.state is State.AUTHENTICATED and result.attempts == 3
+    assert result.state is State.AUTHENTICATED
+    assert result.attempts == 3
     assert len({o.token for o in activator.calls}) == 3  # a fresh token per attempt
 
 
@@ -188,7 +193,8 @@ def test_platform_down_for_good(
 ) -> None:
     activator = Flaky(LocalActivator(verifier), 99)
     result, _ = run(face, lambda: issuer.issue("u"), activator, POLICIES[policy_name]())
-    assert result.reason is FailureReason.SERVER_ERROR and result.attempts == 4
+    assert result.reason is FailureReason.SERVER_ERROR
+    assert result.attempts == 4
     assert sum(o.is_secured for o in activator.calls) == 4
     assert result.state is (State.BLOCKED if policy_name == "defensive" else State.ANONYMOUS)
 
@@ -198,9 +204,11 @@ def test_anonymous_policy_can_block_after_activation_failure(
 ) -> None:
     policy = AnonymousFallbackPolicy(retry=FAST_RETRY, on_activation_failure="block")
     result, _ = run(face, lambda: issuer.issue("u"), Flaky(LocalActivator(verifier), 99), policy)
-    assert result.state is State.BLOCKED and result.reason is FailureReason.SERVER_ERROR
+    assert result.state is State.BLOCKED
+    assert result.reason is FailureReason.SERVER_ERROR
     result, _ = run(face, lambda: None, Flaky(LocalActivator(verifier), 0), policy)
-    assert result.state is State.ANONYMOUS and result.reason is FailureReason.TOKEN_UNAVAILABLE
+    assert result.state is State.ANONYMOUS
+    assert result.reason is FailureReason.TOKEN_UNAVAILABLE
 
 
 def test_fallback_itself_failing_blocks_with_the_secured_reason(
@@ -222,7 +230,8 @@ def test_activate_anonymously(face: str, policy_name: str, verifier: TokenVerifi
         POLICIES[policy_name](),
         "activate_anonymously",
     )
-    assert result.status == "authentication-success" and result.state is State.ANONYMOUS
+    assert result.status == "authentication-success"
+    assert result.state is State.ANONYMOUS
     assert result.to_dict() == {
         "authentication": {"option": {"type": ANONYMOUS}, "status": "authentication-success"}
     }
@@ -235,12 +244,14 @@ def test_double_activation_and_logout(issuer: TokenIssuer, verifier: TokenVerifi
     first = session.activate()
     second = session.activate()
     assert first.state is State.AUTHENTICATED
-    assert second.reason is FailureReason.ALREADY_ACTIVATED and second.state is State.AUTHENTICATED
+    assert second.reason is FailureReason.ALREADY_ACTIVATED
+    assert second.state is State.AUTHENTICATED
     assert (
         second.to_dict()["authentication"]["reason"] == "Can't activate twice, please logout first"
     )
     session.logout()
-    assert session.state is State.UNAUTHENTICATED and session.history == ()
+    assert session.state is State.UNAUTHENTICATED
+    assert session.history == ()
     assert session.activate().state is State.AUTHENTICATED
 
 
@@ -253,7 +264,8 @@ def test_logout_forgets_the_visitor(issuer: TokenIssuer, verifier: TokenVerifier
     session.logout()
     core = session._core
     leftovers = [core.option, core.reason, core.flow, core.history]
-    assert leftovers == [None, None, None, ()] and core.attempts == 0
+    assert leftovers == [None, None, None, ()]
+    assert core.attempts == 0
     assert all(token not in repr(getattr(core, slot)) for slot in type(core).__slots__)
     assert token not in repr(session)
     session.logout()  # idempotent when nothing is activated
@@ -276,7 +288,8 @@ def test_anonymous_visitor_signs_in(
             lambda: issuer.issue("u"), LocalActivator(verifier), POLICIES["defensive"]()
         )
         anon, secured = s.activate_anonymously(), s.activate()
-    assert anon.state is State.ANONYMOUS and secured.state is State.AUTHENTICATED
+    assert anon.state is State.ANONYMOUS
+    assert secured.state is State.AUTHENTICATED
 
 
 def test_blocked_visitor_tries_again_on_next_page_load(
@@ -300,7 +313,8 @@ def test_reverify(issuer: TokenIssuer, verifier: TokenVerifier) -> None:
         session.reverify()
     session.activate()
     result = session.reverify()
-    assert result.state is State.AUTHENTICATED and result.attempts == 1
+    assert result.state is State.AUTHENTICATED
+    assert result.attempts == 1
     assert session.history[-3].trigger.value == "reverify"
 
 
@@ -339,7 +353,7 @@ def test_callback_errors_are_logged_and_change_nothing(
     def broken(result: ActivationResult) -> None:
         raise RuntimeError("host bug")
 
-    result, session = run(
+    result, _session = run(
         face, lambda: issuer.issue("u"), LocalActivator(verifier), POLICIES["defensive"]()
     )
     assert result.state is State.AUTHENTICATED
@@ -358,7 +372,8 @@ def test_callback_errors_are_logged_and_change_nothing(
 
         assert asyncio.run(go()).state is State.AUTHENTICATED
     errors = [e for e in logs if e["event"] == "activation.callback_error"]
-    assert len(errors) == 1 and errors[0]["error_type"] == "RuntimeError"
+    assert len(errors) == 1
+    assert errors[0]["error_type"] == "RuntimeError"
 
 
 def test_unexpected_activator_exception_is_a_server_error(
@@ -376,7 +391,8 @@ def test_unexpected_activator_exception_is_a_server_error(
             retry=RetryPolicy(max_retries=1, base_delay=0, max_delay=0, jitter=0)
         ),
     )
-    assert result.reason is FailureReason.SERVER_ERROR and result.attempts == 2
+    assert result.reason is FailureReason.SERVER_ERROR
+    assert result.attempts == 2
     assert {e["error_type"] for e in logs if e["event"] == "activation.activator_error"} == {
         "ConnectionError"
     }

@@ -15,14 +15,13 @@ from typing import Any
 
 import pytest
 
+from policies import RetryPolicy
 from statemachine import ActivationSession, AsyncActivationSession, FailureReason, State, Trigger
 from statemachine.policy import Fallback, Profile
 from statemachine.table import Row, rows_for
 from tests.helpers import HANG, Script, ScriptedAdapters, transitions_of
 from tests.model import ALL_PROFILES, path_to_row, profile_id, witness
 from tests.test_transitions import _Policy
-
-from policies import RetryPolicy
 
 HOST_TRIGGERS = {Trigger.ACTIVATE, Trigger.ACTIVATE_ANONYMOUSLY, Trigger.REVERIFY, Trigger.LOGOUT}
 ADAPTER_STATE = {
@@ -145,13 +144,14 @@ def test_path_replayed_by_blocking_session(profile: Profile, row: Row) -> None:
             elif segment[-1].trigger is Trigger.CANCEL:
                 results: list[Any] = []
                 worker = threading.Thread(
-                    target=lambda h=host: results.append(getattr(session, h.value)())
+                    target=lambda h=host, out=results: out.append(getattr(session, h.value)())
                 )
                 worker.start()
                 wait_until_cancellable(script, session, segment[-1].source)
                 assert session.cancel()
                 worker.join(10)
-                assert results and results[0].reason is FailureReason.CANCELLED
+                assert results
+                assert results[0].reason is FailureReason.CANCELLED
             else:
                 result = getattr(session, host.value)()
                 assert result.state is segment[-1].dest

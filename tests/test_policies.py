@@ -39,19 +39,17 @@ def test_defaults_follow_the_platform() -> None:
     policy = DefensivePolicy()
     assert policy.retry.max_retries == 3
     assert policy.retry.retry_on == DEFAULT_RETRY_ON
-    assert (
-        policy.on_token_failure is Fallback.BLOCK and policy.on_activation_failure is Fallback.BLOCK
-    )
+    assert policy.on_token_failure is Fallback.BLOCK
+    assert policy.on_activation_failure is Fallback.BLOCK
     anon = AnonymousFallbackPolicy()
-    assert (
-        anon.on_token_failure is Fallback.ANONYMOUS
-        and anon.on_activation_failure is Fallback.ANONYMOUS
-    )
+    assert anon.on_token_failure is Fallback.ANONYMOUS
+    assert anon.on_activation_failure is Fallback.ANONYMOUS
     assert (
         AnonymousFallbackPolicy(on_activation_failure="block").on_activation_failure
         is Fallback.BLOCK
     )
-    assert isinstance(policy, ActivationPolicy) and isinstance(anon, ActivationPolicy)
+    assert isinstance(policy, ActivationPolicy)
+    assert isinstance(anon, ActivationPolicy)
 
 
 def test_policies_are_frozen() -> None:
@@ -131,7 +129,8 @@ def test_delay_grows_caps_and_jitters() -> None:
     assert retry.delay(10_000) == 3.0  # no overflow
     jittery = RetryPolicy(base_delay=1.0, max_delay=1.0, jitter=0.2)
     samples = {jittery.delay(1) for _ in range(200)}
-    assert all(0.8 <= d <= 1.2 for d in samples) and len(samples) > 1
+    assert all(0.8 <= d <= 1.2 for d in samples)
+    assert len(samples) > 1
     assert jittery.longest_delay == pytest.approx(1.2)
     assert RetryPolicy(base_delay=0, max_delay=0).delay(3) == 0.0
 
@@ -142,7 +141,7 @@ def test_host_policy_object_is_accepted() -> None:
     @dataclasses.dataclass(frozen=True)
     class Mine:
         name: str = "mine"
-        retry: RetryPolicy = RetryPolicy(max_retries=0)
+        retry: RetryPolicy = dataclasses.field(default_factory=lambda: RetryPolicy(max_retries=0))
         token_timeout: float | None = None
         activation_timeout: float | None = None
         on_token_failure: str = "anonymous"
@@ -154,5 +153,5 @@ def test_host_policy_object_is_accepted() -> None:
 
     session = ActivationSession(lambda: None, Ok(), Mine())  # type: ignore[arg-type]
     assert session.activate().state is State.ANONYMOUS
-    with pytest.raises(ValueError, match="policy.on_token_failure must be"):
+    with pytest.raises(ValueError, match=r"policy\.on_token_failure must be"):
         ActivationSession(lambda: None, Ok(), Mine(on_token_failure="maybe"))  # type: ignore[arg-type]

@@ -106,8 +106,10 @@ class CoreMachine(RuleBasedStateMachine):
             assert self.core.state is before
             return
         if self.core.state is State.AUTHENTICATED and before is not State.AUTHENTICATED:
-            assert trigger is Trigger.ACTIVATION_SUCCEEDED and before is State.ACTIVATING
-            assert self.core.option is not None and self.core.option.is_secured
+            assert trigger is Trigger.ACTIVATION_SUCCEEDED
+            assert before is State.ACTIVATING
+            assert self.core.option is not None
+            assert self.core.option.is_secured
 
     @invariant()
     def attempts_bounded(self) -> None:
@@ -127,7 +129,8 @@ class CoreMachine(RuleBasedStateMachine):
         core = self.core
         if core is not None and core.state is State.AUTHENTICATED and core.history:
             into = [e for e in core.history if e.dest is State.AUTHENTICATED][-1]
-            assert into.trigger is Trigger.ACTIVATION_SUCCEEDED and into.source is State.ACTIVATING
+            assert into.trigger is Trigger.ACTIVATION_SUCCEEDED
+            assert into.source is State.ACTIVATING
 
 
 TestCoreMachine = CoreMachine.TestCase
@@ -176,14 +179,17 @@ def check_flow(
     state: State,
 ) -> None:
     assert results == [result]  # callback exactly once
-    assert state in RESTING and result.state is state
+    assert state in RESTING
+    assert result.state is state
     assert result.attempts == len(script.secured_calls) <= 1 + policy.retry.max_retries
     if state is State.AUTHENTICATED:
-        assert script.secured_calls and script.secured_calls[-1]
+        assert script.secured_calls
+        assert script.secured_calls[-1]
     else:
         assert not any(script.secured_calls)
     if policy.name == "defensive":
-        assert script.anonymous_calls == 0 and state is not State.ANONYMOUS
+        assert script.anonymous_calls == 0
+        assert state is not State.ANONYMOUS
 
 
 @settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.too_slow])

@@ -109,7 +109,8 @@ def test_our_tokens_open_with_joserfc(
     payload = json.loads(verified.payload)
     assert payload[USER_ID] == "visitor-9"
     assert payload["https://iadvize.com/visitorData"] == {"city": "Nantes"}
-    assert payload["iss"] == ISS and payload["exp"] - payload["iat"] == 60
+    assert payload["iss"] == ISS
+    assert payload["exp"] - payload["iat"] == 60
 
 
 def test_joserfc_tokens_verify_with_ours(
@@ -124,20 +125,23 @@ def test_wrong_platform_key_is_decryption_failed(
 ) -> None:
     token = TokenIssuer(brand_key, other_key, ISS).issue("u")
     error = refused(verifier, token)
-    assert error.reason is FailureReason.DECRYPTION_FAILED and error.check == "decryption"
+    assert error.reason is FailureReason.DECRYPTION_FAILED
+    assert error.check == "decryption"
 
 
 def test_wrong_brand_key_is_invalid_signature(
     verifier: TokenVerifier, other_key: Any, platform_key: Any
 ) -> None:
     error = refused(verifier, TokenIssuer(other_key, platform_key, ISS).issue("u"))
-    assert error.reason is FailureReason.INVALID_SIGNATURE and error.check == "signature"
+    assert error.reason is FailureReason.INVALID_SIGNATURE
+    assert error.check == "signature"
 
 
 def test_expired(verifier: TokenVerifier, brand_key: Any, platform_key: Any) -> None:
     token = TokenIssuer(brand_key, platform_key, ISS, clock=lambda: time.time() - 120).issue("u")
     error = refused(verifier, token)
-    assert error.reason is FailureReason.EXPIRED_TOKEN and error.check == "expiry"
+    assert error.reason is FailureReason.EXPIRED_TOKEN
+    assert error.check == "expiry"
 
 
 def test_leeway_tolerates_small_clock_skew(brand_key: Any, platform_key: Any) -> None:
@@ -237,7 +241,8 @@ def test_outer_algorithms_other_than_the_platforms_are_refused(
         {"alg": "RS256"}, json.dumps(claims()), rfc_key(brand_key), algorithms=["RS256"]
     )
     error = refused(verifier, encrypt_raw(platform_key, signed.encode(), header))
-    assert error.reason is FailureReason.UNSUPPORTED_ALGORITHM and error.check == "algorithms"
+    assert error.reason is FailureReason.UNSUPPORTED_ALGORITHM
+    assert error.check == "algorithms"
 
 
 def test_compressed_tokens_are_refused_before_decryption(
@@ -295,7 +300,8 @@ def test_malformed_input(verifier: TokenVerifier, issuer: TokenIssuer, make: Any
 
 def test_oversized_is_refused_before_any_cryptography(verifier: TokenVerifier) -> None:
     error = refused(verifier, "a." * (MAX_TOKEN_CHARS // 2 + 10))
-    assert error.check == "format" and "limit" in error.detail
+    assert error.check == "format"
+    assert "limit" in error.detail
 
 
 @settings(max_examples=300, deadline=None)
@@ -324,7 +330,8 @@ def test_diagnosis_reports_each_check_in_order(
     verifier: TokenVerifier, issuer: TokenIssuer, other_key: Any, platform_key: Any
 ) -> None:
     ok = verifier.diagnose(issuer.issue("u"))
-    assert ok.valid and [c.name for c in ok.checks] == [
+    assert ok.valid
+    assert [c.name for c in ok.checks] == [
         "format",
         "algorithms",
         "decryption",
@@ -334,7 +341,8 @@ def test_diagnosis_reports_each_check_in_order(
     ]
     assert all(c.passed for c in ok.checks)
     bad = verifier.diagnose(TokenIssuer(other_key, platform_key, ISS).issue("u"))
-    assert not bad.valid and bad.reason is FailureReason.INVALID_SIGNATURE
+    assert not bad.valid
+    assert bad.reason is FailureReason.INVALID_SIGNATURE
     assert [(c.name, c.passed) for c in bad.checks] == [
         ("format", True),
         ("algorithms", True),
@@ -408,7 +416,8 @@ def test_keys_load_from_pem_text_bytes_path_and_jwk(brand_key: Any, tmp_path: Pa
     for source in (pem, pem.decode(), path, str(path), brand_key):
         assert load_key(source, role="k", private=True).thumbprint() == thumb
     public = load_key(brand_key, role="k", private=False)
-    assert not public.has_private and public.thumbprint() == thumb
+    assert not public.has_private
+    assert public.thumbprint() == thumb
     encrypted = brand_key.export_to_pem(private_key=True, password=b"s3cret")
     assert load_key(encrypted, role="k", private=True, password=b"s3cret").thumbprint() == thumb
 

@@ -71,8 +71,10 @@ def check_action(
     if action is Action.BEGIN_SECURED:
         assert (core.attempts, core.option, core.reason) == (0, None, None)
     elif action is Action.BEGIN_ANONYMOUS:
-        assert core.attempts == 0 and core.reason is None
-        assert core.option is not None and not core.option.is_secured
+        assert core.attempts == 0
+        assert core.reason is None
+        assert core.option is not None
+        assert not core.option.is_secured
     elif action is Action.ACCEPT_TOKEN:
         assert core.option == payload["option"]
         assert core.attempts == before.attempts + 1
@@ -115,7 +117,8 @@ def check_work(row: Row, effect: Any, core: ActivationCore) -> None:
     else:
         assert isinstance(effect, work[kind])
     if kind is Work.ACTIVATE_SECURED:
-        assert effect.option.is_secured and effect.option is core.option
+        assert effect.option.is_secured
+        assert effect.option is core.option
     if kind is Work.ACTIVATE_ANONYMOUS:
         assert not effect.option.is_secured
         assert effect.on_success is Trigger.ANONYMOUS_SUCCEEDED
@@ -195,7 +198,8 @@ def test_retry_guard_false_for_non_retryable_reason() -> None:
     core.begin(Trigger.ACTIVATE)
     core.fire(Trigger.TOKEN_RECEIVED, option=witness(TRANSITIONS[6])["option"])
     core.fire(Trigger.ACTIVATION_FAILED, reason=FailureReason.MALFORMED_TOKEN)
-    assert core.state is State.BLOCKED and core.attempts == 1
+    assert core.state is State.BLOCKED
+    assert core.attempts == 1
 
 
 INVALID_CASES = [
@@ -221,7 +225,8 @@ def test_invalid_trigger_is_refused_and_changes_nothing(
             core.begin(trigger)
         else:
             core.fire(trigger, reason=FailureReason.SERVER_ERROR)
-    assert caught.value.state is state and caught.value.trigger is trigger
+    assert caught.value.state is state
+    assert caught.value.trigger is trigger
     assert f"'{trigger.value}' is not allowed in state '{state.value}'" in str(caught.value)
     assert core.state is state
     assert (Snapshot.of(core), core.history, core.flow) == before
