@@ -150,19 +150,19 @@ def test_leeway_tolerates_small_clock_skew(brand_key: Any, platform_key: Any) ->
 
 
 @pytest.mark.parametrize(
-    ("payload", "reason"),
+    ("make_payload", "reason"),
     [
-        (claims(**{USER_ID: None}), FailureReason.INVALID_CLAIMS),
-        (claims(**{USER_ID: 12345}), FailureReason.INVALID_CLAIMS),
-        (claims(**{USER_ID: ""}), FailureReason.INVALID_CLAIMS),
-        (claims(**{USER_ID: "x" * 256}), FailureReason.INVALID_CLAIMS),
-        (claims(iss="https://someone-else.example"), FailureReason.INVALID_CLAIMS),
-        (claims(exp="tomorrow"), FailureReason.INVALID_CLAIMS),
+        (lambda: claims(**{USER_ID: None}), FailureReason.INVALID_CLAIMS),
+        (lambda: claims(**{USER_ID: 12345}), FailureReason.INVALID_CLAIMS),
+        (lambda: claims(**{USER_ID: ""}), FailureReason.INVALID_CLAIMS),
+        (lambda: claims(**{USER_ID: "x" * 256}), FailureReason.INVALID_CLAIMS),
+        (lambda: claims(iss="https://someone-else.example"), FailureReason.INVALID_CLAIMS),
+        (lambda: claims(exp="tomorrow"), FailureReason.INVALID_CLAIMS),
         (
-            claims(**{"https://iadvize.com/visitorData": ["not", "an", "object"]}),
+            lambda: claims(**{"https://iadvize.com/visitorData": ["not", "an", "object"]}),
             FailureReason.INVALID_CLAIMS,
         ),
-        (claims(nbf=int(time.time()) + 3600), FailureReason.INVALID_CLAIMS),
+        (lambda: claims(nbf=int(time.time()) + 3600), FailureReason.INVALID_CLAIMS),
     ],
     ids=[
         "no-user-id",
@@ -179,10 +179,11 @@ def test_bad_claims(
     verifier: TokenVerifier,
     brand_key: Any,
     platform_key: Any,
-    payload: dict[str, Any],
+    make_payload: Any,
     reason: FailureReason,
 ) -> None:
-    error = refused(verifier, mint_with_joserfc(brand_key, platform_key, payload))
+    # Built at run time: a payload made at collection could expire before its test runs.
+    error = refused(verifier, mint_with_joserfc(brand_key, platform_key, make_payload()))
     assert error.reason is reason
 
 
