@@ -1,0 +1,82 @@
+"""The README tells the truth: its test command is what CI runs, its drawing is current,
+and the examples it points to run."""
+
+from __future__ import annotations
+
+import os
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def test_readme_test_command_is_what_ci_runs() -> None:
+    ci = (ROOT / ".ci" / "run").read_text()
+    commands = [line for line in ci.splitlines() if line.startswith("python3 -m venv")]
+    assert len(commands) == 1
+    readme = (ROOT / "README.md").read_text()
+    assert f"```sh\n{commands[0]}\n```" in readme
+
+
+def test_readme_demo_command_runs_the_demo() -> None:
+    readme = (ROOT / "README.md").read_text()
+    assert re.search(r"^python3 -m venv \.venv && .*secured-activation demo$", readme, re.M)
+
+
+def test_readme_drawing_is_the_generated_one() -> None:
+    readme = (ROOT / "README.md").read_text()
+    block = re.search(r"```mermaid\n(.*?)```", readme, re.S)
+    assert block is not None
+    assert block.group(1) == (ROOT / "diagrams" / "defensive.mmd").read_text()
+
+
+def _run(script: str, *args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, str(ROOT / "examples" / script), *args],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+        env={**os.environ, "PYTHONPATH": str(ROOT)},
+    )
+
+
+def test_async_host_example_runs() -> None:
+    done = _run("async_host.py")
+    assert done.returncode == 0, done.stderr[-2000:]
+    lines = done.stdout.splitlines()
+    assert sum('"authentication-success"' in line for line in lines) == 3
+    assert any("-> retrying -> fetching_token" in line for line in lines)
+    assert "eyJ" not in done.stdout + done.stderr
+
+
+def test_token_endpoint_serves_a_verifiable_token(tmp_path: Path) -> None:
+    import json
+    import urllib.request
+
+    sys.path.insert(0, str(ROOT / "examples"))
+    try:
+        from token_endpoint import serve_in_background
+    finally:
+        sys.path.pop(0)
+    from statemachine.tokens import TokenIssuer, TokenVerifier, generate_rsa
+
+    brand, platform = generate_rsa(), generate_rsa()
+    server, url = serve_in_background(TokenIssuer(brand, platform, "b"))
+    try:
+        request = urllib.request.Request(url, data=b'{"userId": "v-1"}', method="POST")
+        with urllib.request.urlopen(request, timeout=10) as response:
+            body = json.load(response)
+        bad = urllib.request.Request(url, data=b'{"userId": ""}', method="POST")
+        try:
+            urllib.request.urlopen(bad, timeout=10)
+            raise AssertionError("an empty userId must be refused")
+        except urllib.error.HTTPError as error:
+            assert error.code == 400
+    finally:
+        server.shutdown()
+    option = body["authenticationOption"]
+    assert option["type"] == "SECURED_AUTHENTICATION"
+    assert TokenVerifier(platform, brand).verify(option["token"]).user_id == "v-1"
