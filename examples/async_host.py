@@ -91,6 +91,7 @@ async def main() -> None:
         )
         print(f"{session.session_id}: {steps} (attempts {result.attempts})")
     server.shutdown()
+    server.server_close()
 
 
 if __name__ == "__main__":

@@ -74,9 +74,11 @@ def test_token_endpoint_serves_a_verifiable_token(tmp_path: Path) -> None:
             urllib.request.urlopen(bad, timeout=10)
             raise AssertionError("an empty userId must be refused")
         except urllib.error.HTTPError as error:
-            assert error.code == 400
+            with error:
+                assert error.code == 400
     finally:
         server.shutdown()
+        server.server_close()
     option = body["authenticationOption"]
     assert option["type"] == "SECURED_AUTHENTICATION"
     assert TokenVerifier(platform, brand).verify(option["token"]).user_id == "v-1"
