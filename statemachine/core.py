@@ -32,8 +32,18 @@ _ANONYMOUS_OPTION: Final = AuthenticationOption.anonymous()
 _NO_TOKEN_OPTION: Final = AuthenticationOption.secured(None)
 
 
-_NO_REASON_DESTS: Final = frozenset({State.FETCHING_TOKEN, State.ACTIVATING, State.AUTHENTICATED})
+_STATES: Final = {s.value: s for s in State}
+"""``State(value)`` goes through ``Enum.__call__``; a dict lookup is several times faster."""
+
+_NO_REASON_DESTS: Final = frozenset(
+    {State.FETCHING_TOKEN.value, State.ACTIVATING.value, State.AUTHENTICATED.value}
+)
 """Entering these says nothing about a failure, so history shows no reason there."""
+
+# Hot-path tables keyed by plain strings: an Enum member's ``.value`` and
+# ``__hash__`` are Python-level calls, a str's are not.
+_REFUSALS: Final = {(s.value, t.value): reason for (s, t), reason in REJECTIONS.items()}
+_FLOW_START_NAMES: Final = frozenset(t.value for t in FLOW_STARTS)
 
 
 def new_session_id() -> str:
@@ -58,11 +68,9 @@ class ActivationCore:
     )
 
     def __init__(self, policy: ActivationPolicy, session_id: str | None = None) -> None:
-        profile = Profile.of(policy)
-        self._events = machine_for(profile).events
-        self._profile = profile
+        self._profile, self._events = _shape_of(policy)
         self._fsm_state: str = State.UNAUTHENTICATED.value
-        self._history: list[HistoryEntry] | None = None
+        self._history: list[_Entry] | None = None
         self._log: Any = None
         self.policy = policy
         self.session_id = session_id or new_session_id()
@@ -74,11 +82,15 @@ class ActivationCore:
     # -- reading ---------------------------------------------------------
     @property
     def state(self) -> State:
-        return State(self._fsm_state)
+        return _STATES[self._fsm_state]
 
     @property
     def history(self) -> tuple[HistoryEntry, ...]:
-        return tuple(self._history or ())
+        # Stored as plain tuples; the public objects are built only when asked for.
+        return tuple(
+            HistoryEntry(_STATES[source], _STATES[dest], trigger, attempt, reason)
+            for source, dest, trigger, attempt, reason in self._history or ()
+        )
 
     @property
     def logger(self) -> Any:
@@ -96,11 +108,11 @@ class ActivationCore:
     # -- events ----------------------------------------------------------
     def begin(self, trigger: Trigger) -> Effect:
         """Start a flow, or answer the tag's refusal without moving."""
-        if trigger not in FLOW_STARTS:
+        if trigger._value_ not in _FLOW_START_NAMES:
             raise ValueError(f"'{trigger.value}' does not start a flow")
-        state = self.state
-        refusal = REJECTIONS.get((state, trigger))
+        refusal = _REFUSALS.get((self._fsm_state, trigger._value_))
         if refusal is not None:
+            state = self.state
             self.logger.info(
                 logs.REJECTED, state=state.value, trigger=trigger.value, reason=refusal.name
             )
@@ -125,17 +137,17 @@ class ActivationCore:
         has no row for ``trigger`` in the current state.
         """
         source = self._fsm_state
-        event = self._events.get(trigger.value)
+        event = self._events.get(trigger._value_)
         if event is None or source not in event.transitions:
-            state = State(source)
+            state = _STATES[source]
             raise TransitionNotAllowed(
                 state, trigger, allowed_triggers(state, rows_for(self._profile))
             )
         if not event.trigger(self, option=option, reason=reason):  # pragma: no cover - table bug
             raise RuntimeError(f"no row of the table matched {trigger.value} in {source}")
-        dest = State(self._fsm_state)
-        self._record(State(source), dest, trigger)
-        return self._work_for(dest)
+        dest = self._fsm_state
+        self._record(source, dest, trigger)
+        return self._work_for(_STATES[dest])
 
     def complete(self, effect: Effect, outcome: Outcome) -> Effect | None:
         """Turn what a driver observed into the next event."""
@@ -205,23 +217,23 @@ class ActivationCore:
         self.reason = FailureReason.CANCELLED
 
     # -- internals -------------------------------------------------------
-    def _record(self, source: State, dest: State, trigger: Trigger) -> None:
+    def _record(self, source: str, dest: str, trigger: Trigger) -> None:
         reason = None if dest in _NO_REASON_DESTS else self.reason
-        entry = HistoryEntry(source, dest, trigger, self.attempts, reason)
+        attempt = self.attempts
         if trigger is not Trigger.LOGOUT:
             history = self._history
             if history is None:
                 history = self._history = []
-            history.append(entry)
+            history.append((source, dest, trigger, attempt, reason))
             if len(history) > HISTORY_LIMIT:
                 del history[: len(history) - HISTORY_LIMIT]
         self.logger.info(
             logs.TRANSITION,
-            source=source.value,
-            dest=dest.value,
-            trigger=trigger.value,
-            attempt=entry.attempt,
-            reason=None if reason is None else reason.name,
+            source=source,
+            dest=dest,
+            trigger=trigger._value_,
+            attempt=attempt,
+            reason=None if reason is None else reason._name_,
         )
 
     def _work_for(self, dest: State) -> Effect | None:
@@ -267,6 +279,25 @@ class ActivationCore:
             return FailureReason.ACTIVATION_TIMEOUT
         self.logger.warning(logs.ACTIVATOR_ERROR, error_type=type(error).__name__)
         return FailureReason.SERVER_ERROR
+
+
+_Entry = tuple[str, str, Trigger, int, FailureReason | None]
+
+_SHAPES: dict[tuple[object, object], tuple[Profile, Any]] = {}
+
+
+def _shape_of(policy: ActivationPolicy) -> tuple[Profile, Any]:
+    """The profile and machine events for ``policy``, looked up by its two raw decisions.
+
+    ``Fallback`` is a ``StrEnum``, so ``"block"`` and ``Fallback.BLOCK`` share a
+    key; at most four entries ever exist.
+    """
+    key = (policy.on_token_failure, policy.on_activation_failure)
+    shape = _SHAPES.get(key)
+    if shape is None:
+        profile = Profile.of(policy)
+        shape = _SHAPES[key] = (profile, machine_for(profile).events)
+    return shape
 
 
 def _read_provider_output(outcome: Outcome) -> AuthenticationOption | FailureReason:

@@ -1,26 +1,26 @@
 """What the sans-IO core asks a driver to do next.
 
 The core never performs I/O; it answers each event with one of these, and a
-driver (asyncio or blocking) performs it and reports back.
+driver (asyncio or blocking) performs it and reports back. They are named
+tuples: immutable, and several times cheaper to build than frozen dataclasses
+on a path that runs for every step of every visitor.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from typing import NamedTuple
 
 from statemachine.options import AuthenticationOption
 from statemachine.results import ActivationResult
 from statemachine.states import Trigger
 
 
-@dataclass(frozen=True, slots=True)
-class FetchToken:
+class FetchToken(NamedTuple):
     attempt: int
     timeout: float | None
 
 
-@dataclass(frozen=True, slots=True)
-class CallActivator:
+class CallActivator(NamedTuple):
     option: AuthenticationOption
     attempt: int
     timeout: float | None
@@ -28,22 +28,19 @@ class CallActivator:
     on_failure: Trigger
 
 
-@dataclass(frozen=True, slots=True)
-class BackOff:
+class BackOff(NamedTuple):
     delay: float
     retry: int
 
 
-@dataclass(frozen=True, slots=True)
-class Finish:
+class Finish(NamedTuple):
     result: ActivationResult
 
 
 Effect = FetchToken | CallActivator | BackOff | Finish
 
 
-@dataclass(frozen=True, slots=True)
-class Outcome:
+class Outcome(NamedTuple):
     """What a driver observed while performing an effect: a value or an error."""
 
     value: object = None

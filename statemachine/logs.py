@@ -24,9 +24,16 @@ PROVIDER_ERROR: Final = "activation.provider_error"
 ACTIVATOR_ERROR: Final = "activation.activator_error"
 
 
+_PROXY: Any = structlog.get_logger(LOGGER_NAME)
+
+
 def session_logger(session_id: str) -> Any:
-    """A logger with the session id bound once, as structlog recommends."""
-    return structlog.get_logger(LOGGER_NAME).bind(session_id=session_id)
+    """A logger with the session id bound once, as structlog recommends.
+
+    The lazy proxy defers to whatever configuration the host sets, even after
+    import; binding it resolves that configuration for this session.
+    """
+    return _PROXY.bind(session_id=session_id)
 
 
 def configure_for_cli(*, verbose: bool, json: bool) -> None:

@@ -7,6 +7,7 @@ semantics; they differ only in how they wait. Every rule lives in the core.
 from __future__ import annotations
 
 import asyncio
+import functools
 import threading
 from collections.abc import Callable
 from typing import Any
@@ -35,6 +36,36 @@ def _default_policy() -> ActivationPolicy:
     return DefensivePolicy()
 
 
+def _check_policy(policy: object) -> None:
+    if not isinstance(policy, ActivationPolicy):
+        raise TypeError(
+            "policy must provide name, retry, token_timeout, activation_timeout, "
+            f"on_token_failure and on_activation_failure; got {type(policy).__name__}"
+        )
+    for decision in ("on_token_failure", "on_activation_failure"):
+        try:
+            Fallback(getattr(policy, decision))
+        except ValueError:
+            raise ValueError(
+                f"policy.{decision} must be 'anonymous' or 'block', "
+                f"got {getattr(policy, decision)!r}"
+            ) from None
+
+
+_check_hashable_policy = functools.lru_cache(maxsize=64)(_check_policy)
+"""A runtime protocol check costs more than the rest of a session's creation;
+policies are immutable and shared, so each is checked once (errors are not cached)."""
+
+
+def _validate(policy: object) -> None:
+    try:
+        hash(policy)
+    except TypeError:
+        _check_policy(policy)
+    else:
+        _check_hashable_policy(policy)
+
+
 class _Session:
     """What both faces share: validation, the core, and read-only views of it."""
 
@@ -59,19 +90,7 @@ class _Session:
                 f"activator must have an activate(option) method, got {type(activator).__name__}"
             )
         policy = _default_policy() if policy is None else policy
-        if not isinstance(policy, ActivationPolicy):
-            raise TypeError(
-                "policy must provide name, retry, token_timeout, activation_timeout, "
-                f"on_token_failure and on_activation_failure; got {type(policy).__name__}"
-            )
-        for decision in ("on_token_failure", "on_activation_failure"):
-            try:
-                Fallback(getattr(policy, decision))
-            except ValueError:
-                raise ValueError(
-                    f"policy.{decision} must be 'anonymous' or 'block', "
-                    f"got {getattr(policy, decision)!r}"
-                ) from None
+        _validate(policy)
         self._provider = token_provider
         self._provider_is_async = is_async_callable(token_provider)
         self._activate = activate
@@ -217,7 +236,7 @@ class _FlowControl:
 
     def __init__(self) -> None:
         self.cancelled = False
-        self.wake = threading.Event()
+        self.wake: threading.Event | None = None  # made only when the flow has to wait
 
     def fresh_wake(self) -> threading.Event:
         self.wake = threading.Event()
@@ -271,7 +290,8 @@ class ActivationSession(_Session):
             if control is None:
                 return False
             control.cancelled = True
-            control.wake.set()
+            if control.wake is not None:
+                control.wake.set()
             return True
 
     def _run(self, trigger: Trigger, callback: Callback | None) -> ActivationResult:
@@ -305,8 +325,8 @@ class ActivationSession(_Session):
     def _perform(self, effect: Effect, control: _FlowControl) -> Outcome | None:
         """Do the effect's I/O; ``None`` means the flow was cancelled meanwhile."""
         if isinstance(effect, BackOff):
-            control.fresh_wake()
-            if control.cancelled or control.wake.wait(effect.delay):
+            wake = control.fresh_wake()
+            if control.cancelled or wake.wait(effect.delay):
                 return None
             return Outcome()
         args: tuple[Any, ...]

@@ -1,0 +1,182 @@
+"""1. Engine per visitor: the shared machine against a ``Machine`` per visitor, same table."""
+
+from __future__ import annotations
+
+import gc
+import time
+import tracemalloc
+from typing import Any
+
+from transitions import Machine
+
+from bench.common import per_call, us
+from policies import DefensivePolicy
+from statemachine import ActivationSession, AsyncActivationSession, AuthenticationOption, Trigger
+from statemachine.core import ActivationCore
+from statemachine.machine import MODEL_ATTRIBUTE
+from statemachine.policy import Profile
+from statemachine.states import State
+from statemachine.table import rows_for
+
+POLICY = DefensivePolicy(token_timeout=None, activation_timeout=None)
+OPTION = AuthenticationOption.secured("token")
+STATES = [s.value for s in State]
+TABLE = [
+    {
+        "trigger": r.trigger.value,
+        "source": r.source.value,
+        "dest": r.dest.value,
+        "conditions": [r.guard.value] if r.guard else None,
+        "before": [a.value for a in r.actions] or None,
+    }
+    for r in rows_for(Profile.of(POLICY))
+]
+
+
+class NaiveModel(ActivationCore):
+    """The same model, but with a ``__dict__`` so ``transitions`` can bind triggers onto it."""
+
+
+def naive_visitor() -> None:
+    model = NaiveModel(POLICY)
+    Machine(
+        model=model,
+        states=STATES,
+        transitions=TABLE,
+        initial=State.UNAUTHENTICATED.value,
+        send_event=True,
+        auto_transitions=False,
+        model_attribute=MODEL_ATTRIBUTE,
+    )
+    model.activate()  # type: ignore[attr-defined]
+    model.token_received(option=OPTION)  # type: ignore[attr-defined]
+    model.activation_succeeded()  # type: ignore[attr-defined]
+
+
+def shared_visitor() -> None:
+    core = ActivationCore(POLICY)
+    core.begin(Trigger.ACTIVATE)
+    core.fire(Trigger.TOKEN_RECEIVED, option=OPTION)
+    core.fire(Trigger.ACTIVATION_SUCCEEDED)
+
+
+class Instant:
+    def activate(self, option: AuthenticationOption) -> None:
+        return None
+
+
+def provider() -> str:
+    return "token"
+
+
+ACTIVATOR = Instant()
+
+
+def session_visitor() -> None:
+    ActivationSession(provider, ACTIVATOR, POLICY).activate()
+
+
+def naive_session_visitor() -> None:
+    """The blocking session's own work, plus the per-visitor ``Machine`` the naive way builds."""
+    session_visitor()
+    Machine(
+        model=NaiveModel(POLICY),
+        states=STATES,
+        transitions=TABLE,
+        initial=State.UNAUTHENTICATED.value,
+        send_event=True,
+        auto_transitions=False,
+        model_attribute=MODEL_ATTRIBUTE,
+    )
+
+
+def idle_bytes(factory: Any, count: int) -> float:
+    gc.collect()
+    tracemalloc.start()
+    before = tracemalloc.get_traced_memory()[0]
+    keep = [factory() for _ in range(count)]
+    after = tracemalloc.get_traced_memory()[0]
+    tracemalloc.stop()
+    del keep
+    return (after - before) / count
+
+
+def creation_curve(factory: Any, sizes: list[int]) -> list[tuple[int, float]]:
+    points = []
+    for size in sizes:
+        gc.collect()
+        started = time.perf_counter()
+        keep = [factory() for _ in range(size)]
+        points.append((size, (time.perf_counter() - started) / size))
+        del keep
+    return points
+
+
+def add_model_curve(sizes: list[int]) -> list[tuple[int, float]]:
+    """What the issue warns about: one machine, ``add_model`` per visitor."""
+    points = []
+    for size in sizes:
+        machine = Machine(
+            model=None,
+            states=STATES,
+            transitions=TABLE,
+            initial=State.UNAUTHENTICATED.value,
+            auto_transitions=False,
+            model_attribute=MODEL_ATTRIBUTE,
+        )
+        started = time.perf_counter()
+        for _ in range(size):
+            machine.add_model(NaiveModel(POLICY))
+        points.append((size, (time.perf_counter() - started) / size))
+    return points
+
+
+def run(quick: bool) -> dict[str, Any]:
+    number, repeats = (200, 3) if quick else (3000, 7)
+    naive = per_call(naive_visitor, number, repeats)
+    shared = per_call(shared_visitor, number * 3, repeats)
+    session = per_call(session_visitor, number * 2, repeats)
+    naive_session = per_call(naive_session_visitor, number, repeats)
+    count = 2000 if quick else 20_000
+    sizes = [1000, 10_000] if quick else [1000, 10_000, 100_000]
+    return {
+        "naive": naive,
+        "shared": shared,
+        "core_ratio": naive / shared,
+        "session": session,
+        "naive_session": naive_session,
+        "session_ratio": naive_session / session,
+        "idle_blocking": idle_bytes(lambda: ActivationSession(provider, ACTIVATOR, POLICY), count),
+        "idle_async": idle_bytes(
+            lambda: AsyncActivationSession(provider, ACTIVATOR, POLICY), count
+        ),
+        "idle_count": count,
+        "curve": creation_curve(lambda: ActivationSession(provider, ACTIVATOR, POLICY), sizes),
+        "add_model_curve": add_model_curve([500, 2000] if quick else [1000, 4000, 16_000]),
+    }
+
+
+def report(r: dict[str, Any]) -> list[str]:
+    curve = " · ".join(f"{n:,}: {us(t)}/session" for n, t in r["curve"])
+    add_model = " · ".join(f"{n:,}: {us(t)}/model" for n, t in r["add_model_curve"])
+    first, last = r["curve"][0][1], r["curve"][-1][1]
+    return [
+        "## 1. Engine per visitor",
+        "",
+        "Happy path (activate → token_received → activation_succeeded) with instant adapters.",
+        "",
+        "| what | median per visitor | ratio |",
+        "|---|---|---|",
+        f"| naive: a `Machine` per visitor + the same triggers | {us(r['naive'])} | 1.0x (baseline) |",
+        f"| ours: shared machine, sans-IO core | {us(r['shared'])} | **{r['core_ratio']:.1f}x faster** |",
+        f"| naive + blocking-session driver | {us(r['naive_session'])} | 1.0x (baseline) |",
+        f"| ours: `ActivationSession` end to end | {us(r['session'])} | **{r['session_ratio']:.1f}x faster** |",
+        "",
+        f"Idle session memory (tracemalloc over {r['idle_count']:,}): blocking "
+        f"**{r['idle_blocking']:,.0f} B**, async **{r['idle_async']:,.0f} B** (target ≤ 2,048 B).",
+        "",
+        f"Creation time per session as the count grows: {curve} "
+        f"(last/first = {last / first:.2f}: linear).",
+        f"For contrast, one machine with `add_model` per visitor: {add_model}.",
+        "",
+    ]
