@@ -57,7 +57,7 @@ def run_awaitable(awaitable: Awaitable[Any]) -> Any:
 
 
 def _log_callback_error(logger: Any, error: Exception) -> None:
-    logger.error(logs.CALLBACK_ERROR, error_type=type(error).__name__)
+    logs.emit(logger, "error", logs.CALLBACK_ERROR, error_type=type(error).__name__)
 
 
 def notify_blocking(callback: Callback | None, result: ActivationResult, logger: Any) -> None:

@@ -113,8 +113,13 @@ class ActivationCore:
         refusal = _REFUSALS.get((self._fsm_state, trigger._value_))
         if refusal is not None:
             state = self.state
-            self.logger.info(
-                logs.REJECTED, state=state.value, trigger=trigger.value, reason=refusal.name
+            logs.emit(
+                self.logger,
+                "info",
+                logs.REJECTED,
+                state=state.value,
+                trigger=trigger.value,
+                reason=refusal.name,
             )
             option = (
                 _ANONYMOUS_OPTION if trigger is Trigger.ACTIVATE_ANONYMOUSLY else _NO_TOKEN_OPTION
@@ -155,8 +160,11 @@ class ActivationCore:
             token = _read_provider_output(outcome)
             if isinstance(token, FailureReason):
                 if outcome.error is not None and not isinstance(outcome.error, TimeoutError):
-                    self.logger.warning(
-                        logs.PROVIDER_ERROR, error_type=type(outcome.error).__name__
+                    logs.emit(
+                        self.logger,
+                        "warning",
+                        logs.PROVIDER_ERROR,
+                        error_type=type(outcome.error).__name__,
                     )
                 return self.fire(Trigger.TOKEN_FAILED, reason=token)
             return self.fire(Trigger.TOKEN_RECEIVED, option=token)
@@ -227,7 +235,9 @@ class ActivationCore:
             history.append((source, dest, trigger, attempt, reason))
             if len(history) > HISTORY_LIMIT:
                 del history[: len(history) - HISTORY_LIMIT]
-        self.logger.info(
+        logs.emit(
+            self.logger,
+            "info",
             logs.TRANSITION,
             source=source,
             dest=dest,
@@ -277,7 +287,7 @@ class ActivationCore:
             return error.reason
         if isinstance(error, TimeoutError):
             return FailureReason.ACTIVATION_TIMEOUT
-        self.logger.warning(logs.ACTIVATOR_ERROR, error_type=type(error).__name__)
+        logs.emit(self.logger, "warning", logs.ACTIVATOR_ERROR, error_type=type(error).__name__)
         return FailureReason.SERVER_ERROR
 
 

@@ -9,6 +9,7 @@ code (which might quote a token).
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import sys
 from typing import Any, Final
@@ -34,6 +35,17 @@ def session_logger(session_id: str) -> Any:
     import; binding it resolves that configuration for this session.
     """
     return _PROXY.bind(session_id=session_id)
+
+
+def emit(logger: Any, level: str, event: str, **fields: Any) -> None:
+    """Log, but never let a broken log sink change an activation's outcome.
+
+    structlog, unlike the standard library's handlers, lets a writer's error
+    propagate (a closed stream, a full disk); the engine must end its flow
+    the same either way.
+    """
+    with contextlib.suppress(Exception):  # losing a log line beats losing the flow
+        getattr(logger, level)(event, **fields)
 
 
 def configure_for_cli(*, verbose: bool, json: bool) -> None:

@@ -11,9 +11,14 @@ import structlog
 from statemachine.tokens import TokenIssuer, TokenVerifier, generate_rsa
 
 
-@pytest.fixture(autouse=True, scope="session")
+@pytest.fixture(autouse=True)
 def _quiet_json_logs() -> None:
-    """Render every event as JSON (proving it serialises) but print nothing."""
+    """Render every event as JSON (proving it serialises) but print nothing.
+
+    Reset before every test: the CLI configures structlog for its own process,
+    and an in-process CLI test must not leave that behind.
+    """
+    structlog.reset_defaults()
     structlog.configure(
         processors=[structlog.processors.JSONRenderer()],
         logger_factory=structlog.ReturnLoggerFactory(),

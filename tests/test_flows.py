@@ -405,3 +405,27 @@ def test_bad_constructor_arguments_are_named() -> None:
         ActivationSession(lambda: "t", object())  # type: ignore[arg-type]
     with pytest.raises(TypeError, match="policy must provide"):
         AsyncActivationSession(lambda: "t", Flaky(None, 0), policy=object())  # type: ignore[arg-type]
+
+
+def test_a_broken_log_sink_does_not_change_the_outcome(
+    issuer: TokenIssuer, verifier: TokenVerifier
+) -> None:
+    import io
+
+    import structlog
+
+    closed = io.StringIO()
+    closed.close()
+    structlog.configure(
+        processors=[structlog.processors.JSONRenderer()],
+        logger_factory=structlog.PrintLoggerFactory(file=closed),
+    )
+    result, _ = run(
+        "blocking", lambda: 1 / 0, LocalActivator(verifier), POLICIES["anonymous"]()
+    )
+    assert result.state is State.ANONYMOUS
+    assert result.reason is FailureReason.TOKEN_UNAVAILABLE
+    result, _ = run(
+        "async", lambda: issuer.issue("u"), LocalActivator(verifier), POLICIES["defensive"]()
+    )
+    assert result.state is State.AUTHENTICATED
