@@ -420,9 +420,7 @@ def test_a_broken_log_sink_does_not_change_the_outcome(
         processors=[structlog.processors.JSONRenderer()],
         logger_factory=structlog.PrintLoggerFactory(file=closed),
     )
-    result, _ = run(
-        "blocking", lambda: 1 / 0, LocalActivator(verifier), POLICIES["anonymous"]()
-    )
+    result, _ = run("blocking", lambda: 1 / 0, LocalActivator(verifier), POLICIES["anonymous"]())
     assert result.state is State.ANONYMOUS
     assert result.reason is FailureReason.TOKEN_UNAVAILABLE
     result, _ = run(

@@ -17,7 +17,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, Final
 
-from jwcrypto import jwe, jws
+from cryptography.exceptions import InvalidSignature, InvalidTag
 from jwcrypto.common import JWException
 
 from statemachine.reasons import FailureReason
@@ -29,7 +29,15 @@ from statemachine.tokens.claims import (
     visitor_data_problem,
 )
 from statemachine.tokens.errors import TokenError
-from statemachine.tokens.issuer import CONTENT_ALG, KEY_ALG, SIGNING_ALG
+from statemachine.tokens.issuer import (
+    CEK_BITS,
+    CONTENT,
+    CONTENT_ALG,
+    KEY_ALG,
+    KEY_WRAP,
+    SIGNER,
+    SIGNING_ALG,
+)
 from statemachine.tokens.keys import KeySource, load_key
 
 MAX_TOKEN_CHARS: Final = 16 * 1024
@@ -43,9 +51,15 @@ def _ignore(_check: str, _detail: str) -> None:
     return None
 
 
+def _unb64(segment: str) -> bytes:
+    return base64.urlsafe_b64decode(segment + "=" * (-len(segment) % 4))
+
+
 def _b64_json(segment: str) -> Any:
-    padded = segment + "=" * (-len(segment) % 4)
-    return json.loads(base64.urlsafe_b64decode(padded))
+    return json.loads(_unb64(segment))
+
+
+_CRYPTO_REFUSALS: Final = (JWException, InvalidTag, InvalidSignature, ValueError, TypeError)
 
 
 def _fail(reason: FailureReason, check: str, detail: str) -> TokenError:
@@ -203,21 +217,30 @@ class TokenVerifier:
                 )
 
     def _decrypt(self, compact: str) -> bytes:
-        envelope = jwe.JWE(algs=[KEY_ALG, CONTENT_ALG])
+        header, wrapped, iv, ciphertext, tag = compact.split(".")
         try:
-            envelope.deserialize(compact, key=self._decryption_key)
-        except JWException:
+            wrapped_key, nonce, sealed, mac = (_unb64(x) for x in (wrapped, iv, ciphertext, tag))
+        except (binascii.Error, ValueError):
+            raise _fail(
+                FailureReason.MALFORMED_TOKEN, "decryption", "a segment is not base64url"
+            ) from None
+        if len(nonce) != 12 or len(mac) != 16:
+            raise _fail(
+                FailureReason.MALFORMED_TOKEN,
+                "decryption",
+                "A256GCM needs a 96-bit IV and a 128-bit tag",
+            )
+        try:
+            cek = KEY_WRAP.unwrap(self._decryption_key, CEK_BITS, wrapped_key, None)
+            # RFC 7516 §5.2: the AAD is the encoded protected header exactly as sent.
+            return bytes(CONTENT.decrypt(cek, header.encode("ascii"), nonce, sealed, mac))
+        except _CRYPTO_REFUSALS:
             raise _fail(
                 FailureReason.DECRYPTION_FAILED,
                 "decryption",
                 "cannot be opened with the platform private key "
                 "(encrypted for another key, or altered)",
             ) from None
-        except (ValueError, TypeError, KeyError):
-            raise _fail(
-                FailureReason.MALFORMED_TOKEN, "decryption", "the JWE is malformed"
-            ) from None
-        return bytes(envelope.payload)
 
     def _verify_signature(self, inner: bytes) -> dict[str, Any]:
         try:
@@ -248,22 +271,24 @@ class TokenVerifier:
                 "signature",
                 f"expected alg {SIGNING_ALG}, got {alg!r}",
             )
-        signed = jws.JWS()
-        signed.allowed_algs = [SIGNING_ALG]
         try:
-            signed.deserialize(text, key=self._verification_key, alg=SIGNING_ALG)
-        except JWException:
+            signature, claims_json = _unb64(segments[2]), _unb64(segments[1])
+        except (binascii.Error, ValueError):
+            raise _fail(
+                FailureReason.MALFORMED_TOKEN, "signature", "the JWS is not base64url"
+            ) from None
+        try:
+            SIGNER.verify(
+                self._verification_key, f"{segments[0]}.{segments[1]}".encode("ascii"), signature
+            )
+        except _CRYPTO_REFUSALS:
             raise _fail(
                 FailureReason.INVALID_SIGNATURE,
                 "signature",
                 "does not verify with the brand public key (signed by another key, or altered)",
             ) from None
-        except (ValueError, TypeError, KeyError):
-            raise _fail(
-                FailureReason.MALFORMED_TOKEN, "signature", "the JWS is malformed"
-            ) from None
         try:
-            payload = json.loads(signed.payload)
+            payload = json.loads(claims_json)
         except ValueError:
             raise _fail(FailureReason.INVALID_CLAIMS, "claims", "the claims are not JSON") from None
         if not isinstance(payload, dict):
