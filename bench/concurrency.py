@@ -148,8 +148,8 @@ def report(r: dict[str, Any]) -> list[str]:
         f"| target: 1.5 x (latency + CPU cost) | {ms(r['bound'])} — **{verdict}** "
         f"({r['wall'] / (LATENCY + r['cpu']):.2f} x (latency + CPU)) |",
         "",
-        f"Blocking session, 16 threads vs sequential over {r['threads_count']:,} scripted visitors: "
-        f"results identical: **{r['agree']}** (sequential {ms(r['seq_time'])}, "
+        f"Blocking session, 16 threads vs sequential over {r['threads_count']:,} scripted "
+        f"visitors: results identical: **{r['agree']}** (sequential {ms(r['seq_time'])}, "
         f"threaded {ms(r['thr_time'])}). Sixteen threads on *one* session: "
         f"{r['shared']['activator_calls']} activation reached the activator, "
         f"{r['shared']['refused']} were refused `LOGIN_ONGOING`.",
