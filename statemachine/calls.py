@@ -21,8 +21,9 @@ def is_async_callable(fn: object) -> bool:
         fn = fn.func
     if inspect.iscoroutinefunction(fn):
         return True
-    call = getattr(fn, "__call__", None)  # noqa: B004 - we want the bound __call__ itself
-    return call is not None and not inspect.isfunction(fn) and inspect.iscoroutinefunction(call)
+    if inspect.isfunction(fn) or inspect.ismethod(fn) or inspect.isbuiltin(fn):
+        return False
+    return inspect.iscoroutinefunction(getattr(type(fn), "__call__", None))  # noqa: B004
 
 
 async def _await(awaitable: Awaitable[Any]) -> Any:
@@ -57,7 +58,7 @@ def run_awaitable(awaitable: Awaitable[Any]) -> Any:
 
 
 def _log_callback_error(logger: Any, error: Exception) -> None:
-    logs.emit(logger, "error", logs.CALLBACK_ERROR, error_type=type(error).__name__)
+    logs.emit(logger.error, logs.CALLBACK_ERROR, error_type=type(error).__name__)
 
 
 def notify_blocking(callback: Callback | None, result: ActivationResult, logger: Any) -> None:

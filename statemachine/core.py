@@ -114,8 +114,7 @@ class ActivationCore:
         if refusal is not None:
             state = self.state
             logs.emit(
-                self.logger,
-                "info",
+                self.logger.info,
                 logs.REJECTED,
                 state=state.value,
                 trigger=trigger.value,
@@ -161,8 +160,7 @@ class ActivationCore:
             if isinstance(token, FailureReason):
                 if outcome.error is not None and not isinstance(outcome.error, TimeoutError):
                     logs.emit(
-                        self.logger,
-                        "warning",
+                        self.logger.warning,
                         logs.PROVIDER_ERROR,
                         error_type=type(outcome.error).__name__,
                     )
@@ -236,8 +234,7 @@ class ActivationCore:
             if len(history) > HISTORY_LIMIT:
                 del history[: len(history) - HISTORY_LIMIT]
         logs.emit(
-            self.logger,
-            "info",
+            self.logger.info,
             logs.TRANSITION,
             source=source,
             dest=dest,
@@ -287,7 +284,7 @@ class ActivationCore:
             return error.reason
         if isinstance(error, TimeoutError):
             return FailureReason.ACTIVATION_TIMEOUT
-        logs.emit(self.logger, "warning", logs.ACTIVATOR_ERROR, error_type=type(error).__name__)
+        logs.emit(self.logger.warning, logs.ACTIVATOR_ERROR, error_type=type(error).__name__)
         return FailureReason.SERVER_ERROR
 
 
