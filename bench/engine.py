@@ -37,9 +37,9 @@ class NaiveModel(ActivationCore):
     """The same model, but with a ``__dict__`` so ``transitions`` can bind triggers onto it."""
 
 
-def naive_visitor() -> None:
-    model = NaiveModel(POLICY)
-    Machine(
+def naive_machine(model: NaiveModel | None) -> Machine:
+    """What a naive host does: build the whole machine from the same table."""
+    return Machine(
         model=model,
         states=STATES,
         transitions=TABLE,
@@ -48,6 +48,11 @@ def naive_visitor() -> None:
         auto_transitions=False,
         model_attribute=MODEL_ATTRIBUTE,
     )
+
+
+def naive_visitor() -> None:
+    model = NaiveModel(POLICY)
+    naive_machine(model)
     model.activate()  # type: ignore[attr-defined]
     model.token_received(option=OPTION)  # type: ignore[attr-defined]
     model.activation_succeeded()  # type: ignore[attr-defined]
@@ -90,15 +95,7 @@ def session_visitor() -> None:
 def naive_session_visitor() -> None:
     """The blocking session's own work, plus the per-visitor ``Machine`` the naive way builds."""
     session_visitor()
-    Machine(
-        model=NaiveModel(POLICY),
-        states=STATES,
-        transitions=TABLE,
-        initial=State.UNAUTHENTICATED.value,
-        send_event=True,
-        auto_transitions=False,
-        model_attribute=MODEL_ATTRIBUTE,
-    )
+    naive_machine(NaiveModel(POLICY))
 
 
 def idle_bytes(factory: Any, count: int) -> float:
@@ -127,14 +124,7 @@ def add_model_curve(sizes: list[int]) -> list[tuple[int, float]]:
     """What the issue warns about: one machine, ``add_model`` per visitor."""
     points = []
     for size in sizes:
-        machine = Machine(
-            model=None,
-            states=STATES,
-            transitions=TABLE,
-            initial=State.UNAUTHENTICATED.value,
-            auto_transitions=False,
-            model_attribute=MODEL_ATTRIBUTE,
-        )
+        machine = naive_machine(None)
         started = time.perf_counter()
         for _ in range(size):
             machine.add_model(NaiveModel(POLICY))

@@ -96,6 +96,10 @@ class _Session:
         self._activate = activate
         self._activator_is_async = is_async_callable(activate)
         self._core = ActivationCore(policy, session_id)
+        self._init_face()
+
+    def _init_face(self) -> None:
+        """Each face's own waiting machinery (task handle, or lock and flow control)."""
 
     @property
     def state(self) -> State:
@@ -137,15 +141,7 @@ class AsyncActivationSession(_Session):
 
     __slots__ = ("_cancelled_by_us", "_task")
 
-    def __init__(
-        self,
-        token_provider: TokenProvider,
-        activator: Activator,
-        policy: ActivationPolicy | None = None,
-        *,
-        session_id: str | None = None,
-    ) -> None:
-        super().__init__(token_provider, activator, policy, session_id=session_id)
+    def _init_face(self) -> None:
         self._task: asyncio.Task[Any] | None = None
         self._cancelled_by_us = False
 
@@ -254,15 +250,7 @@ class ActivationSession(_Session):
 
     __slots__ = ("_control", "_lock")
 
-    def __init__(
-        self,
-        token_provider: TokenProvider,
-        activator: Activator,
-        policy: ActivationPolicy | None = None,
-        *,
-        session_id: str | None = None,
-    ) -> None:
-        super().__init__(token_provider, activator, policy, session_id=session_id)
+    def _init_face(self) -> None:
         self._lock = threading.Lock()
         self._control: _FlowControl | None = None
 
