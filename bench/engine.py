@@ -132,6 +132,13 @@ def add_model_curve(sizes: list[int]) -> list[tuple[int, float]]:
     return points
 
 
+def _short_path(line: str) -> str:
+    """Profile lines name files relative to site-packages or the repository, not this disk."""
+    import re
+
+    return re.sub(r"\S*/(site-packages|lib/python3\.\d+|secured-activation|main)/", "", line)
+
+
 def profile_share() -> tuple[float, list[str]]:
     """Share of the core path spent inside ``transitions``' ``Event.trigger``, and top lines."""
     import cProfile
@@ -152,7 +159,7 @@ def profile_share() -> tuple[float, list[str]]:
             inside = row[3]
     text = io.StringIO()
     pstats.Stats(profiler, stream=text).sort_stats("cumulative").print_stats(12)
-    lines = [ln for ln in text.getvalue().splitlines() if "(" in ln][:14]
+    lines = [_short_path(ln) for ln in text.getvalue().splitlines() if "(" in ln][:14]
     return inside / total, lines
 
 
