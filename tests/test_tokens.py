@@ -374,6 +374,9 @@ def test_issuer_and_verifier_refuse_bad_keys(
     small = jwk.JWK.generate(kty="RSA", size=1024)
     ec = jwk.JWK.generate(kty="EC", crv="P-256")
     public_brand = brand_key.export_to_pem(private_key=False)
+    # A real PEM made now, its body replaced: no key material (even fake) lives in the repo.
+    pem_lines = brand_key.export_to_pem(private_key=True, password=None).splitlines()
+    corrupt_pem = b"\n".join([pem_lines[0], b"Z2FyYmFnZQ==", pem_lines[-1]]) + b"\n"
     cases = [
         (lambda: TokenIssuer(small, platform_key, ISS), "too small"),
         (lambda: TokenIssuer(ec, platform_key, ISS), "needs an RSA key"),
@@ -384,11 +387,7 @@ def test_issuer_and_verifier_refuse_bad_keys(
         ),
         (lambda: TokenIssuer(tmp_path / "missing.pem", platform_key, ISS), "no key file"),
         (
-            lambda: TokenIssuer(
-                "-----BEGIN PRIVATE KEY-----\ngarbage\n-----END PRIVATE KEY-----\n",
-                platform_key,
-                ISS,
-            ),
+            lambda: TokenIssuer(corrupt_pem, platform_key, ISS),
             "unreadable PEM",
         ),
         (lambda: TokenIssuer(b"just bytes", platform_key, ISS), "not a PEM key"),
