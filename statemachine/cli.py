@@ -287,7 +287,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         args = build_parser().parse_args(argv)
         logs.configure_for_cli(
-            verbose=getattr(args, "verbose", False), json=getattr(args, "json", False)
+            verbose=getattr(args, "verbose", False),
+            json=getattr(args, "json", False),
+            quiet=args.command == "demo",
         )
         if args.command == "demo":
             return _demo(args, out)

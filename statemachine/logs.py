@@ -50,8 +50,12 @@ def emit(method: Any, event: str, **fields: Any) -> None:
         pass
 
 
-def configure_for_cli(*, verbose: bool, json: bool) -> None:
-    """Logs to stderr, so stdout stays clean for results (and for ``--json``)."""
+def configure_for_cli(*, verbose: bool, json: bool, quiet: bool = False) -> None:
+    """Logs to stderr, so stdout stays clean for results (and for ``--json``).
+
+    ``quiet`` (the demo) shows only errors: the failures it stages on purpose
+    are already on screen as scenario output, not as warnings above it.
+    """
     renderer: Any = (
         structlog.processors.JSONRenderer() if json else structlog.dev.ConsoleRenderer(colors=False)
     )
@@ -62,7 +66,7 @@ def configure_for_cli(*, verbose: bool, json: bool) -> None:
             renderer,
         ],
         wrapper_class=structlog.make_filtering_bound_logger(
-            logging.DEBUG if verbose else logging.WARNING
+            logging.DEBUG if verbose else logging.ERROR if quiet else logging.WARNING
         ),
         logger_factory=structlog.PrintLoggerFactory(file=sys.stderr),
         cache_logger_on_first_use=False,

@@ -356,3 +356,10 @@ def test_console_script_and_module_agree(capsys: pytest.CaptureFixture[str]) -> 
     assert main(["diagram", "--policy", "defensive"]) == 0
     in_process = capsys.readouterr().out
     assert in_process == cli("diagram", "--policy", "defensive").stdout
+
+
+def test_demo_stderr_is_quiet_without_verbose() -> None:
+    done = cli("demo", "--scenario", "backend-down")
+    assert done.returncode == 0
+    assert done.stderr == ""
+    assert "backend-down" in done.stdout
