@@ -23,7 +23,7 @@ from statemachine.policy import ActivationPolicy, Profile
 from statemachine.reasons import FailureReason
 from statemachine.results import FAILURE, SUCCESS, ActivationResult, HistoryEntry
 from statemachine.states import FLOW_STARTS, State, Trigger
-from statemachine.table import REJECTIONS, allowed_triggers, rows_for
+from statemachine.table import ON_ENTER, REJECTIONS, Work, allowed_triggers, rows_for
 
 HISTORY_LIMIT: Final = 256
 """Older entries are dropped past this, so a long-lived session stays small."""
@@ -44,6 +44,7 @@ _NO_REASON_DESTS: Final = frozenset(
 # ``__hash__`` are Python-level calls, a str's are not.
 _REFUSALS: Final = {(s.value, t.value): reason for (s, t), reason in REJECTIONS.items()}
 _FLOW_START_NAMES: Final = frozenset(t.value for t in FLOW_STARTS)
+_WORK: Final = {s.value: work for s, work in ON_ENTER.items()}
 
 
 def new_session_id() -> str:
@@ -151,7 +152,7 @@ class ActivationCore:
             raise RuntimeError(f"no row of the table matched {trigger.value} in {source}")
         dest = self._fsm_state
         self._record(source, dest, trigger)
-        return self._work_for(_STATES[dest])
+        return self._work_for(dest)
 
     def complete(self, effect: Effect, outcome: Outcome) -> Effect | None:
         """Turn what a driver observed into the next event."""
@@ -243,11 +244,13 @@ class ActivationCore:
             reason=None if reason is None else reason._name_,
         )
 
-    def _work_for(self, dest: State) -> Effect | None:
+    def _work_for(self, dest: str) -> Effect | None:
+        """The effect the table's ``ON_ENTER`` asks for on entering ``dest``."""
+        work = _WORK[dest]
         policy = self.policy
-        if dest is State.FETCHING_TOKEN:
+        if work is Work.FETCH_TOKEN:
             return FetchToken(self.attempts + 1, policy.token_timeout)
-        if dest is State.ACTIVATING:
+        if work is Work.ACTIVATE_SECURED:
             assert self.option is not None
             return CallActivator(
                 self.option,
@@ -256,9 +259,9 @@ class ActivationCore:
                 Trigger.ACTIVATION_SUCCEEDED,
                 Trigger.ACTIVATION_FAILED,
             )
-        if dest is State.RETRYING:
+        if work is Work.BACK_OFF:
             return BackOff(max(0.0, float(policy.retry.delay(self.attempts))), self.attempts)
-        if dest is State.ACTIVATING_ANONYMOUS:
+        if work is Work.ACTIVATE_ANONYMOUS:
             return CallActivator(
                 _ANONYMOUS_OPTION,
                 self.attempts,
@@ -268,7 +271,7 @@ class ActivationCore:
             )
         if self.flow is None:
             return None  # logout: no flow to report on
-        return Finish(self._result(dest))
+        return Finish(self._result(_STATES[dest]))
 
     def _result(self, dest: State) -> ActivationResult:
         secured = self.flow is not Trigger.ACTIVATE_ANONYMOUSLY
