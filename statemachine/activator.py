@@ -6,7 +6,8 @@ from collections.abc import Awaitable
 from typing import TYPE_CHECKING, Protocol, runtime_checkable
 
 from statemachine.errors import ActivationError
-from statemachine.options import AuthenticationOption
+from statemachine.options import ANONYMOUS, AuthenticationOption
+from statemachine.reasons import FailureReason
 
 if TYPE_CHECKING:
     from statemachine.tokens import TokenVerifier
@@ -39,11 +40,11 @@ class LocalActivator:
         self.verifier = verifier
 
     def activate(self, option: AuthenticationOption) -> None:
-        from statemachine.reasons import FailureReason
+        # Imported here: statemachine.tokens loads jwcrypto, which plain engine users never need.
         from statemachine.tokens import TokenError
 
         if not option.is_secured:
-            if option.type == "ANONYMOUS_AUTHENTICATION":
+            if option.type == ANONYMOUS:
                 return
             raise ActivationError(FailureReason.INVALID_OPTION)
         if not isinstance(option.token, str) or not option.token:
