@@ -5,25 +5,37 @@ from statemachine.errors import ActivationError, TransitionNotAllowed
 from statemachine.options import AuthenticationOption, fingerprint
 from statemachine.policy import ActivationPolicy, Fallback, RetryStrategy
 from statemachine.reasons import FailureReason
+from statemachine.replies import Answer, ReportReply, TokenReply, TrackerView
 from statemachine.results import ActivationResult, HistoryEntry
 from statemachine.sessions import ActivationSession, AsyncActivationSession, TokenProvider
+from statemachine.snapshots import SnapshotError
 from statemachine.states import State, Trigger
+from statemachine.trackers import ActivationTracker, AsyncActivationTracker
+from statemachine.tracking import TrackerInputError
 
 __all__ = [
     "ActivationError",
     "ActivationPolicy",
     "ActivationResult",
     "ActivationSession",
+    "ActivationTracker",
     "Activator",
+    "Answer",
     "AsyncActivationSession",
+    "AsyncActivationTracker",
     "AuthenticationOption",
     "FailureReason",
     "Fallback",
     "HistoryEntry",
     "LocalActivator",
+    "ReportReply",
     "RetryStrategy",
+    "SnapshotError",
     "State",
     "TokenProvider",
+    "TokenReply",
+    "TrackerInputError",
+    "TrackerView",
     "TransitionNotAllowed",
     "Trigger",
     "fingerprint",

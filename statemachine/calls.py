@@ -10,6 +10,7 @@ from collections.abc import Awaitable, Callable
 from typing import Any
 
 from statemachine import logs
+from statemachine.effects import Outcome
 from statemachine.results import ActivationResult
 
 Callback = Callable[[ActivationResult], Any]
@@ -82,3 +83,48 @@ async def notify_async(callback: Callback | None, result: ActivationResult, logg
             await value
     except Exception as error:  # noqa: BLE001 - a host callback must not change the outcome
         _log_callback_error(logger, error)
+
+
+async def call_async(
+    fn: Callable[..., Any], is_async: bool, args: tuple[Any, ...], timeout: float | None
+) -> Outcome:
+    """Call host code from asyncio under ``timeout``; every failure becomes an ``Outcome``."""
+    try:
+        async with asyncio.timeout(timeout):
+            value = fn(*args) if is_async else await asyncio.to_thread(fn, *args)
+            while asyncio.iscoroutine(value) or isinstance(value, asyncio.Future):
+                value = await value
+        return Outcome(value=value)
+    except asyncio.CancelledError:
+        raise
+    except Exception as error:  # noqa: BLE001 - the core classifies every failure
+        return Outcome(error=error)
+
+
+def call_blocking(fn: Callable[..., Any], is_async: bool, args: tuple[Any, ...]) -> Outcome:
+    """Call host code from blocking code, with no timeout."""
+    try:
+        value = fn(*args)
+        if is_async or asyncio.iscoroutine(value) or isinstance(value, asyncio.Future):
+            value = run_awaitable(value)
+        return Outcome(value=value)
+    except Exception as error:  # noqa: BLE001 - the core classifies every failure
+        return Outcome(error=error)
+
+
+def call_blocking_timed(
+    fn: Callable[..., Any], is_async: bool, args: tuple[Any, ...], timeout: float | None
+) -> Outcome:
+    """``call_blocking`` under ``timeout``: past it the call is abandoned, not joined."""
+    if timeout is None:
+        return call_blocking(fn, is_async, args)
+    box: list[Outcome] = []
+    done = threading.Event()
+
+    def target() -> None:
+        box.append(call_blocking(fn, is_async, args))
+        done.set()
+
+    threading.Thread(target=target, name="secured-activation-call", daemon=True).start()
+    done.wait(timeout)
+    return box[0] if box else Outcome(error=TimeoutError())

@@ -9,6 +9,7 @@ step it one event at a time.
 from __future__ import annotations
 
 import os
+import time
 from collections.abc import Mapping
 from typing import Any, Final
 
@@ -56,6 +57,7 @@ class ActivationCore:
 
     __slots__ = (
         "_events",
+        "_fingerprint",
         "_fsm_state",
         "_history",
         "_log",
@@ -66,6 +68,7 @@ class ActivationCore:
         "policy",
         "reason",
         "session_id",
+        "since",
     )
 
     def __init__(self, policy: ActivationPolicy, session_id: str | None = None) -> None:
@@ -79,6 +82,8 @@ class ActivationCore:
         self.flow: Trigger | None = None
         self.option: AuthenticationOption | None = None
         self.reason: FailureReason | None = None
+        self.since = time.time()  # when the current state was entered (epoch seconds)
+        self._fingerprint: str | None = None  # a restored token's fingerprint (never the token)
 
     # -- reading ---------------------------------------------------------
     @property
@@ -89,9 +94,17 @@ class ActivationCore:
     def history(self) -> tuple[HistoryEntry, ...]:
         # Stored as plain tuples; the public objects are built only when asked for.
         return tuple(
-            HistoryEntry(_STATES[source], _STATES[dest], trigger, attempt, reason)
-            for source, dest, trigger, attempt, reason in self._history or ()
+            HistoryEntry(_STATES[source], _STATES[dest], trigger, attempt, reason, at)
+            for source, dest, trigger, attempt, reason, at in self._history or ()
         )
+
+    @property
+    def token_fingerprint(self) -> str | None:
+        """The current token's fingerprint: what snapshots and views show instead of it."""
+        option = self.option
+        if option is not None and option.token is not None:
+            return option.fingerprint
+        return self._fingerprint
 
     @property
     def logger(self) -> Any:
@@ -157,14 +170,8 @@ class ActivationCore:
     def complete(self, effect: Effect, outcome: Outcome) -> Effect | None:
         """Turn what a driver observed into the next event."""
         if isinstance(effect, FetchToken):
-            token = _read_provider_output(outcome)
+            token = self.read_token(outcome)
             if isinstance(token, FailureReason):
-                if outcome.error is not None and not isinstance(outcome.error, TimeoutError):
-                    logs.emit(
-                        self.logger.warning,
-                        logs.PROVIDER_ERROR,
-                        error_type=type(outcome.error).__name__,
-                    )
                 return self.fire(Trigger.TOKEN_FAILED, reason=token)
             return self.fire(Trigger.TOKEN_RECEIVED, option=token)
         if isinstance(effect, CallActivator):
@@ -174,6 +181,15 @@ class ActivationCore:
         if isinstance(effect, BackOff):
             return self.fire(Trigger.BACKOFF_ELAPSED)
         raise ValueError("a finished flow has nothing to complete")
+
+    def read_token(self, outcome: Outcome) -> AuthenticationOption | FailureReason:
+        """The provider's answer as an option, or the failure the policy will judge."""
+        token = _read_provider_output(outcome)
+        error = outcome.error
+        failed = isinstance(token, FailureReason) and error is not None
+        if failed and not isinstance(error, TimeoutError):
+            logs.emit(self.logger.warning, logs.PROVIDER_ERROR, error_type=type(error).__name__)
+        return token
 
     def cancel(self) -> Finish | None:
         """Leave any in-flight state; returns the CANCELLED result if a flow was running."""
@@ -194,6 +210,7 @@ class ActivationCore:
         self.attempts = 0
         self.option = None
         self.reason = None
+        self._fingerprint = None
 
     def action_begin_anonymous(self, _event: EventData) -> None:
         self.flow = Trigger.ACTIVATE_ANONYMOUSLY
@@ -219,6 +236,19 @@ class ActivationCore:
         self.option = None
         self.reason = None
         self._history = None
+        self._fingerprint = None
+
+    def action_record_refresh(self, event: EventData) -> None:
+        # A refresh is a one-step secured flow: it reports like one, and keeps the attempt count.
+        self.flow = Trigger.ACTIVATE
+        self.option = event.kwargs["option"]
+        self.reason = None
+
+    def action_record_refresh_failure(self, event: EventData) -> None:
+        self.flow = Trigger.ACTIVATE
+        self.option = None
+        self._fingerprint = None
+        self.reason = event.kwargs["reason"]
 
     def action_mark_cancelled(self, _event: EventData) -> None:
         self.reason = FailureReason.CANCELLED
@@ -227,11 +257,12 @@ class ActivationCore:
     def _record(self, source: str, dest: str, trigger: Trigger) -> None:
         reason = None if dest in _NO_REASON_DESTS else self.reason
         attempt = self.attempts
+        self.since = at = time.time()
         if trigger is not Trigger.LOGOUT:
             history = self._history
             if history is None:
                 history = self._history = []
-            history.append((source, dest, trigger, attempt, reason))
+            history.append((source, dest, trigger, attempt, reason, at))
             if len(history) > HISTORY_LIMIT:
                 del history[: len(history) - HISTORY_LIMIT]
         logs.emit(
@@ -291,7 +322,7 @@ class ActivationCore:
         return FailureReason.SERVER_ERROR
 
 
-_Entry = tuple[str, str, Trigger, int, FailureReason | None]
+_Entry = tuple[str, str, Trigger, int, FailureReason | None, float]
 
 _SHAPES: dict[tuple[object, object], tuple[Profile, Any]] = {}
 
@@ -311,12 +342,22 @@ def _shape_of(policy: ActivationPolicy) -> tuple[Profile, Any]:
 
 
 def _read_provider_output(outcome: Outcome) -> AuthenticationOption | FailureReason:
-    """Accept the three shapes a provider may return; anything else is its failure."""
+    """Accept the three shapes a provider may return; anything else is its failure.
+
+    Inspecting host output runs host code (a mapping's lookups, a ``str``
+    subclass's methods); if that raises, the provider failed, like any other.
+    """
     if outcome.error is not None or outcome.value is None:
         return FailureReason.TOKEN_UNAVAILABLE
-    value = outcome.value
+    try:
+        return _option_from(outcome.value)
+    except Exception:  # noqa: BLE001 - hostile provider output is the provider's failure
+        return FailureReason.INVALID_OPTION
+
+
+def _option_from(value: object) -> AuthenticationOption | FailureReason:
     if isinstance(value, str):
-        option = AuthenticationOption.secured(value)
+        option = AuthenticationOption.secured(str.__str__(value))
     elif isinstance(value, AuthenticationOption):
         option = value
     elif isinstance(value, Mapping):
@@ -327,6 +368,11 @@ def _read_provider_output(outcome: Outcome) -> AuthenticationOption | FailureRea
     else:
         return FailureReason.INVALID_OPTION
     token = option.token
-    if option.type != SECURED or not isinstance(token, str) or not token.strip():
+    if option.type != SECURED or not isinstance(token, str):
+        return FailureReason.INVALID_OPTION
+    if type(token) is not str:  # a str subclass's methods are host code: keep the plain text
+        token = str.__str__(token)
+        option = AuthenticationOption.secured(token)
+    if not str.strip(token):
         return FailureReason.INVALID_OPTION
     return option

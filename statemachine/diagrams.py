@@ -103,8 +103,15 @@ def dot(profile: Profile) -> str:
 
 
 def _edge_style(row: Row) -> str:
-    """Quiet the housekeeping edges, colour the ones a policy decides."""
-    if row.trigger in (Trigger.CANCEL, Trigger.LOGOUT):
+    """Quiet the housekeeping edges, colour the ones a policy decides, dot the tracker's."""
+    style = _edge_colour(row)
+    if row.tracker_only and "dashed" not in style:
+        style += ", style=dotted"
+    return style
+
+
+def _edge_colour(row: Row) -> str:
+    if row.trigger in (Trigger.CANCEL, Trigger.LOGOUT, Trigger.LEASE_EXPIRED):
         return ', style=dashed, color="#9e9e9e", fontcolor="#757575"'
     if row.branch is not None and row.dest is State.ACTIVATING_ANONYMOUS:
         return ', color="#e65100", fontcolor="#e65100", penwidth=1.6'

@@ -22,6 +22,7 @@ REJECTED: Final = "activation.rejected"
 CALLBACK_ERROR: Final = "activation.callback_error"
 PROVIDER_ERROR: Final = "activation.provider_error"
 ACTIVATOR_ERROR: Final = "activation.activator_error"
+STORE_ERROR: Final = "activation.store_error"
 
 
 _PROXY: Any = structlog.get_logger(LOGGER_NAME)

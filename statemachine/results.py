@@ -56,6 +56,7 @@ class HistoryEntry:
     trigger: Trigger
     attempt: int
     reason: FailureReason | None
+    at: float | None = None  # epoch seconds; None only for entries built by hand
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -64,4 +65,5 @@ class HistoryEntry:
             "trigger": self.trigger.value,
             "attempt": self.attempt,
             "reason": None if self.reason is None else self.reason.name,
+            "at": self.at,
         }

@@ -10,15 +10,17 @@ import asyncio
 import functools
 import threading
 from collections.abc import Callable
-from typing import Any
+from typing import Any, Self
 
+from statemachine import snapshots
 from statemachine.activator import Activator
 from statemachine.calls import (
     Callback,
+    call_async,
+    call_blocking,
     is_async_callable,
     notify_async,
     notify_blocking,
-    run_awaitable,
 )
 from statemachine.core import ActivationCore
 from statemachine.effects import BackOff, CallActivator, Effect, FetchToken, Finish, Outcome
@@ -117,6 +119,32 @@ class _Session:
     def policy(self) -> ActivationPolicy:
         return self._core.policy
 
+    def snapshot(self) -> dict[str, Any]:
+        """A JSON-safe dict of this session's state, without the token (see ``restore``)."""
+        return snapshots.dump(self._core)
+
+    @classmethod
+    def restore(
+        cls,
+        snapshot: object,
+        token_provider: TokenProvider,
+        activator: Activator,
+        policy: ActivationPolicy | None = None,
+    ) -> Self:
+        """A session that goes on from ``snapshot``; raises ``SnapshotError`` if it is damaged.
+
+        A session always restores at rest: a snapshot taken mid-flow comes back
+        through the table's ``cancel`` row (``unauthenticated``, reason
+        CANCELLED), since the provider or activator call it was waiting on
+        belonged to another process. The token itself never travels: a restored
+        ``authenticated`` session knows its fingerprint only.
+        """
+        session = cls(token_provider, activator, policy)
+        restored = snapshots.load(snapshot, session._core.policy)
+        session._core = restored.core
+        restored.core.cancel()
+        return session
+
     def diagram(self) -> str:
         """Mermaid text of this session's machine with its state and path highlighted."""
         from statemachine.diagrams import session_mermaid
@@ -203,26 +231,11 @@ class AsyncActivationSession(_Session):
             await asyncio.sleep(effect.delay)
             return Outcome()
         if isinstance(effect, FetchToken):
-            return await self._call(self._provider, self._provider_is_async, (), effect.timeout)
+            return await call_async(self._provider, self._provider_is_async, (), effect.timeout)
         assert isinstance(effect, CallActivator)
-        return await self._call(
+        return await call_async(
             self._activate, self._activator_is_async, (effect.option,), effect.timeout
         )
-
-    @staticmethod
-    async def _call(
-        fn: Callable[..., Any], is_async: bool, args: tuple[Any, ...], timeout: float | None
-    ) -> Outcome:
-        try:
-            async with asyncio.timeout(timeout):
-                value = fn(*args) if is_async else await asyncio.to_thread(fn, *args)
-                while asyncio.iscoroutine(value) or isinstance(value, asyncio.Future):
-                    value = await value
-            return Outcome(value=value)
-        except asyncio.CancelledError:
-            raise
-        except Exception as error:  # noqa: BLE001 - the core classifies every failure
-            return Outcome(error=error)
 
 
 class _FlowControl:
@@ -249,6 +262,10 @@ class ActivationSession(_Session):
     """
 
     __slots__ = ("_control", "_lock")
+
+    def snapshot(self) -> dict[str, Any]:
+        with self._lock:
+            return snapshots.dump(self._core)
 
     def _init_face(self) -> None:
         self._lock = threading.Lock()
@@ -324,14 +341,14 @@ class ActivationSession(_Session):
             assert isinstance(effect, CallActivator)
             fn, is_async, args = self._activate, self._activator_is_async, (effect.option,)
         if effect.timeout is None:
-            return _call_blocking(fn, is_async, args)
+            return call_blocking(fn, is_async, args)
         box: list[Outcome] = []
         wake = control.fresh_wake()
         if control.cancelled:
             return None
 
         def target() -> None:
-            box.append(_call_blocking(fn, is_async, args))
+            box.append(call_blocking(fn, is_async, args))
             wake.set()
 
         threading.Thread(target=target, name="secured-activation-call", daemon=True).start()
@@ -341,13 +358,3 @@ class ActivationSession(_Session):
         if control.cancelled:
             return None
         return Outcome(error=TimeoutError())
-
-
-def _call_blocking(fn: Callable[..., Any], is_async: bool, args: tuple[Any, ...]) -> Outcome:
-    try:
-        value = fn(*args)
-        if is_async or asyncio.iscoroutine(value) or isinstance(value, asyncio.Future):
-            value = run_awaitable(value)
-        return Outcome(value=value)
-    except Exception as error:  # noqa: BLE001 - the core classifies every failure
-        return Outcome(error=error)

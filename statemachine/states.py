@@ -36,7 +36,9 @@ class Trigger(StrEnum):
 
     The first three are asked for by the host and start a flow; the next seven
     are reported by a driver (async or blocking) about the I/O it performed;
-    ``logout`` and ``cancel`` end things.
+    ``logout`` and ``cancel`` end things. The last four exist for the
+    tag-driven tracker, which learns about the tag's activation only through
+    token requests and reports (see ``TRACKER_TRIGGERS``).
     """
 
     ACTIVATE = "activate"
@@ -51,6 +53,20 @@ class Trigger(StrEnum):
     ANONYMOUS_FAILED = "anonymous_failed"
     LOGOUT = "logout"
     CANCEL = "cancel"
+    TOKEN_REFRESHED = "token_refreshed"
+    REFRESH_FAILED = "refresh_failed"
+    ACTIVATION_FAILED_FINAL = "activation_failed_final"
+    LEASE_EXPIRED = "lease_expired"
 
 
 FLOW_STARTS = frozenset({Trigger.ACTIVATE, Trigger.ACTIVATE_ANONYMOUSLY, Trigger.REVERIFY})
+
+TRACKER_TRIGGERS = frozenset(
+    {
+        Trigger.TOKEN_REFRESHED,
+        Trigger.REFRESH_FAILED,
+        Trigger.ACTIVATION_FAILED_FINAL,
+        Trigger.LEASE_EXPIRED,
+    }
+)
+"""Triggers only the tracker fires: an engine-driven session owns its flow and never sees them."""

@@ -19,7 +19,7 @@ from typing import Literal
 
 from statemachine.policy import Fallback, Profile
 from statemachine.reasons import FailureReason
-from statemachine.states import IN_FLIGHT, State, Trigger
+from statemachine.states import IN_FLIGHT, TRACKER_TRIGGERS, State, Trigger
 
 
 class Guard(StrEnum):
@@ -45,6 +45,8 @@ class Action(StrEnum):
     RECORD_FALLBACK_FAILURE = "action_record_fallback_failure"
     FORGET_VISITOR = "action_forget_visitor"
     MARK_CANCELLED = "action_mark_cancelled"
+    RECORD_REFRESH = "action_record_refresh"
+    RECORD_REFRESH_FAILURE = "action_record_refresh_failure"
 
 
 Decision = Literal["on_token_failure", "on_activation_failure"]
@@ -70,6 +72,11 @@ class Row:
     guard: Guard | None = None
     branch: Branch | None = None
     actions: tuple[Action, ...] = ()
+
+    @property
+    def tracker_only(self) -> bool:
+        """Fired only by the tag-driven tracker; engine-driven sessions never take it."""
+        return self.trigger in TRACKER_TRIGGERS
 
 
 _TOKEN_FALLBACK = Branch("on_token_failure", Fallback.ANONYMOUS)
@@ -215,6 +222,56 @@ TRANSITIONS: tuple[Row, ...] = (
         S.UNAUTHENTICATED,
         "logout: forget the blocked visitor",
         actions=(A.FORGET_VISITOR,),
+    ),
+    # The tag-driven tracker: what only token requests and reports reveal.
+    Row(
+        S.AUTHENTICATED,
+        T.TOKEN_REFRESHED,
+        S.AUTHENTICATED,
+        "the tag refreshed its token: the visitor stays authenticated",
+        actions=(A.RECORD_REFRESH,),
+    ),
+    Row(
+        S.AUTHENTICATED,
+        T.REFRESH_FAILED,
+        S.ACTIVATING_ANONYMOUS,
+        "no token for the refresh: the policy falls back to anonymous",
+        branch=_TOKEN_FALLBACK,
+        actions=(A.RECORD_REFRESH_FAILURE,),
+    ),
+    Row(
+        S.AUTHENTICATED,
+        T.REFRESH_FAILED,
+        S.BLOCKED,
+        "no token for the refresh: the policy refuses to keep the visitor",
+        branch=_TOKEN_BLOCK,
+        actions=(A.RECORD_REFRESH_FAILURE,),
+    ),
+    Row(
+        S.ACTIVATING,
+        T.ACTIVATION_FAILED_FINAL,
+        S.ACTIVATING_ANONYMOUS,
+        "the tag reports a failure after its own retries: the policy falls back",
+        branch=_ACTIVATION_FALLBACK,
+        actions=(A.RECORD_FAILURE,),
+    ),
+    Row(
+        S.ACTIVATING,
+        T.ACTIVATION_FAILED_FINAL,
+        S.BLOCKED,
+        "the tag reports a failure after its own retries: the policy refuses to fall back",
+        branch=_ACTIVATION_BLOCK,
+        actions=(A.RECORD_FAILURE,),
+    ),
+    *(
+        Row(
+            source,
+            T.LEASE_EXPIRED,
+            S.UNAUTHENTICATED,
+            "the flow went silent past its lease: free the visitor for the next flow",
+            actions=(A.MARK_CANCELLED,),
+        )
+        for source in (S.FETCHING_TOKEN, S.ACTIVATING, S.ACTIVATING_ANONYMOUS)
     ),
     *(
         Row(

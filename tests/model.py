@@ -29,10 +29,12 @@ def profile_id(profile: Profile) -> str:
 
 def witness(row: Row, step: int = 0) -> dict[str, Any]:
     """Keyword arguments for ``core.fire`` that make exactly this row fire."""
-    if row.trigger is Trigger.TOKEN_RECEIVED:
+    if row.trigger in (Trigger.TOKEN_RECEIVED, Trigger.TOKEN_REFRESHED):
         return {"option": AuthenticationOption.secured(f"token-{step}")}
-    if row.trigger is Trigger.TOKEN_FAILED:
+    if row.trigger in (Trigger.TOKEN_FAILED, Trigger.REFRESH_FAILED):
         return {"reason": FailureReason.TOKEN_UNAVAILABLE}
+    if row.trigger is Trigger.ACTIVATION_FAILED_FINAL:
+        return {"reason": FailureReason.INVALID_SIGNATURE}
     if row.trigger is Trigger.ACTIVATION_FAILED:
         retryable = row.guard is not None
         return {
@@ -43,8 +45,9 @@ def witness(row: Row, step: int = 0) -> dict[str, Any]:
     return {}
 
 
-def shortest_paths(profile: Profile) -> dict[State, list[Row]]:
-    rows = rows_for(profile)
+def shortest_paths(profile: Profile, *, sessions_only: bool = False) -> dict[State, list[Row]]:
+    """``sessions_only``: the paths an engine-driven session can take (no tracker rows)."""
+    rows = [r for r in rows_for(profile) if not (sessions_only and r.tracker_only)]
     paths: dict[State, list[Row]] = {State.UNAUTHENTICATED: []}
     queue = deque([State.UNAUTHENTICATED])
     while queue:
@@ -56,8 +59,8 @@ def shortest_paths(profile: Profile) -> dict[State, list[Row]]:
     return paths
 
 
-def path_to_row(profile: Profile, row: Row) -> list[Row]:
-    return [*shortest_paths(profile)[row.source], row]
+def path_to_row(profile: Profile, row: Row, *, sessions_only: bool = False) -> list[Row]:
+    return [*shortest_paths(profile, sessions_only=sessions_only)[row.source], row]
 
 
 def apply(core: ActivationCore, row: Row, step: int = 0) -> Effect | None:

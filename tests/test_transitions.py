@@ -87,6 +87,13 @@ def check_action(
         assert (core.attempts, core.option, core.reason, core.history) == (0, None, None, ())
     elif action is Action.MARK_CANCELLED:
         assert core.reason is FailureReason.CANCELLED
+    elif action is Action.RECORD_REFRESH:
+        assert core.option == payload["option"]
+        assert core.token_fingerprint == payload["option"].fingerprint
+        assert (core.attempts, core.reason) == (before.attempts, None)
+    elif action is Action.RECORD_REFRESH_FAILURE:
+        assert core.reason is payload["reason"]
+        assert (core.option, core.token_fingerprint) == (None, None)
     else:  # pragma: no cover - a new action needs its expectation here
         pytest.fail(f"no expectation for {action}")
 

@@ -1,0 +1,106 @@
+"""What the tracker answers: to a token request, to a report, and to a look.
+
+Each reply knows its wire shape (``to_dict``), which is what a token endpoint
+returns to the page. Like ``ActivationResult``, only ``to_dict`` of a token
+reply holds the raw token (the page needs it to activate); ``repr``, ``str``
+and ``to_safe_dict`` show its fingerprint.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from enum import StrEnum
+from typing import Any
+
+from statemachine.options import AuthenticationOption
+from statemachine.reasons import FailureReason
+from statemachine.results import HistoryEntry
+from statemachine.states import State
+
+
+class Answer(StrEnum):
+    """What the page should do with the tag."""
+
+    TOKEN = "token"  # activate with the secured option (a fresh token)
+    ANONYMOUS = "anonymous"  # the policy fell back: activate anonymously
+    DO_NOT_ACTIVATE = "do_not_activate"  # the policy refused (defensive), or the flow ended
+    REFUSED = "refused"  # another flow holds the visitor: A login is already ongoing
+
+
+@dataclass(frozen=True, slots=True)
+class TokenReply:
+    answer: Answer
+    state: State | None  # None only when the store could not be reached
+    option: AuthenticationOption | None = None
+    reason: FailureReason | None = None
+    attempt: int = 0
+
+    @property
+    def status_code(self) -> int:
+        """The HTTP status a token endpoint answers with."""
+        return 409 if self.answer is Answer.REFUSED else 200
+
+    def to_dict(self) -> dict[str, Any]:
+        """The token endpoint's body; a secured option carries the raw token, for the tag."""
+        return self._shape(None if self.option is None else self.option.to_dict())
+
+    def to_safe_dict(self) -> dict[str, Any]:
+        return self._shape(None if self.option is None else self.option.to_safe_dict())
+
+    def _shape(self, option: dict[str, Any] | None) -> dict[str, Any]:
+        if option is not None:
+            return {"authenticationOption": option}
+        message = (self.reason or FailureReason.SERVER_ERROR).message
+        if self.answer is Answer.REFUSED:
+            return {"reason": message}
+        return {"activate": False, "reason": message}
+
+
+@dataclass(frozen=True, slots=True)
+class ReportReply:
+    accepted: bool  # False: the report was not for the flow in flight, and changed nothing
+    state: State | None
+    next: AuthenticationOption | None = None  # the anonymous option when the policy falls back
+    reason: FailureReason | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        shape: dict[str, Any] = {
+            "state": None if self.state is None else self.state.value,
+            "next": None if self.next is None else self.next.to_dict(),
+            "accepted": self.accepted,
+        }
+        if self.reason is not None:
+            shape["reason"] = self.reason.message
+        return shape
+
+
+@dataclass(frozen=True, slots=True)
+class TrackerView:
+    """One tracked visitor as the store holds it: no token, no user id."""
+
+    session_id: str
+    state: State
+    attempts: int
+    reason: FailureReason | None
+    history: tuple[HistoryEntry, ...]
+    flow_id: str | None
+    since: float
+    updated_at: float
+    lease_until: float | None
+    token_fingerprint: str | None
+    policy: str
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "session_id": self.session_id,
+            "state": self.state.value,
+            "attempts": self.attempts,
+            "reason": None if self.reason is None else self.reason.name,
+            "history": [entry.to_dict() for entry in self.history],
+            "flow_id": self.flow_id,
+            "since": self.since,
+            "updated_at": self.updated_at,
+            "lease_until": self.lease_until,
+            "token_fingerprint": self.token_fingerprint,
+            "policy": self.policy,
+        }

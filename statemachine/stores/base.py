@@ -1,0 +1,56 @@
+"""The store protocol the tracker writes through.
+
+Every operation touches one key and nothing else, so a store can be a Redis
+Cluster as well as a dict. Writes are compare-and-set on a per-key version:
+a tracker loads a visitor, takes one step of the machine, and writes back only
+if nobody wrote in between; otherwise it gets the newer value and takes its
+step again from there. That is what keeps two workers from both moving one
+visitor.
+"""
+
+from __future__ import annotations
+
+from typing import NamedTuple, Protocol
+
+
+class StoreError(Exception):
+    """The store could not answer (down, too slow, full, or too contended).
+
+    Carries a one-line message and never a visitor's data. The tracker turns
+    it into the policy's answer; nothing was written.
+    """
+
+
+class Versioned(NamedTuple):
+    """A stored snapshot (JSON text) and its version; version 0 means absent."""
+
+    version: int
+    data: str
+
+
+class Store(Protocol):
+    """The blocking face, used by ``ActivationTracker``."""
+
+    def load(self, key: str) -> Versioned | None:
+        """The current value, or ``None`` if the key is absent (or expired)."""
+        ...
+
+    def compare_and_set(
+        self, key: str, expected: int, data: str, ttl: float
+    ) -> tuple[bool, Versioned | None]:
+        """Write ``data`` if the key's version is ``expected`` (0: absent).
+
+        Returns ``(True, new)`` on success, or ``(False, current)`` with what is
+        there now, so a conflict costs no extra read.
+        """
+        ...
+
+
+class AsyncStore(Protocol):
+    """The asyncio face, used by ``AsyncActivationTracker``: the same operations."""
+
+    async def aload(self, key: str) -> Versioned | None: ...
+
+    async def acompare_and_set(
+        self, key: str, expected: int, data: str, ttl: float
+    ) -> tuple[bool, Versioned | None]: ...

@@ -1,0 +1,290 @@
+"""The tag-driven driver's two faces: ``AsyncActivationTracker`` and ``ActivationTracker``.
+
+Every event is load -> one step of the table -> compare-and-set write,
+retried on conflict (a bounded number of times), so that however many
+workers share the store, one visitor moves one step at a time. A token
+request *claims* the visitor (writes ``fetching_token`` with this flow id)
+before the host's provider is called: another tab or worker then reads the
+claim and is refused without minting anything.
+
+Round trips: a token request for a visitor this tracker has not seen is
+written optimistically, as if new (a conflict returns what is there, so
+guessing wrong costs nothing extra); a claim and its settlement are then two
+writes. A decision that writes nothing is only ever taken on freshly loaded
+data.
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+from collections import OrderedDict
+from collections.abc import Callable
+from typing import Any, Final, TypeVar
+
+from statemachine import logs, snapshots
+from statemachine.calls import call_async, call_blocking_timed, is_async_callable
+from statemachine.core import ActivationCore
+from statemachine.effects import Outcome
+from statemachine.options import AuthenticationOption
+from statemachine.policy import ActivationPolicy, Fallback
+from statemachine.reasons import FailureReason
+from statemachine.replies import Answer, ReportReply, TokenReply, TrackerView
+from statemachine.sessions import TokenProvider, _default_policy, _validate
+from statemachine.snapshots import Restored
+from statemachine.stores.base import AsyncStore, Store, StoreError, Versioned
+from statemachine.stores.memory import MemoryStore
+from statemachine.tracking import (
+    TokenStep,
+    apply_logout,
+    apply_report,
+    check_flow_id,
+    check_visitor_id,
+    lease_seconds,
+    parse_report,
+    plan_token,
+    session_lifetime,
+    settle_token,
+)
+
+MAX_CONFLICTS: Final = 16
+"""Conditional writes one event may retry before the store counts as too contended."""
+
+HINTS: Final = 4_096
+"""Versions remembered per tracker, to write a known visitor in one round trip."""
+
+R = TypeVar("R")
+Apply = Callable[[Restored, float], tuple[bool, R]]
+
+_ABSENT: Final = Versioned(0, "")
+
+
+class _Tracker:
+    """What both faces share: the policy, the store, the clock, and (de)serialisation."""
+
+    def __init__(
+        self,
+        policy: ActivationPolicy | None = None,
+        store: Any = None,
+        *,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        policy = _default_policy() if policy is None else policy
+        _validate(policy)
+        self.policy = policy
+        self.store = MemoryStore() if store is None else store
+        self._clock = clock
+        self._ttl = max(session_lifetime(policy), lease_seconds(policy))
+        self._hints: OrderedDict[str, Versioned] = OrderedDict()
+        self._hints_lock = threading.Lock()
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}(policy={self.policy.name!r}, store={self.store!r})"
+
+    # -- records ---------------------------------------------------------
+    def _record(self, current: Versioned | None) -> Restored:
+        if current is None or current.version == 0:
+            return Restored(ActivationCore(self.policy), None, None, self._clock())
+        try:
+            data = json.loads(current.data)
+        except ValueError:
+            raise StoreError("the stored visitor is not valid JSON") from None
+        try:
+            return snapshots.load(data, self.policy)
+        except snapshots.SnapshotError as error:
+            raise StoreError(f"the stored visitor is damaged: {error}") from None
+
+    def _dump(self, record: Restored) -> str:
+        snapshot = snapshots.dump(
+            record.core, flow_id=record.flow_id, lease_until=record.lease_until
+        )
+        return json.dumps(snapshot, separators=(",", ":"))
+
+    def _view(self, current: Versioned | None) -> TrackerView | None:
+        if current is None:
+            return None
+        record = self._record(current)
+        core = record.core
+        return TrackerView(
+            session_id=core.session_id,
+            state=core.state,
+            attempts=core.attempts,
+            reason=core.reason,
+            history=core.history,
+            flow_id=record.flow_id,
+            since=core.since,
+            updated_at=record.updated_at,
+            lease_until=record.lease_until,
+            token_fingerprint=core.token_fingerprint,
+            policy=str(self.policy.name),
+        )
+
+    def _hint(self, key: str) -> Versioned:
+        """What this tracker last wrote for ``key`` (or "absent"): a guess that CAS checks."""
+        return self._hints.get(key, _ABSENT)
+
+    def _remember(self, key: str, current: Versioned | None) -> None:
+        with self._hints_lock:
+            hints = self._hints
+            if current is None:
+                hints.pop(key, None)
+                return
+            hints[key] = current
+            hints.move_to_end(key)
+            if len(hints) > HINTS:
+                hints.popitem(last=False)
+
+    def _store_down(self, error: StoreError, record: Restored | None = None) -> TokenReply:
+        """The policy's answer when the store cannot hold the visitor: nothing was handed out."""
+        logger = (record.core if record else ActivationCore(self.policy)).logger
+        logs.emit(logger.error, logs.STORE_ERROR, error=str(error))
+        if Fallback(self.policy.on_token_failure) is Fallback.ANONYMOUS:
+            return TokenReply(
+                Answer.ANONYMOUS, None, AuthenticationOption.anonymous(), FailureReason.SERVER_ERROR
+            )
+        return TokenReply(Answer.DO_NOT_ACTIVATE, None, None, FailureReason.SERVER_ERROR)
+
+
+class AsyncActivationTracker(_Tracker):
+    """Follows the tag's activation for asyncio hosts (Starlette, FastAPI, aiohttp)."""
+
+    async def token_request(
+        self, visitor_id: str, flow: str, token_provider: TokenProvider
+    ) -> TokenReply:
+        """The page's tag asks for a token: start a flow, take its retry, refresh, or refuse."""
+        key, flow = check_visitor_id(visitor_id), check_flow_id(flow)
+        if not callable(token_provider):
+            raise TypeError("token_provider must be a callable taking no argument")
+        try:
+            step, current = await self._step(
+                key, lambda r, now: _planned(plan_token(r, flow, now)), hint=self._hint(key)
+            )
+            if step.fetch is None:
+                assert step.reply is not None
+                return step.reply
+            outcome = await call_async(
+                token_provider, is_async_callable(token_provider), (), step.fetch.timeout
+            )
+
+            def settle(record: Restored, now: float) -> tuple[bool, TokenReply]:
+                return settle_token(record, flow, outcome, refresh=step.refresh, now=now)
+
+            reply, _ = await self._step(key, settle, hint=current)
+            return reply
+        except StoreError as error:
+            return self._store_down(error)
+
+    async def report(self, visitor_id: str, flow: str, activation: object) -> ReportReply:
+        """The page reports the tag's callback object; it ends the flow (the tag has retried)."""
+        key, flow = check_visitor_id(visitor_id), check_flow_id(flow)
+        report = parse_report(activation)
+        reply, _ = await self._step(key, lambda r, now: apply_report(r, flow, report, now))
+        return reply
+
+    async def logout(self, visitor_id: str) -> TrackerView | None:
+        """Forget the visitor's activation; a flow in flight is cancelled."""
+        key = check_visitor_id(visitor_id)
+        _, current = await self._step(key, lambda r, _now: (apply_logout(r), None))
+        return self._view(current)
+
+    async def view(self, visitor_id: str) -> TrackerView | None:
+        """The visitor as the store holds it, or None if unknown."""
+        return self._view(await self.store.aload(check_visitor_id(visitor_id)))
+
+    async def _step(
+        self, key: str, apply: Apply[R], hint: Versioned | None = None
+    ) -> tuple[R, Versioned | None]:
+        store: AsyncStore = self.store
+        current = hint
+        fresh = False
+        if current is None:
+            current = await store.aload(key)
+            fresh = True
+        for _ in range(MAX_CONFLICTS):
+            record = self._record(current)
+            changed, result = apply(record, self._clock())
+            if not changed:
+                if fresh:
+                    return result, current
+                current, fresh = await store.aload(key), True
+                continue
+            expected = 0 if current is None else current.version
+            ok, current = await store.acompare_and_set(key, expected, self._dump(record), self._ttl)
+            fresh = True
+            if ok:
+                self._remember(key, current)
+                return result, current
+        raise StoreError(f"gave up after {MAX_CONFLICTS} conflicting writes")
+
+
+class ActivationTracker(_Tracker):
+    """The same tracker for blocking hosts (WSGI, Django, Flask); safe across threads."""
+
+    def token_request(
+        self, visitor_id: str, flow: str, token_provider: TokenProvider
+    ) -> TokenReply:
+        key, flow = check_visitor_id(visitor_id), check_flow_id(flow)
+        if not callable(token_provider):
+            raise TypeError("token_provider must be a callable taking no argument")
+        try:
+            step, current = self._step(
+                key, lambda r, now: _planned(plan_token(r, flow, now)), hint=self._hint(key)
+            )
+            if step.fetch is None:
+                assert step.reply is not None
+                return step.reply
+            outcome: Outcome = call_blocking_timed(
+                token_provider, is_async_callable(token_provider), (), step.fetch.timeout
+            )
+
+            def settle(record: Restored, now: float) -> tuple[bool, TokenReply]:
+                return settle_token(record, flow, outcome, refresh=step.refresh, now=now)
+
+            reply, _ = self._step(key, settle, hint=current)
+            return reply
+        except StoreError as error:
+            return self._store_down(error)
+
+    def report(self, visitor_id: str, flow: str, activation: object) -> ReportReply:
+        key, flow = check_visitor_id(visitor_id), check_flow_id(flow)
+        report = parse_report(activation)
+        reply, _ = self._step(key, lambda r, now: apply_report(r, flow, report, now))
+        return reply
+
+    def logout(self, visitor_id: str) -> TrackerView | None:
+        key = check_visitor_id(visitor_id)
+        _, current = self._step(key, lambda r, _now: (apply_logout(r), None))
+        return self._view(current)
+
+    def view(self, visitor_id: str) -> TrackerView | None:
+        return self._view(self.store.load(check_visitor_id(visitor_id)))
+
+    def _step(
+        self, key: str, apply: Apply[R], hint: Versioned | None = None
+    ) -> tuple[R, Versioned | None]:
+        store: Store = self.store
+        current = hint
+        fresh = False
+        if current is None:
+            current = store.load(key)
+            fresh = True
+        for _ in range(MAX_CONFLICTS):
+            record = self._record(current)
+            changed, result = apply(record, self._clock())
+            if not changed:
+                if fresh:
+                    return result, current
+                current, fresh = store.load(key), True
+                continue
+            expected = 0 if current is None else current.version
+            ok, current = store.compare_and_set(key, expected, self._dump(record), self._ttl)
+            fresh = True
+            if ok:
+                self._remember(key, current)
+                return result, current
+        raise StoreError(f"gave up after {MAX_CONFLICTS} conflicting writes")
+
+
+def _planned(step: TokenStep) -> tuple[bool, TokenStep]:
+    return step.changed, step

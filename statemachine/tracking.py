@@ -1,0 +1,274 @@
+"""The tag-driven rules: how token requests, reports and logouts move the same table.
+
+In a web backend the browser's tag activates (and retries) by itself; the
+server sees only its token requests, the page's report of the tag's callback,
+and logouts, each possibly on another worker. These functions translate each
+of those into rows of the table, on a visitor record rebuilt from a snapshot.
+They do no I/O, so the asyncio and blocking trackers share them, and tests
+can step them directly.
+
+A *flow id* is drawn by the page for each ``activate`` call and sent with
+every token request and the report: it is how a retry of the tag (same flow)
+is told apart from another tab or page load (another flow).
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping
+from typing import Final, NamedTuple
+
+from statemachine.effects import BackOff, CallActivator, Effect, FetchToken, Finish, Outcome
+from statemachine.options import ANONYMOUS, SECURED, AuthenticationOption
+from statemachine.policy import ActivationPolicy
+from statemachine.reasons import FailureReason
+from statemachine.replies import Answer, ReportReply, TokenReply
+from statemachine.results import FAILURE, SUCCESS
+from statemachine.snapshots import FLOW_ID, Restored
+from statemachine.states import State, Trigger
+
+DEFAULT_SESSION_LIFETIME: Final = 3600.0
+"""The platform session's default lifetime; also how long a store keeps a visitor."""
+
+LEASE_GRACE: Final = 5.0
+"""Seconds added to a step's worst case before a silent flow is let go."""
+
+_UNBOUNDED_WAIT: Final = 30.0
+"""What a lease counts for a timeout the policy leaves unbounded (None)."""
+
+MAX_VISITOR_ID: Final = 256
+MAX_REASON_TEXT: Final = 500
+_CONTROL: Final = re.compile(r"[\x00-\x1f\x7f]")
+
+
+class TrackerInputError(ValueError):
+    """A request the tracker cannot take (bad visitor id, flow id or report); nothing changed."""
+
+
+class TokenStep(NamedTuple):
+    changed: bool  # the record moved and must be written before anything else happens
+    reply: TokenReply | None  # the answer, when no token has to be minted
+    fetch: FetchToken | None  # otherwise: call the provider, then ``settle_token``
+    refresh: bool  # the fetch refreshes an authenticated visitor's token
+
+
+class Report(NamedTuple):
+    succeeded: bool
+    option_type: str
+    reason: FailureReason
+
+
+def session_lifetime(policy: ActivationPolicy) -> float:
+    return float(getattr(policy, "session_lifetime", DEFAULT_SESSION_LIFETIME))
+
+
+def lease_seconds(policy: ActivationPolicy) -> float:
+    """How long a flow in flight may stay silent before the next flow may take the visitor.
+
+    One step of the tag's flow: a token request, an activation, and the
+    longest backoff between two attempts, plus a grace period. Every step of
+    the flow renews it.
+    """
+    retry = policy.retry
+    backoff = float(getattr(retry, "max_delay", 0.0) or 0.0)
+    token = policy.token_timeout or _UNBOUNDED_WAIT
+    activation = policy.activation_timeout or _UNBOUNDED_WAIT
+    return float(token) + float(activation) + backoff + LEASE_GRACE
+
+
+def check_visitor_id(visitor_id: object) -> str:
+    if not isinstance(visitor_id, str) or not 0 < len(visitor_id) <= MAX_VISITOR_ID:
+        raise TrackerInputError(f"visitor id must be a string of 1 to {MAX_VISITOR_ID} characters")
+    if _CONTROL.search(visitor_id):
+        raise TrackerInputError("visitor id must not contain control characters")
+    return visitor_id
+
+
+def check_flow_id(flow_id: object) -> str:
+    if not isinstance(flow_id, str) or not FLOW_ID.fullmatch(flow_id):
+        raise TrackerInputError(
+            "flow id must be 1 to 128 characters from A-Z, a-z, 0-9, '-' and '_'"
+        )
+    return flow_id
+
+
+def parse_report(activation: object) -> Report:
+    """Read the tag's callback object ``{"authentication": {"option", "status", "reason"}}``."""
+    if not isinstance(activation, Mapping):
+        raise TrackerInputError("the report must be the tag's callback object (a mapping)")
+    inner = activation.get("authentication")
+    if not isinstance(inner, Mapping):
+        raise TrackerInputError("the report must have an 'authentication' object")
+    status = inner.get("status")
+    if status not in (SUCCESS, FAILURE):
+        raise TrackerInputError(f"authentication.status must be '{SUCCESS}' or '{FAILURE}'")
+    option = inner.get("option")
+    option_type = option.get("type") if isinstance(option, Mapping) else None
+    if option_type not in (SECURED, ANONYMOUS):
+        raise TrackerInputError(f"authentication.option.type must be '{SECURED}' or '{ANONYMOUS}'")
+    reason_text = inner.get("reason")
+    if reason_text is not None and (
+        not isinstance(reason_text, str) or len(reason_text) > MAX_REASON_TEXT
+    ):
+        raise TrackerInputError(
+            f"authentication.reason must be a string of at most {MAX_REASON_TEXT} characters"
+        )
+    succeeded = status == SUCCESS
+    reason = (
+        FailureReason.SERVER_ERROR
+        if reason_text is None
+        else FailureReason.from_message(reason_text)
+    )
+    return Report(succeeded, str(option_type), reason)
+
+
+def expire_lease(record: Restored, now: float) -> bool:
+    """Let a silent flow go (the ``lease_expired`` row); True if the record moved."""
+    core = record.core
+    if core.state.in_flight and record.lease_until is not None and now >= record.lease_until:
+        core.fire(Trigger.LEASE_EXPIRED)
+        record.lease_until = None
+        return True
+    return False
+
+
+def plan_token(record: Restored, flow_id: str, now: float) -> TokenStep:
+    """A token request: start a flow, take the tag's retry, refresh, or refuse."""
+    core = record.core
+    changed = expire_lease(record, now)
+    state = core.state
+    if state is State.AUTHENTICATED:
+        return TokenStep(changed, None, FetchToken(core.attempts, core.policy.token_timeout), True)
+    if state.in_flight:
+        if state is not State.ACTIVATING or record.flow_id != flow_id:
+            return TokenStep(changed, _refused(record), None, False)
+        # The same flow asks again: the tag's attempt failed and it retries.
+        effect = core.fire(Trigger.ACTIVATION_FAILED, reason=FailureReason.SERVER_ERROR)
+        if isinstance(effect, BackOff):  # the tag waited already; ask for a fresh token now
+            effect = core.fire(Trigger.BACKOFF_ELAPSED)
+        return _step_after(record, effect, now)
+    if flow_id == record.flow_id:
+        # This page load's flow is over: repeat its answer, mint nothing.
+        return TokenStep(changed, _settled_answer(record), None, False)
+    effect = core.begin(Trigger.ACTIVATE)
+    record.flow_id = flow_id
+    return _step_after(record, effect, now)
+
+
+def settle_token(
+    record: Restored, flow_id: str, outcome: Outcome, *, refresh: bool, now: float
+) -> tuple[bool, TokenReply]:
+    """The provider answered: move the record and say what the page gets."""
+    core = record.core
+    if refresh:
+        if core.state is not State.AUTHENTICATED:  # logged out (or expired) while minting
+            return False, _gone(record)
+        token = core.read_token(outcome)
+        record.flow_id = flow_id
+        if isinstance(token, FailureReason):
+            effect = core.fire(Trigger.REFRESH_FAILED, reason=token)
+            return True, _answer(record, effect, now)
+        core.fire(Trigger.TOKEN_REFRESHED, option=token)
+        return True, TokenReply(Answer.TOKEN, core.state, token, None, core.attempts)
+    if core.state is not State.FETCHING_TOKEN or record.flow_id != flow_id:
+        return False, _gone(record)  # the claim was lost meanwhile: this token is never handed out
+    effect = core.complete(FetchToken(core.attempts + 1, None), outcome)
+    if isinstance(effect, CallActivator) and effect.option.is_secured:
+        record.lease_until = now + lease_seconds(core.policy)
+        return True, TokenReply(Answer.TOKEN, core.state, effect.option, None, core.attempts)
+    return True, _answer(record, effect, now)
+
+
+def apply_report(
+    record: Restored, flow_id: str, report: Report, now: float
+) -> tuple[bool, ReportReply]:
+    """The page reports the tag's outcome: the tag has retried already, so it is final."""
+    core = record.core
+    changed = expire_lease(record, now)
+    state = core.state
+    if record.flow_id != flow_id or state not in (State.ACTIVATING, State.ACTIVATING_ANONYMOUS):
+        reason = FailureReason.LOGIN_ONGOING if state.in_flight else None
+        return changed, ReportReply(False, state, None, reason)
+    expected = SECURED if state is State.ACTIVATING else ANONYMOUS
+    if report.option_type != expected:
+        raise TrackerInputError(
+            f"the report is for a {report.option_type} activation, but this flow awaits {expected}"
+        )
+    effect: Effect | None
+    if state is State.ACTIVATING:
+        effect = (
+            core.fire(Trigger.ACTIVATION_SUCCEEDED)
+            if report.succeeded
+            else core.fire(Trigger.ACTIVATION_FAILED_FINAL, reason=report.reason)
+        )
+    elif report.succeeded:
+        effect = core.fire(Trigger.ANONYMOUS_SUCCEEDED)
+    else:
+        effect = core.fire(Trigger.ANONYMOUS_FAILED, reason=report.reason)
+    following = None
+    if isinstance(effect, CallActivator):  # the policy falls back: the page activates anonymously
+        following = effect.option
+        record.lease_until = now + lease_seconds(core.policy)
+    else:
+        record.lease_until = None
+    return True, ReportReply(True, core.state, following, core.reason)
+
+
+def apply_logout(record: Restored) -> bool:
+    """Forget the visitor (a flow in flight is cancelled first); True if the record moved."""
+    core = record.core
+    changed = False
+    if core.state.in_flight:
+        core.cancel()
+        changed = True
+    if core.state is not State.UNAUTHENTICATED:
+        core.fire(Trigger.LOGOUT)
+        changed = True
+    if record.flow_id is not None or record.lease_until is not None:
+        record.flow_id = record.lease_until = None
+        changed = True
+    return changed
+
+
+def _step_after(record: Restored, effect: Effect | None, now: float) -> TokenStep:
+    if isinstance(effect, FetchToken):
+        record.lease_until = now + lease_seconds(record.core.policy)
+        return TokenStep(True, None, effect, False)
+    return TokenStep(True, _answer(record, effect, now), None, False)
+
+
+def _answer(record: Restored, effect: Effect | None, now: float) -> TokenReply:
+    """The page's answer once the policy has decided: fall back, or do not activate."""
+    core = record.core
+    if isinstance(effect, CallActivator):
+        record.lease_until = now + lease_seconds(core.policy)
+        return TokenReply(Answer.ANONYMOUS, core.state, effect.option, core.reason, core.attempts)
+    assert effect is None or isinstance(effect, Finish)
+    record.lease_until = None
+    return TokenReply(Answer.DO_NOT_ACTIVATE, core.state, None, core.reason, core.attempts)
+
+
+def _refused(record: Restored) -> TokenReply:
+    core = record.core
+    return TokenReply(Answer.REFUSED, core.state, None, FailureReason.LOGIN_ONGOING, core.attempts)
+
+
+def _settled_answer(record: Restored) -> TokenReply:
+    core = record.core
+    if core.state is State.ANONYMOUS:
+        return TokenReply(
+            Answer.ANONYMOUS,
+            core.state,
+            AuthenticationOption.anonymous(),
+            core.reason,
+            core.attempts,
+        )
+    reason = core.reason or FailureReason.CANCELLED
+    return TokenReply(Answer.DO_NOT_ACTIVATE, core.state, None, reason, core.attempts)
+
+
+def _gone(record: Restored) -> TokenReply:
+    if record.core.state.in_flight:
+        return _refused(record)
+    reason = FailureReason.CANCELLED
+    return TokenReply(Answer.DO_NOT_ACTIVATE, record.core.state, None, reason, record.core.attempts)
