@@ -140,8 +140,12 @@ def plan_token(record: Restored, flow_id: str, now: float) -> TokenStep:
     if state is State.AUTHENTICATED:
         return TokenStep(changed, None, FetchToken(core.attempts, core.policy.token_timeout), True)
     if state.in_flight:
-        if state is not State.ACTIVATING or record.flow_id != flow_id:
+        if record.flow_id != flow_id or state is State.FETCHING_TOKEN:
             return TokenStep(changed, _refused(record), None, False)
+        if state is State.ACTIVATING_ANONYMOUS:  # told to fall back already: say it again
+            option = AuthenticationOption.anonymous()
+            reply = TokenReply(Answer.ANONYMOUS, state, option, core.reason, core.attempts)
+            return TokenStep(changed, reply, None, False)
         # The same flow asks again: the tag's attempt failed and it retries.
         effect = core.fire(Trigger.ACTIVATION_FAILED, reason=FailureReason.SERVER_ERROR)
         if isinstance(effect, BackOff):  # the tag waited already; ask for a fresh token now

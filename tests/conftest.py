@@ -54,3 +54,12 @@ def verifier(brand_key: Any, platform_key: Any) -> TokenVerifier:
 def logs() -> Iterator[list[dict[str, Any]]]:
     with structlog.testing.capture_logs() as captured:
         yield captured
+
+
+@pytest.fixture(scope="session")
+def redis_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
+    from tests.redis_server import RedisServer
+
+    server = RedisServer(tmp_path_factory.mktemp("redis")).start()
+    yield server
+    server.stop()
