@@ -36,7 +36,7 @@ class RedisServer:
         return f"redis://127.0.0.1:{self.port}/0"
 
     def start(self) -> RedisServer:
-        self.process = subprocess.Popen(  # noqa: S603 - the system's redis-server, loopback only
+        self.process = subprocess.Popen(  # the system redis-server, loopback only
             [
                 self.binary,
                 "--bind",
