@@ -76,6 +76,16 @@ def lease_seconds(policy: ActivationPolicy) -> float:
     return float(token) + float(activation) + backoff + LEASE_GRACE
 
 
+def claim_seconds(policy: ActivationPolicy) -> float:
+    """How long a claim (``fetching_token``) holds the visitor: the provider's timeout, plus grace.
+
+    Shorter than a whole step, since only the provider call is awaited. It also
+    bounds the one doubt a remote store leaves: a claim whose write timed out
+    may still have landed, and then holds the visitor this long at most.
+    """
+    return float(policy.token_timeout or _UNBOUNDED_WAIT) + LEASE_GRACE
+
+
 def check_visitor_id(visitor_id: object) -> str:
     if not isinstance(visitor_id, str) or not 0 < len(visitor_id) <= MAX_VISITOR_ID:
         raise TrackerInputError(f"visitor id must be a string of 1 to {MAX_VISITOR_ID} characters")
@@ -236,7 +246,7 @@ def apply_logout(record: Restored) -> bool:
 
 def _step_after(record: Restored, effect: Effect | None, now: float) -> TokenStep:
     if isinstance(effect, FetchToken):
-        record.lease_until = now + lease_seconds(record.core.policy)
+        record.lease_until = now + claim_seconds(record.core.policy)
         return TokenStep(True, None, effect, False)
     return TokenStep(True, _answer(record, effect, now), None, False)
 

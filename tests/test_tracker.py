@@ -18,7 +18,7 @@ from statemachine import Answer, FailureReason, State, TrackerInputError, Trigge
 from statemachine.options import ANONYMOUS, SECURED
 from statemachine.stores import MemoryStore, RedisStore
 from statemachine.tokens import TokenIssuer, TokenVerifier
-from statemachine.tracking import lease_seconds
+from statemachine.tracking import claim_seconds, lease_seconds
 from tests.helpers import anonymous, defensive
 from tests.tracker_harness import Clock, CountingProvider, Face, callback, new_flow
 
@@ -295,6 +295,30 @@ def test_a_silent_flow_holds_the_visitor_only_for_its_lease(
     assert len(expired) == 1
     assert (expired[0].source, expired[0].dest) == (State.ACTIVATING, State.UNAUTHENTICATED)
     assert face.report("v1", flow2, callback(True, SECURED)).state is State.AUTHENTICATED
+
+
+def test_a_claim_whose_provider_never_answered_lets_go_after_the_token_timeout(
+    face: Face, provider: CountingProvider, clock: Clock, store: Any
+) -> None:
+    """A worker that died while minting leaves a claim; it holds only for the provider's time."""
+    flow = new_flow()
+    face.token("v1", flow, provider)
+    face.logout("v1")
+    record = face.tracker._record(None)
+    from statemachine.tracking import plan_token
+
+    step = plan_token(record, new_flow(), clock.now)  # what a dying worker wrote, then vanished
+    assert step.fetch is not None
+    data = face.tracker._dump(record)
+    current = store.load("v1")
+    assert store.compare_and_set("v1", current.version, data, 60)[0]
+    assert face.token("v1", new_flow(), provider).answer is Answer.REFUSED
+    clock.now += claim_seconds(face.tracker.policy) + 0.1
+    assert face.token("v1", new_flow(), provider).answer is Answer.TOKEN
+    assert any(
+        e.trigger is Trigger.LEASE_EXPIRED and e.source is State.FETCHING_TOKEN
+        for e in face.view("v1").history
+    )
 
 
 def test_each_step_of_the_flow_renews_the_lease(

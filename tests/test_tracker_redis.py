@@ -1,0 +1,247 @@
+"""The tracker on a real Redis: restarts, outages, OS processes racing, round trips."""
+
+from __future__ import annotations
+
+import asyncio
+import multiprocessing
+import os
+import signal
+import time
+from collections import Counter
+from functools import partial
+from pathlib import Path
+from typing import Any
+
+import pytest
+import redis
+
+from statemachine import ActivationTracker, Answer, AsyncActivationTracker, State
+from statemachine.options import SECURED
+from statemachine.stores import RedisStore, StoreError
+from statemachine.tokens import TokenIssuer
+from statemachine.tracking import claim_seconds
+from tests.helpers import anonymous, defensive
+from tests.redis_server import RedisServer
+from tests.tracker_harness import CountingProvider, callback, new_flow
+
+
+def _prefix() -> str:
+    return f"test:{os.urandom(6).hex()}:"
+
+
+def test_a_visitor_survives_a_restarted_worker(redis_server: Any, issuer: TokenIssuer) -> None:
+    prefix = _prefix()
+    provider = CountingProvider(partial(issuer.issue, "visitor-1"))
+    first = ActivationTracker(defensive(), RedisStore.from_url(redis_server.url, prefix=prefix))
+    flow = new_flow()
+    assert first.token_request("v", flow, provider).answer is Answer.TOKEN
+    del first  # the worker is gone; only Redis remembers
+
+    restarted = ActivationTracker(defensive(), RedisStore.from_url(redis_server.url, prefix=prefix))
+    assert restarted.view("v").state is State.ACTIVATING
+    assert restarted.token_request("v", new_flow(), provider).answer is Answer.REFUSED
+    assert restarted.report("v", flow, callback(True, SECURED)).state is State.AUTHENTICATED
+
+
+def test_keys_carry_the_prefix_and_expire_with_the_session_lifetime(
+    redis_server: Any, issuer: TokenIssuer
+) -> None:
+    prefix = _prefix()
+    tracker = ActivationTracker(defensive(), RedisStore.from_url(redis_server.url, prefix=prefix))
+    tracker.token_request("v", new_flow(), partial(issuer.issue, "u"))
+    client = redis.Redis.from_url(redis_server.url)
+    assert client.exists(prefix + "v") == 1
+    ttl = client.pttl(prefix + "v")
+    assert 3_590_000 < ttl <= 3_600_000
+    assert tracker.store.keys() == ["v"]
+
+
+def test_round_trips_per_event(redis_server: Any, issuer: TokenIssuer) -> None:
+    """A token request for a new visitor is two round trips: the claim and its settlement."""
+    store = RedisStore.from_url(redis_server.url, prefix=_prefix())
+    tracker = ActivationTracker(defensive(), store)
+    provider = partial(issuer.issue, "u")
+    tracker.token_request("warm-up", new_flow(), provider)  # loads the Lua script once
+    client = store.client()
+    sent: list[str] = []
+    execute = client.execute_command
+
+    def counting(*args: Any, **options: Any) -> Any:
+        sent.append(str(args[0]))
+        return execute(*args, **options)
+
+    client.execute_command = counting  # type: ignore[method-assign]
+
+    def count(action: Any) -> int:
+        sent.clear()
+        action()
+        return len(sent)
+
+    flow = new_flow()
+    assert count(lambda: tracker.token_request("v", flow, provider)) == 2
+    assert sent == ["EVALSHA", "EVALSHA"]
+    assert count(lambda: tracker.token_request("v", flow, provider)) == 2  # the tag's retry
+    assert count(lambda: tracker.report("v", flow, callback(True, SECURED))) == 2
+    assert sent == ["HMGET", "EVALSHA"]
+    other = ActivationTracker(defensive(), store)  # another worker: its guess conflicts...
+    assert count(lambda: other.token_request("v", new_flow(), provider)) == 2  # ...a refresh
+    assert sent == ["EVALSHA", "EVALSHA"]  # the conflict returned the visitor: no extra read
+    tracker.logout("v")
+    assert count(lambda: other.token_request("v", new_flow(), provider)) == 3  # conflict+claim
+    assert count(lambda: tracker.view("v")) == 1
+
+
+@pytest.fixture
+def own_redis(tmp_path: Path) -> Any:
+    server = RedisServer(tmp_path).start()
+    yield server
+    if server.process is not None:
+        os.kill(server.process.pid, signal.SIGCONT)
+    server.stop()
+
+
+@pytest.mark.parametrize("policy", [defensive, anonymous], ids=["defensive", "anonymous"])
+def test_a_hung_redis_gets_the_policys_answer_in_bounded_time_and_resumes(
+    own_redis: RedisServer, issuer: TokenIssuer, policy: Any
+) -> None:
+    store = RedisStore.from_url(own_redis.url, prefix=_prefix(), timeout=0.3)
+    tracker = ActivationTracker(policy(), store)
+    provider = CountingProvider(partial(issuer.issue, "u"))
+    flow = new_flow()
+    assert tracker.token_request("v", flow, provider).answer is Answer.TOKEN
+    before = store.load("v")
+
+    assert own_redis.process is not None
+    os.kill(own_redis.process.pid, signal.SIGSTOP)  # hung: connections open, no answers
+    try:
+        started = time.monotonic()
+        reply = tracker.token_request("w", new_flow(), provider)
+        elapsed = time.monotonic() - started
+        assert elapsed < 3.0
+        expected = Answer.DO_NOT_ACTIVATE if policy is defensive else Answer.ANONYMOUS
+        assert reply.answer is expected
+        assert reply.state is None
+        assert provider.calls == 1  # nothing minted while the store is away
+        with pytest.raises(StoreError, match="redis"):
+            tracker.report("v", flow, callback(True, SECURED))
+    finally:
+        os.kill(own_redis.process.pid, signal.SIGCONT)
+
+    assert store.load("v") == before  # nothing half-written
+    assert tracker.report("v", flow, callback(True, SECURED)).state is State.AUTHENTICATED
+    # The claim for "w" timed out on our side; Redis may have applied it once resumed. Either
+    # way "w" is whole: absent, or a claim that lets go after the provider's timeout.
+    held = tracker.view("w")
+    if held is not None:
+        assert held.state is State.FETCHING_TOKEN
+        assert held.lease_until is not None
+        assert held.lease_until <= time.time() + claim_seconds(tracker.policy)
+    assert tracker.token_request("x", new_flow(), provider).answer is Answer.TOKEN
+
+
+def test_a_stopped_redis_is_a_store_error_and_service_resumes(
+    own_redis: RedisServer, issuer: TokenIssuer
+) -> None:
+    store = RedisStore.from_url(own_redis.url, prefix=_prefix(), timeout=0.3)
+    tracker = ActivationTracker(defensive(), store)
+    provider = partial(issuer.issue, "u")
+    own_redis.stop()
+    started = time.monotonic()
+    reply = tracker.token_request("v", new_flow(), provider)
+    assert time.monotonic() - started < 3.0
+    assert (reply.answer, reply.to_dict()["activate"]) == (Answer.DO_NOT_ACTIVATE, False)
+    with pytest.raises(StoreError):
+        tracker.view("v")
+    own_redis.start()
+    assert tracker.token_request("v", new_flow(), provider).answer is Answer.TOKEN
+
+
+def test_async_tracker_on_redis_down(own_redis: RedisServer, issuer: TokenIssuer) -> None:
+    async def scenario() -> None:
+        store = RedisStore.from_url(own_redis.url, prefix=_prefix(), timeout=0.3)
+        tracker = AsyncActivationTracker(defensive(), store)
+        own_redis.stop()
+        reply = await tracker.token_request("v", new_flow(), partial(issuer.issue, "u"))
+        assert reply.answer is Answer.DO_NOT_ACTIVATE
+        await store.aclose()
+
+    asyncio.run(scenario())
+
+
+def test_a_damaged_stored_visitor_is_a_store_error(redis_server: Any) -> None:
+    prefix = _prefix()
+    client = redis.Redis.from_url(redis_server.url)
+    client.hset(prefix + "v", mapping={"v": 1, "d": '{"format": 99}'})
+    client.hset(prefix + "w", mapping={"v": 1, "d": "not json"})
+    tracker = ActivationTracker(defensive(), RedisStore.from_url(redis_server.url, prefix=prefix))
+    for visitor in ("v", "w"):
+        with pytest.raises(StoreError, match="stored visitor"):
+            tracker.view(visitor)
+        assert tracker.token_request(visitor, new_flow(), lambda: "t").answer is (
+            Answer.DO_NOT_ACTIVATE
+        )
+
+
+# -- two OS processes racing -------------------------------------------------------
+VISITORS = 60
+
+
+def _race(url: str, prefix: str, name: str, start_at: float, queue: Any) -> None:
+    """One worker process: its own keys, tracker and event loop; all visitors at once."""
+    from statemachine.tokens import TokenIssuer, generate_rsa
+
+    issuer = TokenIssuer(generate_rsa(), generate_rsa(), "https://brand.example")
+    calls = Counter[str]()
+
+    async def run() -> list[tuple[str, str]]:
+        tracker = AsyncActivationTracker(defensive(), RedisStore.from_url(url, prefix=prefix))
+
+        async def one(index: int) -> tuple[str, str]:
+            def provider() -> str:
+                calls[f"v{index}"] += 1
+                return issuer.issue(f"user-{index}")
+
+            reply = await tracker.token_request(f"v{index}", f"{name}-{index}", provider)
+            return f"v{index}", reply.answer.value
+
+        await asyncio.sleep(max(0.0, start_at - time.time()))
+        results = await asyncio.gather(*(one(i) for i in range(VISITORS)))
+        await tracker.store.aclose()
+        return list(results)
+
+    results = asyncio.run(run())
+    queue.put((name, results, dict(calls)))
+
+
+def test_two_processes_racing_for_the_same_visitors(redis_server: Any) -> None:
+    context = multiprocessing.get_context("spawn")
+    queue = context.Queue()
+    prefix = _prefix()
+    start_at = time.time() + 3.0  # both are up by then: they start from the same instant
+    workers = [
+        context.Process(target=_race, args=(redis_server.url, prefix, name, start_at, queue))
+        for name in ("a", "b")
+    ]
+    for worker in workers:
+        worker.start()
+    outcomes = [queue.get(timeout=60) for _ in workers]
+    for worker in workers:
+        worker.join(30)
+        assert worker.exitcode == 0
+
+    answers: dict[str, list[str]] = {}
+    minted = Counter[str]()
+    for _, results, calls in outcomes:
+        for visitor, answer in results:
+            answers.setdefault(visitor, []).append(answer)
+        minted.update(calls)
+    assert len(answers) == VISITORS
+    for visitor, pair in answers.items():
+        assert sorted(pair) == ["refused", "token"], visitor  # exactly one flow wins
+        assert minted[visitor] == 1, visitor  # and the loser minted nothing
+    tracker = ActivationTracker(defensive(), RedisStore.from_url(redis_server.url, prefix=prefix))
+    for index in range(VISITORS):
+        view = tracker.view(f"v{index}")
+        assert view is not None
+        assert view.state is State.ACTIVATING
+        assert view.attempts == 1
