@@ -229,7 +229,11 @@ def apply_report(
 
 
 def apply_logout(record: Restored) -> bool:
-    """Forget the visitor (a flow in flight is cancelled first); True if the record moved."""
+    """Forget the visitor (a flow in flight is cancelled first); True if the record moved.
+
+    The last flow id is kept, and nothing else: a tab still retrying the
+    logged-out flow is told not to activate instead of starting it again.
+    """
     core = record.core
     changed = False
     if core.state.in_flight:
@@ -238,8 +242,8 @@ def apply_logout(record: Restored) -> bool:
     if core.state is not State.UNAUTHENTICATED:
         core.fire(Trigger.LOGOUT)
         changed = True
-    if record.flow_id is not None or record.lease_until is not None:
-        record.flow_id = record.lease_until = None
+    if record.lease_until is not None:
+        record.lease_until = None
         changed = True
     return changed
 

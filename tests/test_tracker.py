@@ -383,6 +383,10 @@ def test_logout_during_a_flow_cancels_it(face: Face, provider: CountingProvider)
     assert face.logout("v1").state is State.UNAUTHENTICATED
     assert not face.report("v1", flow, callback(True, SECURED)).accepted
     assert face.view("v1").state is State.UNAUTHENTICATED
+    # A tab still retrying the cancelled flow is told not to activate; it mints nothing.
+    reply = face.token("v1", flow, provider)
+    assert (reply.answer, reply.reason) == (Answer.DO_NOT_ACTIVATE, FailureReason.CANCELLED)
+    assert provider.calls == 1
 
 
 def test_unknown_visitor(face: Face) -> None:
