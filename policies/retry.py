@@ -23,6 +23,7 @@ NEVER_RETRIED: Final = frozenset(
         FailureReason.LOGIN_ONGOING,
         FailureReason.ALREADY_ACTIVATED,
         FailureReason.CANCELLED,
+        FailureReason.WORKERS_EXHAUSTED,
     }
 )
 

@@ -7,11 +7,13 @@ import functools
 import inspect
 import threading
 from collections.abc import Awaitable, Callable
+from concurrent.futures import Future
 from typing import Any
 
 from statemachine import logs
 from statemachine.effects import Outcome
 from statemachine.results import ActivationResult
+from statemachine.workers import WorkerPool, default_pool
 
 Callback = Callable[[ActivationResult], Any]
 
@@ -85,13 +87,28 @@ async def notify_async(callback: Callback | None, result: ActivationResult, logg
         _log_callback_error(logger, error)
 
 
+class WorkersExhausted(Exception):
+    """Every worker for plain host calls is held by a call that has not returned."""
+
+
 async def call_async(
-    fn: Callable[..., Any], is_async: bool, args: tuple[Any, ...], timeout: float | None
+    fn: Callable[..., Any],
+    is_async: bool,
+    args: tuple[Any, ...],
+    timeout: float | None,
+    pool: WorkerPool | None = None,
 ) -> Outcome:
-    """Call host code from asyncio under ``timeout``; every failure becomes an ``Outcome``."""
+    """Call host code from asyncio under ``timeout``; every failure becomes an ``Outcome``.
+
+    Plain callables run on the library's worker pool, never on the loop's
+    default executor; the timeout starts when the call does (there is no queue).
+    """
     try:
+        future = None if is_async else (pool or default_pool()).submit(fn, *args)
+        if not is_async and future is None:
+            return Outcome(error=WorkersExhausted())
         async with asyncio.timeout(timeout):
-            value = fn(*args) if is_async else await asyncio.to_thread(fn, *args)
+            value = fn(*args) if future is None else await asyncio.wrap_future(future)
             while asyncio.iscoroutine(value) or isinstance(value, asyncio.Future):
                 value = await value
         return Outcome(value=value)
@@ -112,19 +129,28 @@ def call_blocking(fn: Callable[..., Any], is_async: bool, args: tuple[Any, ...])
         return Outcome(error=error)
 
 
+def submit_blocking(
+    fn: Callable[..., Any], is_async: bool, args: tuple[Any, ...], pool: WorkerPool | None = None
+) -> Future[Outcome] | None:
+    """Start a blocking host call on the pool; ``None`` when every worker is busy."""
+    return (pool or default_pool()).submit(call_blocking, fn, is_async, args)
+
+
 def call_blocking_timed(
-    fn: Callable[..., Any], is_async: bool, args: tuple[Any, ...], timeout: float | None
+    fn: Callable[..., Any],
+    is_async: bool,
+    args: tuple[Any, ...],
+    timeout: float | None,
+    pool: WorkerPool | None = None,
 ) -> Outcome:
-    """``call_blocking`` under ``timeout``: past it the call is abandoned, not joined."""
+    """``call_blocking`` under ``timeout``: past it the call is left to its worker, not joined."""
     if timeout is None:
         return call_blocking(fn, is_async, args)
-    box: list[Outcome] = []
-    done = threading.Event()
-
-    def target() -> None:
-        box.append(call_blocking(fn, is_async, args))
-        done.set()
-
-    threading.Thread(target=target, name="secured-activation-call", daemon=True).start()
-    done.wait(timeout)
-    return box[0] if box else Outcome(error=TimeoutError())
+    future = submit_blocking(fn, is_async, args, pool)
+    if future is None:
+        return Outcome(error=WorkersExhausted())
+    try:
+        outcome: Outcome = future.result(timeout)
+    except TimeoutError:
+        return Outcome(error=TimeoutError())
+    return outcome

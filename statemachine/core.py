@@ -16,6 +16,7 @@ from typing import Any, Final
 from transitions import EventData
 
 from statemachine import logs
+from statemachine.calls import WorkersExhausted
 from statemachine.effects import BackOff, CallActivator, Effect, FetchToken, Finish, Outcome
 from statemachine.errors import ActivationError, TransitionNotAllowed
 from statemachine.machine import machine_for
@@ -184,8 +185,10 @@ class ActivationCore:
 
     def read_token(self, outcome: Outcome) -> AuthenticationOption | FailureReason:
         """The provider's answer as an option, or the failure the policy will judge."""
-        token = _read_provider_output(outcome)
         error = outcome.error
+        if isinstance(error, WorkersExhausted):  # our congestion, not the host's failure
+            return FailureReason.WORKERS_EXHAUSTED
+        token = _read_provider_output(outcome)
         failed = isinstance(token, FailureReason) and error is not None
         if failed and not isinstance(error, TimeoutError):
             logs.emit(self.logger.warning, logs.PROVIDER_ERROR, error_type=type(error).__name__)
@@ -318,6 +321,8 @@ class ActivationCore:
             return error.reason
         if isinstance(error, TimeoutError):
             return FailureReason.ACTIVATION_TIMEOUT
+        if isinstance(error, WorkersExhausted):
+            return FailureReason.WORKERS_EXHAUSTED
         logs.emit(self.logger.warning, logs.ACTIVATOR_ERROR, error_type=type(error).__name__)
         return FailureReason.SERVER_ERROR
 

@@ -19,6 +19,7 @@ class FailureReason(Enum):
     LOGIN_ONGOING = "A login is already ongoing"
     ALREADY_ACTIVATED = "Can't activate twice, please logout first"
     CANCELLED = "The activation was cancelled"
+    WORKERS_EXHAUSTED = "Every worker for host calls is busy"
 
     @property
     def message(self) -> str:

@@ -16,17 +16,20 @@ from statemachine import snapshots
 from statemachine.activator import Activator
 from statemachine.calls import (
     Callback,
+    WorkersExhausted,
     call_async,
     call_blocking,
     is_async_callable,
     notify_async,
     notify_blocking,
+    submit_blocking,
 )
 from statemachine.core import ActivationCore
 from statemachine.effects import BackOff, CallActivator, Effect, FetchToken, Finish, Outcome
 from statemachine.policy import ActivationPolicy, Fallback
 from statemachine.results import ActivationResult, HistoryEntry
 from statemachine.states import State, Trigger
+from statemachine.workers import WorkerPool
 
 TokenProvider = Callable[[], Any]
 
@@ -71,7 +74,14 @@ def _validate(policy: object) -> None:
 class _Session:
     """What both faces share: validation, the core, and read-only views of it."""
 
-    __slots__ = ("_activate", "_activator_is_async", "_core", "_provider", "_provider_is_async")
+    __slots__ = (
+        "_activate",
+        "_activator_is_async",
+        "_core",
+        "_provider",
+        "_provider_is_async",
+        "_workers",
+    )
 
     def __init__(
         self,
@@ -80,6 +90,7 @@ class _Session:
         policy: ActivationPolicy | None = None,
         *,
         session_id: str | None = None,
+        workers: WorkerPool | None = None,
     ) -> None:
         if not callable(token_provider):
             raise TypeError(
@@ -98,6 +109,7 @@ class _Session:
         self._activate = activate
         self._activator_is_async = is_async_callable(activate)
         self._core = ActivationCore(policy, session_id)
+        self._workers = workers
         self._init_face()
 
     def _init_face(self) -> None:
@@ -130,6 +142,8 @@ class _Session:
         token_provider: TokenProvider,
         activator: Activator,
         policy: ActivationPolicy | None = None,
+        *,
+        workers: WorkerPool | None = None,
     ) -> Self:
         """A session that goes on from ``snapshot``; raises ``SnapshotError`` if it is damaged.
 
@@ -139,7 +153,7 @@ class _Session:
         belonged to another process. The token itself never travels: a restored
         ``authenticated`` session knows its fingerprint only.
         """
-        session = cls(token_provider, activator, policy)
+        session = cls(token_provider, activator, policy, workers=workers)
         restored = snapshots.load(snapshot, session._core.policy)
         session._core = restored.core
         restored.core.cancel()
@@ -231,10 +245,16 @@ class AsyncActivationSession(_Session):
             await asyncio.sleep(effect.delay)
             return Outcome()
         if isinstance(effect, FetchToken):
-            return await call_async(self._provider, self._provider_is_async, (), effect.timeout)
+            return await call_async(
+                self._provider, self._provider_is_async, (), effect.timeout, self._workers
+            )
         assert isinstance(effect, CallActivator)
         return await call_async(
-            self._activate, self._activator_is_async, (effect.option,), effect.timeout
+            self._activate,
+            self._activator_is_async,
+            (effect.option,),
+            effect.timeout,
+            self._workers,
         )
 
 
@@ -342,19 +362,17 @@ class ActivationSession(_Session):
             fn, is_async, args = self._activate, self._activator_is_async, (effect.option,)
         if effect.timeout is None:
             return call_blocking(fn, is_async, args)
-        box: list[Outcome] = []
         wake = control.fresh_wake()
         if control.cancelled:
             return None
-
-        def target() -> None:
-            box.append(call_blocking(fn, is_async, args))
-            wake.set()
-
-        threading.Thread(target=target, name="secured-activation-call", daemon=True).start()
+        future = submit_blocking(fn, is_async, args, self._workers)
+        if future is None:
+            return Outcome(error=WorkersExhausted())
+        future.add_done_callback(lambda _: wake.set())
         wake.wait(effect.timeout)
-        if box:
-            return box[0]
+        if future.done():
+            outcome: Outcome = future.result()
+            return outcome
         if control.cancelled:
             return None
         return Outcome(error=TimeoutError())

@@ -23,6 +23,9 @@ from statemachine.states import IN_FLIGHT, State, Trigger
 SNAPSHOT_FORMAT: Final = 1
 """Bumped whenever a field changes meaning; older readers refuse newer snapshots."""
 
+ENDED_FLOWS_LIMIT: Final = 8
+"""Flow ids kept after their flow ended, so a stale tab's retry cannot start them again."""
+
 SNAPSHOT_HISTORY_LIMIT: Final = 32
 """A snapshot carries the newest entries only: it is written on every tracked event."""
 
@@ -43,6 +46,7 @@ _FIELDS: Final = frozenset(
         "since",
         "updated_at",
         "lease_until",
+        "ended_flows",
         "history",
     }
 )
@@ -65,7 +69,11 @@ class SnapshotError(ValueError):
 
 
 def dump(
-    core: ActivationCore, *, flow_id: str | None = None, lease_until: float | None = None
+    core: ActivationCore,
+    *,
+    flow_id: str | None = None,
+    lease_until: float | None = None,
+    ended_flows: list[str] | None = None,
 ) -> dict[str, Any]:
     """The snapshot of ``core``; ``flow_id`` and ``lease_until`` are the tracker's."""
     history = core._history or ()
@@ -82,6 +90,7 @@ def dump(
         "since": core.since,
         "updated_at": core.since if not history else max(core.since, history[-1][5]),
         "lease_until": lease_until,
+        "ended_flows": list(ended_flows or ())[-ENDED_FLOWS_LIMIT:],
         "history": [
             [source, dest, trigger.value, attempt, None if reason is None else reason.name, at]
             for source, dest, trigger, attempt, reason, at in history[-SNAPSHOT_HISTORY_LIMIT:]
@@ -92,15 +101,21 @@ def dump(
 class Restored:
     """A core rebuilt from a snapshot, with the tracker's fields beside it."""
 
-    __slots__ = ("core", "flow_id", "lease_until", "updated_at")
+    __slots__ = ("core", "ended_flows", "flow_id", "lease_until", "updated_at")
 
     def __init__(
-        self, core: ActivationCore, flow_id: str | None, lease_until: float | None, updated: float
+        self,
+        core: ActivationCore,
+        flow_id: str | None,
+        lease_until: float | None,
+        updated: float,
+        ended_flows: list[str] | None = None,
     ) -> None:
         self.core = core
         self.flow_id = flow_id
         self.lease_until = lease_until
         self.updated_at = updated
+        self.ended_flows = ended_flows if ended_flows is not None else []
 
 
 def load(data: object, policy: ActivationPolicy) -> Restored:
@@ -142,6 +157,14 @@ def load(data: object, policy: ActivationPolicy) -> Restored:
     since = _time(data["since"], "since")
     updated_at = _time(data["updated_at"], "updated_at")
     lease_until = None if data["lease_until"] is None else _time(data["lease_until"], "lease_until")
+    ended = data["ended_flows"]
+    if not isinstance(ended, list) or len(ended) > ENDED_FLOWS_LIMIT:
+        raise SnapshotError(
+            "ended_flows", f"must be a list of at most {ENDED_FLOWS_LIMIT} flow ids"
+        )
+    for flow_text in ended:
+        if not isinstance(flow_text, str) or not FLOW_ID.fullmatch(flow_text):
+            raise SnapshotError("ended_flows", f"not a flow id: {_show(flow_text)}")
     history = _history(data["history"])
 
     core = ActivationCore(policy, session_id)
@@ -152,7 +175,7 @@ def load(data: object, policy: ActivationPolicy) -> Restored:
     core._fingerprint = fingerprint
     core.since = since
     core._history = history or None
-    return Restored(core, flow_id, lease_until, updated_at)
+    return Restored(core, flow_id, lease_until, updated_at, list(ended))
 
 
 def _show(value: object) -> str:

@@ -47,6 +47,7 @@ from statemachine.tracking import (
     session_lifetime,
     settle_token,
 )
+from statemachine.workers import WorkerPool
 
 MAX_CONFLICTS: Final = 16
 """Conditional writes one event may retry before the store counts as too contended."""
@@ -69,12 +70,14 @@ class _Tracker:
         store: Any = None,
         *,
         clock: Callable[[], float] = time.time,
+        workers: WorkerPool | None = None,
     ) -> None:
         policy = _default_policy() if policy is None else policy
         _validate(policy)
         self.policy = policy
         self.store = MemoryStore() if store is None else store
         self._clock = clock
+        self._workers = workers
         self._ttl = max(session_lifetime(policy), lease_seconds(policy))
         self._hints: OrderedDict[str, Versioned] = OrderedDict()
         self._hints_lock = threading.Lock()
@@ -97,7 +100,10 @@ class _Tracker:
 
     def _dump(self, record: Restored) -> str:
         snapshot = snapshots.dump(
-            record.core, flow_id=record.flow_id, lease_until=record.lease_until
+            record.core,
+            flow_id=record.flow_id,
+            lease_until=record.lease_until,
+            ended_flows=record.ended_flows,
         )
         return json.dumps(snapshot, separators=(",", ":"))
 
@@ -164,7 +170,11 @@ class AsyncActivationTracker(_Tracker):
                 assert step.reply is not None
                 return step.reply
             outcome = await call_async(
-                token_provider, is_async_callable(token_provider), (), step.fetch.timeout
+                token_provider,
+                is_async_callable(token_provider),
+                (),
+                step.fetch.timeout,
+                self._workers,
             )
 
             def settle(record: Restored, now: float) -> tuple[bool, TokenReply]:
@@ -235,7 +245,11 @@ class ActivationTracker(_Tracker):
                 assert step.reply is not None
                 return step.reply
             outcome: Outcome = call_blocking_timed(
-                token_provider, is_async_callable(token_provider), (), step.fetch.timeout
+                token_provider,
+                is_async_callable(token_provider),
+                (),
+                step.fetch.timeout,
+                self._workers,
             )
 
             def settle(record: Restored, now: float) -> tuple[bool, TokenReply]:

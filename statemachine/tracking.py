@@ -24,7 +24,7 @@ from statemachine.policy import ActivationPolicy
 from statemachine.reasons import FailureReason
 from statemachine.replies import Answer, ReportReply, TokenReply
 from statemachine.results import FAILURE, SUCCESS
-from statemachine.snapshots import FLOW_ID, Restored
+from statemachine.snapshots import ENDED_FLOWS_LIMIT, FLOW_ID, Restored
 from statemachine.states import State, Trigger
 
 DEFAULT_SESSION_LIFETIME: Final = 3600.0
@@ -161,10 +161,12 @@ def plan_token(record: Restored, flow_id: str, now: float) -> TokenStep:
         if isinstance(effect, BackOff):  # the tag waited already; ask for a fresh token now
             effect = core.fire(Trigger.BACKOFF_ELAPSED)
         return _step_after(record, effect, now)
-    if flow_id == record.flow_id:
-        # This page load's flow is over: repeat its answer, mint nothing.
+    if flow_id == record.flow_id or flow_id in record.ended_flows:
+        # That page load's flow is over: repeat the answer, mint nothing.
         return TokenStep(changed, _settled_answer(record), None, False)
     effect = core.begin(Trigger.ACTIVATE)
+    if record.flow_id is not None:
+        record.ended_flows = [*record.ended_flows, record.flow_id][-ENDED_FLOWS_LIMIT:]
     record.flow_id = flow_id
     return _step_after(record, effect, now)
 
