@@ -7,13 +7,12 @@ import functools
 import inspect
 import threading
 from collections.abc import Awaitable, Callable
-from concurrent.futures import Future
 from typing import Any
 
 from statemachine import logs
 from statemachine.effects import Outcome
 from statemachine.results import ActivationResult
-from statemachine.workers import WorkerPool, default_pool
+from statemachine.workers import Job, WorkerPool, WorkersExhausted, default_pool
 
 Callback = Callable[[ActivationResult], Any]
 
@@ -87,10 +86,6 @@ async def notify_async(callback: Callback | None, result: ActivationResult, logg
         _log_callback_error(logger, error)
 
 
-class WorkersExhausted(Exception):
-    """Every worker for plain host calls is held by a call that has not returned."""
-
-
 async def call_async(
     fn: Callable[..., Any],
     is_async: bool,
@@ -101,21 +96,46 @@ async def call_async(
     """Call host code from asyncio under ``timeout``; every failure becomes an ``Outcome``.
 
     Plain callables run on the library's worker pool, never on the loop's
-    default executor; the timeout starts when the call does (there is no queue).
+    default executor; the timeout counts from when the call starts, not from
+    when it began waiting for a worker.
     """
     try:
-        future = None if is_async else (pool or default_pool()).submit(fn, *args)
-        if not is_async and future is None:
+        if is_async:
+            async with asyncio.timeout(timeout):
+                value = await _settle(fn(*args))
+            return Outcome(value=value)
+        pool = pool or default_pool()
+        job = pool.submit(fn, *args)
+        if job is None:
             return Outcome(error=WorkersExhausted())
-        async with asyncio.timeout(timeout):
-            value = fn(*args) if future is None else await asyncio.wrap_future(future)
-            while asyncio.iscoroutine(value) or isinstance(value, asyncio.Future):
-                value = await value
+        waiting = asyncio.wrap_future(job.future)
+        try:
+            while not waiting.done():
+                left = None if timeout is None else job.remaining(timeout)
+                if left is not None and left <= 0:
+                    pool.abandon(job)
+                    return Outcome(error=TimeoutError())
+                slice_ = left if left is not None else (timeout or 3600.0)
+                await asyncio.wait((waiting,), timeout=slice_)
+        except asyncio.CancelledError:
+            pool.abandon(job)
+            raise
+        value = waiting.result()
+        if asyncio.iscoroutine(value) or isinstance(value, asyncio.Future):
+            left = None if timeout is None else max(0.0, job.remaining(timeout) or 0.0)
+            async with asyncio.timeout(left):
+                value = await _settle(value)
         return Outcome(value=value)
     except asyncio.CancelledError:
         raise
     except Exception as error:  # noqa: BLE001 - the core classifies every failure
         return Outcome(error=error)
+
+
+async def _settle(value: Any) -> Any:
+    while asyncio.iscoroutine(value) or isinstance(value, asyncio.Future):
+        value = await value
+    return value
 
 
 def call_blocking(fn: Callable[..., Any], is_async: bool, args: tuple[Any, ...]) -> Outcome:
@@ -129,11 +149,29 @@ def call_blocking(fn: Callable[..., Any], is_async: bool, args: tuple[Any, ...])
         return Outcome(error=error)
 
 
-def submit_blocking(
-    fn: Callable[..., Any], is_async: bool, args: tuple[Any, ...], pool: WorkerPool | None = None
-) -> Future[Outcome] | None:
-    """Start a blocking host call on the pool; ``None`` when every worker is busy."""
-    return (pool or default_pool()).submit(call_blocking, fn, is_async, args)
+def wait_blocking(
+    job: Job, timeout: float, pool: WorkerPool, wake: threading.Event | None = None
+) -> Outcome | None:
+    """Wait for a pooled call; past ``timeout`` (counted from its start) abandon it.
+
+    ``wake`` lets another thread interrupt the wait (a cancel): then ``None``.
+    """
+    event = wake or threading.Event()
+    job.future.add_done_callback(lambda _: event.set())
+    while not job.future.done():
+        left = job.remaining(timeout)
+        if left is not None and left <= 0:
+            pool.abandon(job)
+            return Outcome(error=TimeoutError())
+        event.wait(left if left is not None else timeout)
+        if wake is not None and wake.is_set() and not job.future.done():
+            pool.abandon(job)
+            return None
+    try:
+        outcome: Outcome = job.future.result()
+    except WorkersExhausted as error:
+        return Outcome(error=error)
+    return outcome
 
 
 def call_blocking_timed(
@@ -146,11 +184,10 @@ def call_blocking_timed(
     """``call_blocking`` under ``timeout``: past it the call is left to its worker, not joined."""
     if timeout is None:
         return call_blocking(fn, is_async, args)
-    future = submit_blocking(fn, is_async, args, pool)
-    if future is None:
+    pool = pool or default_pool()
+    job = pool.submit(call_blocking, fn, is_async, args)
+    if job is None:
         return Outcome(error=WorkersExhausted())
-    try:
-        outcome: Outcome = future.result(timeout)
-    except TimeoutError:
-        return Outcome(error=TimeoutError())
+    outcome = wait_blocking(job, timeout, pool)
+    assert outcome is not None
     return outcome

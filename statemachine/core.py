@@ -16,7 +16,6 @@ from typing import Any, Final
 from transitions import EventData
 
 from statemachine import logs
-from statemachine.calls import WorkersExhausted
 from statemachine.effects import BackOff, CallActivator, Effect, FetchToken, Finish, Outcome
 from statemachine.errors import ActivationError, TransitionNotAllowed
 from statemachine.machine import machine_for
@@ -26,6 +25,7 @@ from statemachine.reasons import FailureReason
 from statemachine.results import FAILURE, SUCCESS, ActivationResult, HistoryEntry
 from statemachine.states import FLOW_STARTS, State, Trigger
 from statemachine.table import ON_ENTER, REJECTIONS, Work, allowed_triggers, rows_for
+from statemachine.workers import WorkersExhausted
 
 HISTORY_LIMIT: Final = 256
 """Older entries are dropped past this, so a long-lived session stays small."""

@@ -16,20 +16,19 @@ from statemachine import snapshots
 from statemachine.activator import Activator
 from statemachine.calls import (
     Callback,
-    WorkersExhausted,
     call_async,
     call_blocking,
     is_async_callable,
     notify_async,
     notify_blocking,
-    submit_blocking,
+    wait_blocking,
 )
 from statemachine.core import ActivationCore
 from statemachine.effects import BackOff, CallActivator, Effect, FetchToken, Finish, Outcome
 from statemachine.policy import ActivationPolicy, Fallback
 from statemachine.results import ActivationResult, HistoryEntry
 from statemachine.states import State, Trigger
-from statemachine.workers import WorkerPool
+from statemachine.workers import WorkerPool, WorkersExhausted, default_pool
 
 TokenProvider = Callable[[], Any]
 
@@ -365,14 +364,8 @@ class ActivationSession(_Session):
         wake = control.fresh_wake()
         if control.cancelled:
             return None
-        future = submit_blocking(fn, is_async, args, self._workers)
-        if future is None:
+        pool = self._workers or default_pool()
+        job = pool.submit(call_blocking, fn, is_async, args)
+        if job is None:
             return Outcome(error=WorkersExhausted())
-        future.add_done_callback(lambda _: wake.set())
-        wake.wait(effect.timeout)
-        if future.done():
-            outcome: Outcome = future.result()
-            return outcome
-        if control.cancelled:
-            return None
-        return Outcome(error=TimeoutError())
+        return wait_blocking(job, effect.timeout, pool, wake)

@@ -1,34 +1,60 @@
-"""Threads the library owns for plain (sync) host calls: bounded, reused, never queued.
+"""Threads the library owns for plain (sync) host calls: bounded, reused, and fair.
 
 Host code may hang. If plain providers and activators ran on the event loop's
 default executor, hung calls would starve the application's own
 ``to_thread`` and DNS lookups; if each call had a thread of its own, hung
 calls would pile up threads until the process cannot start any more. So host
-calls run here instead:
+calls run here instead, on at most ``max_workers`` threads that are reused:
 
-- a call goes to an idle worker, or to a new one while fewer than
-  ``max_workers`` exist; it never waits in a queue, so a timeout measures the
-  host's call and nothing of ours;
-- when every worker is held by a call that has not returned, a new call is
-  refused at once (``submit`` returns ``None``), and the flow ends with
-  ``FailureReason.WORKERS_EXHAUSTED``, never with the host's own reason;
-- a worker whose call finally returns is reused; one idle for
-  ``idle_timeout`` seconds exits, so a burst leaves nothing behind.
+- a call waits for a free worker when all are busy with calls still within
+  their timeouts; that wait is *ours* and never counts against the host's
+  timeout, which starts when the call does;
+- a call past its timeout is *abandoned*: its flow moves on, and its worker
+  counts as hung until the call returns (then it is reused);
+- when every worker is hung, no worker can be expected back: a new call is
+  refused at once, and calls waiting for a worker are refused too. The flow
+  ends with ``FailureReason.WORKERS_EXHAUSTED`` (never the host's own reason),
+  and service resumes by itself as soon as a hung call returns;
+- a worker idle for ``idle_timeout`` seconds exits, so a burst leaves nothing.
 """
 
 from __future__ import annotations
 
+import contextlib
 import os
-import queue
 import threading
+import time
+from collections import deque
 from collections.abc import Callable
 from concurrent.futures import Future
 from typing import Any, Final
 
 DEFAULT_MAX_WORKERS: Final = min(64, 8 * (os.cpu_count() or 1))
-"""Enough for every flow waiting on a plain host call at once on a small machine."""
+"""Plain host calls that may be inside the host at once, per process."""
 
-_Job = tuple[Callable[..., Any], tuple[Any, ...], "Future[Any]"]
+
+class WorkersExhausted(Exception):
+    """Every worker for plain host calls is held by a call that has not returned."""
+
+
+class Job:
+    """One host call: its future, and when it started (``None`` while it waits)."""
+
+    __slots__ = ("abandoned", "args", "fn", "future", "started_at")
+
+    def __init__(self, fn: Callable[..., Any], args: tuple[Any, ...]) -> None:
+        self.fn = fn
+        self.args = args
+        self.future: Future[Any] = Future()
+        self.started_at: float | None = None
+        self.abandoned = False
+
+    def remaining(self, timeout: float) -> float | None:
+        """Seconds left of ``timeout`` since the call started; None while it still waits."""
+        started = self.started_at
+        if started is None:
+            return None
+        return timeout - (time.monotonic() - started)
 
 
 class WorkerPool:
@@ -44,58 +70,82 @@ class WorkerPool:
         self.max_workers = max_workers
         self.idle_timeout = idle_timeout
         self.name = name
-        self._lock = threading.Lock()
-        self._idle: list[queue.SimpleQueue[_Job]] = []
+        self._ready = threading.Condition(threading.Lock())
+        self._pending: deque[Job] = deque()
         self._workers = 0
+        self._idle = 0
+        self._hung = 0
 
     def __repr__(self) -> str:
         return (
             f"WorkerPool(max_workers={self.max_workers}, workers={self._workers}, "
-            f"idle={len(self._idle)})"
+            f"hung={self._hung}, waiting={len(self._pending)})"
         )
 
     @property
-    def busy(self) -> int:
-        """Workers inside a host call right now (hung ones included)."""
-        with self._lock:
-            return self._workers - len(self._idle)
+    def hung(self) -> int:
+        """Workers held by an abandoned call that has not returned yet."""
+        return self._hung
 
-    def submit(self, fn: Callable[..., Any], *args: Any) -> Future[Any] | None:
-        """Start ``fn(*args)`` now on a worker; ``None`` if every worker is busy."""
-        future: Future[Any] = Future()
-        with self._lock:
-            if self._idle:
-                inbox = self._idle.pop()
-            elif self._workers < self.max_workers:
-                self._workers += 1
-                inbox = queue.SimpleQueue()
-                threading.Thread(
-                    target=self._work, args=(inbox,), name=self.name, daemon=True
-                ).start()
-            else:
+    @property
+    def workers(self) -> int:
+        return self._workers
+
+    def submit(self, fn: Callable[..., Any], *args: Any) -> Job | None:
+        """Queue ``fn(*args)`` for the next free worker; ``None`` if every worker is hung."""
+        job = Job(fn, args)
+        with self._ready:
+            if self._hung >= self.max_workers:
                 return None
-        inbox.put((fn, args, future))
-        return future
+            self._pending.append(job)
+            if self._idle == 0 and self._workers < self.max_workers:
+                self._workers += 1
+                threading.Thread(target=self._work, name=self.name, daemon=True).start()
+            else:
+                self._ready.notify()
+        return job
 
-    def _work(self, inbox: queue.SimpleQueue[_Job]) -> None:
+    def abandon(self, job: Job) -> None:
+        """The caller stopped waiting; a call still running now holds a hung worker."""
+        with self._ready:
+            if job.abandoned or job.future.done():
+                return
+            job.abandoned = True
+            if job.started_at is None:  # never started: just drop it
+                with contextlib.suppress(ValueError):
+                    self._pending.remove(job)
+                job.future.cancel()
+                return
+            self._hung += 1
+            if self._hung >= self.max_workers:
+                refused, self._pending = list(self._pending), deque()
+            else:
+                refused = []
+        for waiting in refused:
+            waiting.future.set_exception(WorkersExhausted())
+
+    def _work(self) -> None:
+        ready = self._ready
         while True:
-            try:
-                fn, args, future = inbox.get(timeout=self.idle_timeout)
-            except queue.Empty:
-                with self._lock:
-                    if inbox in self._idle:  # not handed a job meanwhile: leave
-                        self._idle.remove(inbox)
+            with ready:
+                while not self._pending:
+                    self._idle += 1
+                    woke = ready.wait(self.idle_timeout)
+                    self._idle -= 1
+                    if not woke and not self._pending:
                         self._workers -= 1
                         return
-                continue
-            if future.set_running_or_notify_cancel():
+                job = self._pending.popleft()
+                job.started_at = time.monotonic()
+            if job.future.set_running_or_notify_cancel():
                 try:
-                    future.set_result(fn(*args))
+                    job.future.set_result(job.fn(*job.args))
                 except BaseException as error:  # noqa: BLE001 - handed to whoever waits
-                    future.set_exception(error)
-            del fn, args, future  # drop references before idling
-            with self._lock:
-                self._idle.append(inbox)
+                    job.future.set_exception(error)
+            if job.abandoned:
+                with ready:
+                    self._hung -= 1
+            job.fn = job.args = None  # type: ignore[assignment]  # drop references
 
 
 _DEFAULT: WorkerPool | None = None
