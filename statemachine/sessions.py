@@ -207,6 +207,8 @@ class AsyncActivationSession(_Session):
         task = self._task
         if task is None or task.done():
             return False
+        if self._cancelled_by_us:  # asked already: a second task.cancel() would escape us
+            return True
         self._cancelled_by_us = True
         return task.cancel()
 
@@ -336,6 +338,10 @@ class ActivationSession(_Session):
                         effect = core.cancel()
                     else:
                         effect = core.complete(effect, outcome)
+                    if isinstance(effect, Finish):
+                        # In the same critical section: a cancel() from now on finds no
+                        # flow and answers False, so True always means CANCELLED.
+                        self._control = None
         except BaseException:
             with self._lock:
                 core.cancel()  # never leave the machine in flight

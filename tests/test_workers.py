@@ -1,0 +1,251 @@
+"""Host calls that hang or crowd: bounded threads, no starved loop, no congestion blamed on the host.
+
+Each test reproduces one finding of the hardening audit against the real
+sessions, with a pool small enough to fill quickly.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import sys
+import threading
+import time
+from typing import Any
+
+import pytest
+
+from policies import DefensivePolicy, RetryPolicy
+from statemachine import (
+    ActivationSession,
+    AsyncActivationSession,
+    AuthenticationOption,
+    FailureReason,
+    State,
+)
+from statemachine.workers import WorkerPool
+
+FAST = RetryPolicy(max_retries=0, base_delay=0.0, max_delay=0.0, jitter=0.0)
+
+
+def policy(timeout: float = 0.05) -> DefensivePolicy:
+    return DefensivePolicy(retry=FAST, token_timeout=timeout, activation_timeout=timeout)
+
+
+class Hanging:
+    """A plain activator that hangs until released."""
+
+    def __init__(self) -> None:
+        self.release = threading.Event()
+        self.calls = 0
+
+    def activate(self, option: AuthenticationOption) -> None:
+        self.calls += 1
+        self.release.wait(30)
+
+
+class Instant:
+    def activate(self, option: AuthenticationOption) -> None:
+        return None
+
+
+def provider() -> str:
+    return "token"
+
+
+def test_async_hung_plain_activator_leaves_the_default_executor_alone() -> None:
+    """Finding 1: 200 flows on a hanging plain activator must not starve to_thread or DNS."""
+    pool = WorkerPool(8)
+    hanging = Hanging()
+
+    async def scenario() -> None:
+        sessions = [
+            AsyncActivationSession(provider, hanging, policy(), workers=pool) for _ in range(200)
+        ]
+        results = await asyncio.gather(*(s.activate() for s in sessions))
+        assert {r.state for r in results} == {State.BLOCKED}
+        reasons = {r.reason for r in results}
+        assert reasons <= {FailureReason.ACTIVATION_TIMEOUT, FailureReason.WORKERS_EXHAUSTED}
+        assert pool.workers <= 8  # bounded, however many calls hang
+        # The application's own executor and DNS still work.
+        assert await asyncio.wait_for(asyncio.to_thread(lambda: 42), 5) == 42
+        await asyncio.wait_for(asyncio.get_running_loop().getaddrinfo("localhost", 80), 5)
+        # At the bound, a new flow gets a typed answer at once, and its callback once.
+        calls: list[Any] = []
+        started = time.monotonic()
+        result = await AsyncActivationSession(provider, Instant(), policy(), workers=pool).activate(
+            callback=calls.append
+        )
+        assert time.monotonic() - started < 1.0
+        assert result.reason is FailureReason.WORKERS_EXHAUSTED
+        assert calls == [result]
+        # The hung calls return: the library recovers by itself.
+        hanging.release.set()
+        deadline = time.monotonic() + 5
+        while pool.hung and time.monotonic() < deadline:
+            await asyncio.sleep(0.01)
+        again = await AsyncActivationSession(provider, Instant(), policy(), workers=pool).activate()
+        assert again.state is State.AUTHENTICATED
+
+    started = time.monotonic()
+    asyncio.run(scenario())  # returns: nothing of ours keeps the loop from closing
+    assert time.monotonic() - started < 20
+
+
+def test_queue_time_is_not_counted_as_the_hosts_time() -> None:
+    """Finding 2: many concurrent flows with instant plain callables all succeed."""
+    pool = WorkerPool(4)
+
+    def slowish() -> str:
+        time.sleep(0.002)
+        return "token"
+
+    async def scenario() -> list[Any]:
+        sessions = [
+            AsyncActivationSession(slowish, Instant(), policy(timeout=0.5), workers=pool)
+            for _ in range(2_000)
+        ]
+        return await asyncio.gather(*(s.activate() for s in sessions))
+
+    results = asyncio.run(scenario())
+    assert {r.state for r in results} == {State.AUTHENTICATED}
+    assert pool.workers <= 4
+
+
+def test_blocking_session_reuses_a_bounded_set_of_threads() -> None:
+    """Finding 3: 2,000 activations against a hanging activator: bounded threads, typed answers."""
+    pool = WorkerPool(8)
+    hanging = Hanging()
+    before = threading.active_count()
+    reasons = set()
+    for _ in range(2_000):
+        calls: list[Any] = []
+        result = ActivationSession(provider, hanging, policy(0.01), workers=pool).activate(
+            callback=calls.append
+        )
+        assert calls == [result]
+        reasons.add(result.reason)
+    assert reasons <= {FailureReason.ACTIVATION_TIMEOUT, FailureReason.WORKERS_EXHAUSTED}
+    assert FailureReason.WORKERS_EXHAUSTED in reasons
+    assert threading.active_count() - before <= 8
+    assert hanging.calls <= 8 + 2_000  # every call either ran on one of 8 workers or was refused
+    hanging.release.set()
+    deadline = time.monotonic() + 5
+    while pool.hung and time.monotonic() < deadline:
+        time.sleep(0.01)
+    healthy = ActivationSession(provider, Instant(), policy(), workers=pool).activate()
+    assert healthy.state is State.AUTHENTICATED
+
+
+def test_workers_exhausted_is_never_retried_and_says_so() -> None:
+    assert FailureReason.WORKERS_EXHAUSTED.message == "Every worker for host calls is busy"
+    with pytest.raises(Exception, match="retry_on"):
+        RetryPolicy(retry_on=["WORKERS_EXHAUSTED"])
+
+
+def test_pool_refuses_bad_sizes() -> None:
+    for bad in (0, -1, 1.5, "8", 10**6):
+        with pytest.raises(ValueError, match="max_workers"):
+            WorkerPool(bad)  # type: ignore[arg-type]
+
+
+def test_idle_workers_exit() -> None:
+    pool = WorkerPool(4, idle_timeout=0.05)
+    job = pool.submit(lambda: 1)
+    assert job is not None
+    assert job.future.result(5) == 1
+    deadline = time.monotonic() + 5
+    while pool.workers and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert pool.workers == 0
+
+
+# -- cancellation races -----------------------------------------------------------
+def test_async_cancel_twice_still_returns_cancelled() -> None:
+    """Finding 4: two cancel() calls before the flow reacts must not cancel the host's task."""
+
+    async def slow_provider() -> str:
+        await asyncio.sleep(0.001)
+        return "token"
+
+    async def trial(delay: float) -> None:
+        session = AsyncActivationSession(slow_provider, Instant(), policy(timeout=1.0))
+        running = asyncio.ensure_future(session.activate())
+        await asyncio.sleep(delay)
+        first, second = session.cancel(), session.cancel()
+        result = await running  # raises CancelledError if the bug is back
+        assert not asyncio.current_task().cancelling()
+        if first:
+            assert second
+            assert result.reason is FailureReason.CANCELLED
+            assert result.state is State.UNAUTHENTICATED
+        else:
+            assert result.state is State.AUTHENTICATED
+
+    async def trials() -> None:
+        for index in range(600):
+            await trial((index % 7) * 0.0004)
+
+    asyncio.run(trials())
+
+
+def test_blocking_cancel_true_means_cancelled() -> None:
+    """Finding 5: cancel() answering True while activate() ends authenticated."""
+    pool = WorkerPool(4)
+    switch = sys.getswitchinterval()
+    sys.setswitchinterval(1e-6)  # switch threads as often as possible: widen every race window
+    try:
+        _blocking_cancel_trials(pool)
+    finally:
+        sys.setswitchinterval(switch)
+
+
+class YieldingLock:
+    """A lock that lets other threads run right after each release: every window opens wide."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+
+    def __enter__(self) -> None:
+        self._lock.acquire()
+
+    def __exit__(self, *exc: object) -> None:
+        self._lock.release()
+        time.sleep(0.0002)
+
+
+class Signalling:
+    """An instant activator that says when it has been called: the flow is about to finish."""
+
+    def __init__(self) -> None:
+        self.entered = threading.Event()
+
+    def activate(self, option: AuthenticationOption) -> None:
+        self.entered.set()
+
+
+def _blocking_cancel_trials(pool: WorkerPool) -> None:
+    cancelled = 0
+    for _ in range(150):
+        activator = Signalling()
+        session = ActivationSession(provider, activator, policy(timeout=1.0), workers=pool)
+        session._lock = YieldingLock()  # type: ignore[assignment]
+        said: list[bool] = []
+
+        def canceller(target: ActivationSession = session, signal: Signalling = activator) -> None:
+            signal.entered.wait(5)  # cancel as the flow finishes: the narrowest window
+            deadline = time.monotonic() + 0.02
+            while time.monotonic() < deadline:
+                if target.cancel():
+                    said.append(True)
+                    return
+
+        spinner = threading.Thread(target=canceller)
+        spinner.start()
+        result = session.activate()
+        spinner.join(5)
+        if said:
+            cancelled += 1
+            assert result.reason is FailureReason.CANCELLED, result
+        else:
+            assert result.state is State.AUTHENTICATED
+    assert cancelled  # the race was really run
