@@ -231,12 +231,16 @@ def _blocking_cancel_trials(pool: WorkerPool) -> None:
         session._lock = YieldingLock()  # type: ignore[assignment]
         said: list[bool] = []
 
-        def canceller(target: ActivationSession = session, signal: Signalling = activator) -> None:
+        def canceller(
+            target: ActivationSession = session,
+            signal: Signalling = activator,
+            log: list[bool] = said,
+        ) -> None:
             signal.entered.wait(5)  # cancel as the flow finishes: the narrowest window
             deadline = time.monotonic() + 0.02
             while time.monotonic() < deadline:
                 if target.cancel():
-                    said.append(True)
+                    log.append(True)
                     return
 
         spinner = threading.Thread(target=canceller)
