@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -12,6 +13,7 @@ PREFIX: Final = "https://iadvize.com/"
 USER_ID: Final = PREFIX + "userId"
 VISITOR_DATA: Final = PREFIX + "visitorData"
 MAX_USER_ID: Final = 255
+_CONTROL: Final = re.compile(r"[\x00-\x1f\x7f-\x9f\u2028\u2029]")
 VISITOR_FIELDS: Final = (
     "firstName",
     "lastName",
@@ -32,6 +34,8 @@ def user_id_problem(user_id: object) -> str | None:
         return "userId must not be empty"
     if len(user_id) > MAX_USER_ID:
         return f"userId has {len(user_id)} characters, more than {MAX_USER_ID}"
+    if _CONTROL.search(user_id):
+        return "userId must not contain control characters"
     return None
 
 

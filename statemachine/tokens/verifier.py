@@ -11,6 +11,7 @@ from __future__ import annotations
 import base64
 import binascii
 import json
+import math
 import re
 import time
 from collections.abc import Callable
@@ -41,6 +42,10 @@ from statemachine.tokens.issuer import (
 from statemachine.tokens.keys import KeySource, load_key
 
 MAX_TOKEN_CHARS: Final = 16 * 1024
+MAX_JSON_DEPTH: Final = 16
+"""A header or claim set is a few flat objects; visitorData nests one level."""
+DEFAULT_MAX_LIFETIME: Final = 900.0
+"""Seconds a token may live (exp - iat, or exp - now): the platform recommends 60."""
 CHECKS: Final = ("format", "algorithms", "decryption", "signature", "claims", "expiry")
 _SEGMENT: Final = re.compile(r"[A-Za-z0-9_-]*")
 
@@ -52,14 +57,80 @@ def _ignore(_check: str, _detail: str) -> None:
 
 
 def _unb64(segment: str) -> bytes:
-    return base64.urlsafe_b64decode(segment + "=" * (-len(segment) % 4))
+    """Decode base64url, refusing every spelling but the canonical one.
+
+    Lenient decoders ignore the unused low bits of the last character, so one
+    token has many spellings, each with its own fingerprint: replay and
+    de-duplication keyed on a token would then be defeated.
+    """
+    data = base64.urlsafe_b64decode(segment + "=" * (-len(segment) % 4))
+    if base64.urlsafe_b64encode(data).rstrip(b"=") != segment.encode("ascii"):
+        raise ValueError("non-canonical base64url")
+    return data
+
+
+def _no_duplicates(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    result = dict(pairs)
+    if len(result) != len(pairs):
+        raise ValueError("duplicate key")
+    return result
+
+
+def _no_constant(name: str) -> Any:
+    raise ValueError(f"{name} is not JSON")
+
+
+def strict_json(data: bytes) -> Any:
+    """JSON as JOSE requires it: UTF-8, no duplicate keys, no NaN, bounded nesting.
+
+    Python's ``json`` would guess UTF-16 or UTF-32, keep the last of two equal
+    keys (so a header could say RSA1_5 and then RSA-OAEP-256), accept NaN, and
+    recurse until ``RecursionError``: each is refused with ``ValueError``.
+    """
+    text = data.decode("utf-8")  # UnicodeDecodeError is a ValueError
+    if text.startswith("\ufeff"):
+        raise ValueError("a byte-order mark is not JSON")
+    if _too_deep(text):
+        raise ValueError(f"nested deeper than {MAX_JSON_DEPTH}")
+    try:
+        return json.loads(text, object_pairs_hook=_no_duplicates, parse_constant=_no_constant)
+    except RecursionError:  # pragma: no cover - _too_deep refuses first
+        raise ValueError("nested too deeply") from None
+
+
+def _too_deep(text: str) -> bool:
+    """Whether brackets outside strings nest past ``MAX_JSON_DEPTH`` (one linear pass)."""
+    if text.count("[") + text.count("{") <= MAX_JSON_DEPTH:
+        return False
+    depth, in_string, escaped = 0, False, False
+    for char in text:
+        if in_string:
+            if escaped:
+                escaped = False
+            elif char == "\\":
+                escaped = True
+            elif char == '"':
+                in_string = False
+        elif char == '"':
+            in_string = True
+        elif char in "[{":
+            depth += 1
+            if depth > MAX_JSON_DEPTH:
+                return True
+        elif char in "]}":
+            depth -= 1
+    return False
 
 
 def _b64_json(segment: str) -> Any:
-    return json.loads(_unb64(segment))
+    return strict_json(_unb64(segment))
 
 
 _CRYPTO_REFUSALS: Final = (JWException, InvalidTag, InvalidSignature, ValueError, TypeError)
+
+
+def _is_time(value: object) -> bool:
+    return not isinstance(value, bool) and isinstance(value, int | float) and math.isfinite(value)
 
 
 def _fail(reason: FailureReason, check: str, detail: str) -> TokenError:
@@ -89,7 +160,14 @@ class Diagnosis:
 class TokenVerifier:
     """The platform's half: decrypt with its private key, verify with the brand's public key."""
 
-    __slots__ = ("_clock", "_decryption_key", "_verification_key", "issuer", "leeway")
+    __slots__ = (
+        "_clock",
+        "_decryption_key",
+        "_verification_key",
+        "issuer",
+        "leeway",
+        "max_lifetime",
+    )
 
     def __init__(
         self,
@@ -98,6 +176,7 @@ class TokenVerifier:
         issuer: str | None = None,
         leeway: float = 5.0,
         *,
+        max_lifetime: float = DEFAULT_MAX_LIFETIME,
         clock: Callable[[], float] = time.time,
     ) -> None:
         if (
@@ -106,6 +185,14 @@ class TokenVerifier:
             or not 0 <= leeway <= 300
         ):
             raise ValueError(f"leeway must be between 0 and 300 seconds, got {leeway!r}")
+        if (
+            isinstance(max_lifetime, bool)
+            or not isinstance(max_lifetime, int | float)
+            or not 1 <= max_lifetime <= 86_400
+        ):
+            raise ValueError(
+                f"max_lifetime must be between 1 and 86400 seconds, got {max_lifetime!r}"
+            )
         if issuer is not None and (not isinstance(issuer, str) or not issuer):
             raise ValueError("issuer must be a non-empty string or None")
         self._decryption_key = load_key(
@@ -116,6 +203,7 @@ class TokenVerifier:
         )
         self.issuer = issuer
         self.leeway = float(leeway)
+        self.max_lifetime = float(max_lifetime)
         self._clock = clock
 
     def __repr__(self) -> str:
@@ -288,7 +376,7 @@ class TokenVerifier:
                 "does not verify with the brand public key (signed by another key, or altered)",
             ) from None
         try:
-            payload = json.loads(claims_json)
+            payload = strict_json(claims_json)
         except ValueError:
             raise _fail(FailureReason.INVALID_CLAIMS, "claims", "the claims are not JSON") from None
         if not isinstance(payload, dict):
@@ -304,7 +392,7 @@ class TokenVerifier:
         if problem is not None:
             raise _fail(FailureReason.INVALID_CLAIMS, "claims", problem)
         exp = payload.get("exp")
-        if isinstance(exp, bool) or not isinstance(exp, int | float):
+        if not _is_time(exp):
             raise _fail(FailureReason.INVALID_CLAIMS, "claims", "exp is missing or not a number")
         if self.issuer is not None and payload.get("iss") != self.issuer:
             raise _fail(
@@ -314,9 +402,7 @@ class TokenVerifier:
             )
         for name in ("iat", "nbf"):
             value = payload.get(name)
-            if value is not None and (
-                isinstance(value, bool) or not isinstance(value, int | float)
-            ):
+            if value is not None and not _is_time(value):
                 raise _fail(FailureReason.INVALID_CLAIMS, "claims", f"{name} is not a number")
         try:
             return Claims.from_payload(payload)
@@ -325,6 +411,16 @@ class TokenVerifier:
 
     def _check_expiry(self, payload: dict[str, Any]) -> None:
         now = self._clock()
+        iat = payload.get("iat")
+        if iat is not None and iat - self.leeway > now:
+            raise _fail(FailureReason.INVALID_CLAIMS, "expiry", "issued in the future (iat)")
+        start = now if iat is None else min(iat, now)
+        if payload["exp"] - start > self.max_lifetime + self.leeway:
+            raise _fail(
+                FailureReason.INVALID_CLAIMS,
+                "expiry",
+                f"lives {payload['exp'] - start:.0f} s, over the {self.max_lifetime:g} s maximum",
+            )
         if payload["exp"] + self.leeway < now:
             raise _fail(
                 FailureReason.EXPIRED_TOKEN,
