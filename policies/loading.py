@@ -43,6 +43,10 @@ def _read(source: str | PathLike[str]) -> dict[str, Any]:
         raise PolicyError("file", f"cannot read {path}: {error}") from None
     except tomllib.TOMLDecodeError as error:
         raise PolicyError("file", f"{path} is not valid TOML: {error}") from None
+    except ValueError as error:  # e.g. an integer of thousands of digits
+        raise PolicyError("file", f"{path} holds a value Python refuses: {error}") from None
+    except RecursionError:
+        raise PolicyError("file", f"{path} nests too deeply") from None
 
 
 def load_policy(source: str | PathLike[str] | Mapping[str, Any]) -> Policy:
@@ -50,7 +54,26 @@ def load_policy(source: str | PathLike[str] | Mapping[str, Any]) -> Policy:
 
     ``fallback`` defaults to ``"defensive"``, the platform's recommendation.
     """
-    data = dict(source) if isinstance(source, Mapping) else _read(source)
+    if isinstance(source, Mapping):
+        data = dict(source)
+    elif isinstance(source, str | PathLike):
+        data = _read(source)
+    else:
+        raise PolicyError(
+            "source", f"must be a TOML file's path or a mapping, got {type(source).__name__}"
+        )
+    if not all(isinstance(key, str) for key in data):
+        raise PolicyError("source", "keys must be strings")
+    try:
+        return _build(data)
+    except PolicyError:
+        raise
+    except (TypeError, ValueError, OverflowError, RecursionError) as error:
+        # A safety net: every specific case above names its field; this names the kind.
+        raise PolicyError("source", f"unreadable policy ({type(error).__name__})") from None
+
+
+def _build(data: dict[str, Any]) -> Policy:
     _check_keys("", data, _TOP_KEYS)
     fallback = data.pop("fallback", "defensive")
     if fallback not in _FALLBACKS:

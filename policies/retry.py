@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import math
 import random
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Final
 
@@ -36,7 +36,10 @@ MAX_RETRIES_CAP: Final = 10
 def _number(name: str, value: object, *, low: float, high: float = math.inf) -> float:
     if isinstance(value, bool) or not isinstance(value, int | float):
         raise PolicyError(name, f"must be a number, got {type(value).__name__}")
-    number = float(value)
+    try:
+        number = float(value)
+    except OverflowError:
+        raise PolicyError(name, "is far too large") from None
     if not math.isfinite(number) or not low <= number <= high:
         upper = "" if high == math.inf else f" and at most {high:g}"
         raise PolicyError(name, f"must be at least {low:g}{upper}, got {value!r}")
@@ -44,9 +47,9 @@ def _number(name: str, value: object, *, low: float, high: float = math.inf) -> 
 
 
 def parse_reasons(name: str, values: object) -> frozenset[FailureReason]:
-    if values == "all":
+    if isinstance(values, str) and values == "all":
         return RETRYABLE
-    if isinstance(values, str | bytes) or not isinstance(values, Iterable):
+    if isinstance(values, str | bytes | Mapping) or not isinstance(values, Iterable):
         raise PolicyError(name, 'must be a list of FailureReason names, or "all"')
     reasons: set[FailureReason] = set()
     for item in values:
@@ -83,9 +86,9 @@ class RetryPolicy:
         if isinstance(self.max_retries, bool) or not isinstance(self.max_retries, int):
             raise PolicyError("retry.max_retries", "must be a whole number")
         if not 0 <= self.max_retries <= MAX_RETRIES_CAP:
+            shown = str(self.max_retries) if abs(self.max_retries) < 10**12 else "a huge number"
             raise PolicyError(
-                "retry.max_retries",
-                f"must be between 0 and {MAX_RETRIES_CAP}, got {self.max_retries}",
+                "retry.max_retries", f"must be between 0 and {MAX_RETRIES_CAP}, got {shown}"
             )
         base = _number("retry.base_delay", self.base_delay, low=0.0, high=3600.0)
         multiplier = _number("retry.multiplier", self.multiplier, low=1.0, high=100.0)

@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import re
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -29,7 +30,17 @@ class UsageError(Exception):
 
 class _Parser(argparse.ArgumentParser):
     def error(self, message: str) -> NoReturn:
-        raise UsageError(f"{message} (see '{self.prog} --help')")
+        raise UsageError(f"{_redact(message)} (see '{self.prog} --help')")
+
+
+_LONG_WORD = re.compile(r"[^\s',]{41,}")
+
+
+def _redact(text: str) -> str:
+    """argparse quotes the arguments it refuses; a token pasted there must not be echoed."""
+    return _LONG_WORD.sub(
+        lambda m: f"<{len(m.group())} characters, {fingerprint(m.group())}>", text
+    )
 
 
 def _policy_arg(parser: argparse.ArgumentParser, *, default: str | None) -> None:
@@ -223,13 +234,14 @@ def _keys(args: argparse.Namespace, out: TextIO) -> int:
 
 def _token_issue(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
     from statemachine.tokens import TokenIssuer
+    from statemachine.tokens.verifier import strict_json
 
     visitor = None
     if args.visitor_data is not None:
         try:
-            visitor = json.loads(args.visitor_data)
-        except ValueError:
-            raise UsageError("--visitor-data is not valid JSON") from None
+            visitor = strict_json(args.visitor_data.encode("utf-8", "surrogatepass"))
+        except ValueError as error:
+            raise UsageError(f"--visitor-data is not valid JSON ({_redact(str(error))})") from None
     issuer = TokenIssuer(args.signing_key, args.encryption_key, args.issuer, args.lifetime)
     token = issuer.issue(args.user_id, visitor)
     print(token, file=out)
@@ -316,6 +328,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         print(f"{PROG}: interrupted", file=err)
         return 130
+    except Exception as error:  # noqa: BLE001 - one line, never a traceback
+        print(f"{PROG}: error: unexpected {type(error).__name__}", file=err)
+        return 1
 
 
 def run() -> NoReturn:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import functools
+import math
 import threading
 from collections.abc import Callable
 from typing import Any, Self
@@ -25,7 +26,7 @@ from statemachine.calls import (
 )
 from statemachine.core import ActivationCore
 from statemachine.effects import BackOff, CallActivator, Effect, FetchToken, Finish, Outcome
-from statemachine.policy import ActivationPolicy, Fallback
+from statemachine.policy import ActivationPolicy, Fallback, RetryStrategy
 from statemachine.results import ActivationResult, HistoryEntry
 from statemachine.states import State, Trigger
 from statemachine.workers import WorkerPool, WorkersExhausted, default_pool
@@ -54,6 +55,36 @@ def _check_policy(policy: object) -> None:
                 f"policy.{decision} must be 'anonymous' or 'block', "
                 f"got {getattr(policy, decision)!r}"
             ) from None
+    for name in ("token_timeout", "activation_timeout"):
+        _check_seconds(f"policy.{name}", getattr(policy, name), optional=True)
+    lifetime = getattr(policy, "session_lifetime", None)
+    if lifetime is not None:
+        _check_seconds("policy.session_lifetime", lifetime, optional=False, high=MAX_LIFETIME)
+    retry = policy.retry
+    if not isinstance(retry, RetryStrategy):
+        raise TypeError("policy.retry must provide max_retries, should_retry() and delay()")
+    budget = retry.max_retries
+    if type(budget) is not int or not 0 <= budget <= MAX_RETRIES:
+        raise ValueError(f"policy.retry.max_retries must be an integer from 0 to {MAX_RETRIES}")
+    for attempt in range(1, budget + 1):
+        _check_seconds(f"policy.retry.delay({attempt})", retry.delay(attempt), optional=False)
+
+
+MAX_SECONDS = 3600.0
+"""The longest timeout or retry delay a policy may ask for: an hour."""
+MAX_LIFETIME = 7 * 86400.0
+MAX_RETRIES = 10
+
+
+def _check_seconds(name: str, value: object, *, optional: bool, high: float = MAX_SECONDS) -> None:
+    """Refuse at construction what would otherwise fail mid-flow: inf, NaN, negative, absurd."""
+    if value is None and optional:
+        return
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise TypeError(f"{name} must be a number of seconds, got {type(value).__name__}")
+    low_ok = value >= 0 if name.startswith("policy.retry") else value > 0
+    if not math.isfinite(value) or not low_ok or value > high:
+        raise ValueError(f"{name} must be a finite number of seconds up to {high:g}, got {value!r}")
 
 
 _check_hashable_policy = functools.lru_cache(maxsize=64)(_check_policy)

@@ -7,6 +7,7 @@ once here costs nothing more per token.
 from __future__ import annotations
 
 import os
+import stat
 from os import PathLike
 from pathlib import Path
 from typing import Any, Final
@@ -20,18 +21,37 @@ MIN_RSA_BITS: Final = 2048
 KeySource = str | bytes | PathLike[str] | Any  # Any: a jwcrypto JWK (untyped library)
 
 
+MAX_KEY_BYTES: Final = 64 * 1024
+"""A PEM RSA key of 16384 bits is under 13 KiB; anything larger is not a key."""
+
+
 def _pem_bytes(source: str | bytes | PathLike[str], role: str) -> bytes:
     if isinstance(source, bytes):
-        return source
-    if isinstance(source, str) and "-----BEGIN" in source:
-        return source.encode("ascii", "replace")
-    path = Path(source)
+        data = source
+    elif isinstance(source, str) and "-----BEGIN" in source:
+        data = source.encode("ascii", "replace")
+    else:
+        data = _read_key_file(Path(source), role)
+    if len(data) > MAX_KEY_BYTES:
+        raise KeyLoadError(f"{role}: over {MAX_KEY_BYTES} bytes, not a key")
+    return data
+
+
+def _read_key_file(path: Path, role: str) -> bytes:
+    """Read a regular file of bounded size: a FIFO would hang, /dev/zero never ends."""
     try:
-        return path.read_bytes()
+        if not stat.S_ISREG(path.stat().st_mode):
+            raise KeyLoadError(f"{role}: {path} is not a regular file")
+        with path.open("rb") as handle:
+            return handle.read(MAX_KEY_BYTES + 1)
+    except KeyLoadError:
+        raise
     except FileNotFoundError:
         raise KeyLoadError(f"{role}: no key file at {path}") from None
     except OSError as error:
         raise KeyLoadError(f"{role}: cannot read {path}: {error.strerror}") from None
+    except ValueError:  # a path with a NUL byte
+        raise KeyLoadError(f"{role}: not a usable path") from None
 
 
 def load_key(source: KeySource, *, role: str, private: bool, password: bytes | None = None) -> Any:
@@ -46,7 +66,7 @@ def load_key(source: KeySource, *, role: str, private: bool, password: bytes | N
             raise KeyLoadError(f"{role}: the PEM key is encrypted and no password was given")
         try:
             key = jwk.JWK.from_pem(data, password=password)
-        except (ValueError, TypeError) as error:
+        except Exception as error:  # noqa: BLE001 - DSA, broken ASN.1...: all one answer
             raise KeyLoadError(f"{role}: unreadable PEM key ({type(error).__name__})") from None
     else:
         raise KeyLoadError(

@@ -1,0 +1,190 @@
+"""Hostile policies and provider output: typed, one-line answers, never a stray exception."""
+
+from __future__ import annotations
+
+import asyncio
+import math
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from policies import PolicyError, RetryPolicy, load_policy
+from statemachine import (
+    ActivationSession,
+    AsyncActivationSession,
+    AuthenticationOption,
+    FailureReason,
+    State,
+)
+from statemachine.policy import Fallback
+from tests.helpers import FAST_RETRY, defensive
+
+
+@pytest.mark.parametrize(
+    ("source", "field"),
+    [
+        ({"token_timeout": 10**400}, "token_timeout"),
+        ({"retry": {"max_retries": 10**5000}}, "retry.max_retries"),
+        ({"retry": {"base_delay": 10**400}}, "retry.base_delay"),
+        ({"retry": {"retry_on": {"SERVER_ERROR": False}}}, "retry.retry_on"),
+        ({"retry": {"retry_on": [[[[["SERVER_ERROR"]]]]]}}, "retry.retry_on"),
+        ({1: "x"}, "source"),
+        (None, "source"),
+        (42, "source"),
+        (b"fallback = 'anonymous'", "source"),
+    ],
+    ids=[
+        "huge-timeout",
+        "huge-int",
+        "huge-delay",
+        "retry-on-mapping",
+        "nested-retry-on",
+        "int-key",
+        "none",
+        "int",
+        "bytes",
+    ],
+)
+def test_bad_sources_are_policy_errors_naming_the_field(source: Any, field: str) -> None:
+    with pytest.raises(PolicyError) as caught:
+        load_policy(source)
+    assert caught.value.field == field
+    assert "\n" not in str(caught.value)
+    assert len(str(caught.value)) < 300
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "token_timeout = " + "9" * 5000,
+        "[retry]\nretry_on = " + "[" * 5000 + "]" * 5000,
+        "fallback = 'anonymous'\nfallback = 'defensive'",
+        "\xff\xfe",
+    ],
+    ids=["5000-digits", "deep-array", "duplicate-key", "not-utf8"],
+)
+def test_bad_toml_files_are_policy_errors(tmp_path: Path, text: str) -> None:
+    path = tmp_path / "policy.toml"
+    path.write_bytes(text.encode("latin-1"))
+    with pytest.raises(PolicyError) as caught:
+        load_policy(path)
+    assert caught.value.field == "file"
+    assert len(str(caught.value)) < 600
+
+
+@dataclass(frozen=True)
+class Custom:
+    token_timeout: Any = 1.0
+    activation_timeout: Any = 1.0
+    retry: Any = FAST_RETRY
+    name: str = "custom"
+    on_token_failure: Fallback = Fallback.BLOCK
+    on_activation_failure: Fallback = Fallback.BLOCK
+
+
+class Retry:
+    def __init__(self, delay: float = 0.0, max_retries: Any = 1) -> None:
+        self._delay = delay
+        self.max_retries = max_retries
+
+    def should_retry(self, reason: FailureReason) -> bool:
+        return True
+
+    def delay(self, retry: int) -> float:
+        return self._delay
+
+
+@pytest.mark.parametrize(
+    ("policy", "error"),
+    [
+        (Custom(token_timeout=math.inf), ValueError),
+        (Custom(token_timeout=math.nan), ValueError),
+        (Custom(activation_timeout=-1.0), ValueError),
+        (Custom(activation_timeout=1e10), ValueError),
+        (Custom(token_timeout="5"), TypeError),
+        (Custom(retry=Retry(delay=math.inf)), ValueError),
+        (Custom(retry=Retry(delay=-1.0)), ValueError),
+        (Custom(retry=Retry(max_retries=10**9)), ValueError),
+        (Custom(retry=object()), TypeError),
+    ],
+    ids=[
+        "inf",
+        "nan",
+        "negative",
+        "absurd",
+        "text",
+        "inf-delay",
+        "negative-delay",
+        "huge-budget",
+        "no-retry",
+    ],
+)
+def test_custom_policies_are_checked_at_construction(policy: Any, error: type) -> None:
+    for face in (ActivationSession, AsyncActivationSession):
+        with pytest.raises(error) as caught:
+            face(
+                lambda: "t", object.__new__(type("A", (), {"activate": lambda s, o: None})), policy
+            )
+        assert "policy." in str(caught.value)
+
+
+class Hostile:
+    """Provider output whose inspection runs host code that raises."""
+
+    class Mapping(dict):  # type: ignore[type-arg]
+        def get(self, *args: Any) -> Any:
+            raise RuntimeError("boom")
+
+        def __getitem__(self, key: Any) -> Any:
+            raise RuntimeError("boom")
+
+    class Text(str):
+        __slots__ = ()
+
+        def strip(self, *args: Any) -> str:
+            raise RuntimeError("boom")
+
+        def __eq__(self, other: object) -> bool:
+            raise RuntimeError("boom")
+
+        __hash__ = str.__hash__
+
+
+class Activator:
+    def __init__(self) -> None:
+        self.options: list[AuthenticationOption] = []
+
+    def activate(self, option: AuthenticationOption) -> None:
+        self.options.append(option)
+
+
+@pytest.mark.parametrize(
+    "output", [Hostile.Mapping(), Hostile.Text("token")], ids=["mapping", "str-subclass"]
+)
+def test_hostile_provider_output_is_the_providers_failure(output: Any) -> None:
+    calls: list[Any] = []
+    activator = Activator()
+    session = ActivationSession(lambda: output, activator, defensive())
+    result = session.activate(callback=calls.append)
+    assert calls == [result]
+    if isinstance(output, str):  # a str subclass is read as its plain text
+        assert result.state is State.AUTHENTICATED
+        assert type(activator.options[0].token) is str
+    else:
+        assert (result.state, result.reason) == (State.BLOCKED, FailureReason.INVALID_OPTION)
+
+    async def run() -> Any:
+        return await AsyncActivationSession(lambda: output, Activator(), defensive()).activate(
+            callback=calls.append
+        )
+
+    again = asyncio.run(run())
+    assert calls[-1] is again
+    assert again.state is result.state
+
+
+def test_retry_policy_refuses_a_mapping_for_retry_on() -> None:
+    with pytest.raises(PolicyError, match="retry_on"):
+        RetryPolicy(retry_on={"SERVER_ERROR": False})  # type: ignore[arg-type]
