@@ -11,14 +11,12 @@ from __future__ import annotations
 import os
 import time
 from collections.abc import Mapping
-from typing import Any, Final
-
-from transitions import EventData
+from typing import Any, Final, NamedTuple
 
 from statemachine import logs
 from statemachine.effects import BackOff, CallActivator, Effect, FetchToken, Finish, Outcome
 from statemachine.errors import ActivationError, TransitionNotAllowed
-from statemachine.machine import machine_for
+from statemachine.machine import Edge, compiled_for
 from statemachine.options import SECURED, AuthenticationOption
 from statemachine.policy import ActivationPolicy, Profile
 from statemachine.reasons import FailureReason
@@ -47,6 +45,15 @@ _NO_REASON_DESTS: Final = frozenset(
 _REFUSALS: Final = {(s.value, t.value): reason for (s, t), reason in REJECTIONS.items()}
 _FLOW_START_NAMES: Final = frozenset(t.value for t in FLOW_STARTS)
 _WORK: Final = {s.value: work for s, work in ON_ENTER.items()}
+
+
+class EventArgs(NamedTuple):
+    """What guards and actions read: the event's payload (``transitions``' EventData has it too)."""
+
+    kwargs: dict[str, Any]
+
+
+_NO_EDGES: Final[dict[str, Any]] = {}
 
 
 def new_session_id() -> str:
@@ -156,15 +163,22 @@ class ActivationCore:
         has no row for ``trigger`` in the current state.
         """
         source = self._fsm_state
-        event = self._events.get(trigger._value_)
-        if event is None or source not in event.transitions:
+        edges = self._events.get(trigger._value_, _NO_EDGES).get(source)
+        if edges is None:
             state = _STATES[source]
             raise TransitionNotAllowed(
                 state, trigger, allowed_triggers(state, rows_for(self._profile))
             )
-        if not event.trigger(self, option=option, reason=reason):  # pragma: no cover - table bug
+        event = EventArgs({"option": option, "reason": reason})
+        for dest, guards, actions in edges:
+            if guards and not all(guard(self, event) for guard in guards):
+                continue
+            for action in actions:
+                action(self, event)
+            self._fsm_state = dest
+            break
+        else:  # pragma: no cover - the table's last row of a group has no guard
             raise RuntimeError(f"no row of the table matched {trigger.value} in {source}")
-        dest = self._fsm_state
         self._record(source, dest, trigger)
         return self._work_for(dest)
 
@@ -203,37 +217,37 @@ class ActivationCore:
         return effect
 
     # -- guards and actions (named in the table) -------------------------
-    def guard_can_retry(self, event: EventData) -> bool:
+    def guard_can_retry(self, event: EventArgs) -> bool:
         reason: FailureReason = event.kwargs["reason"]
         retry = self.policy.retry
         return self.attempts <= retry.max_retries and retry.should_retry(reason)
 
-    def action_begin_secured(self, _event: EventData) -> None:
+    def action_begin_secured(self, _event: EventArgs) -> None:
         self.flow = Trigger.ACTIVATE
         self.attempts = 0
         self.option = None
         self.reason = None
         self._fingerprint = None
 
-    def action_begin_anonymous(self, _event: EventData) -> None:
+    def action_begin_anonymous(self, _event: EventArgs) -> None:
         self.flow = Trigger.ACTIVATE_ANONYMOUSLY
         self.attempts = 0
         self.option = _ANONYMOUS_OPTION
         self.reason = None
 
-    def action_accept_token(self, event: EventData) -> None:
+    def action_accept_token(self, event: EventArgs) -> None:
         self.option = event.kwargs["option"]
         self.attempts += 1
 
-    def action_record_failure(self, event: EventData) -> None:
+    def action_record_failure(self, event: EventArgs) -> None:
         self.reason = event.kwargs["reason"]
 
-    def action_record_fallback_failure(self, event: EventData) -> None:
+    def action_record_fallback_failure(self, event: EventArgs) -> None:
         # After a secured failure, the result reports why the *secured* flow failed.
         if self.reason is None:
             self.reason = event.kwargs["reason"]
 
-    def action_forget_visitor(self, _event: EventData) -> None:
+    def action_forget_visitor(self, _event: EventArgs) -> None:
         self.flow = None
         self.attempts = 0
         self.option = None
@@ -241,19 +255,19 @@ class ActivationCore:
         self._history = None
         self._fingerprint = None
 
-    def action_record_refresh(self, event: EventData) -> None:
+    def action_record_refresh(self, event: EventArgs) -> None:
         # A refresh is a one-step secured flow: it reports like one, and keeps the attempt count.
         self.flow = Trigger.ACTIVATE
         self.option = event.kwargs["option"]
         self.reason = None
 
-    def action_record_refresh_failure(self, event: EventData) -> None:
+    def action_record_refresh_failure(self, event: EventArgs) -> None:
         self.flow = Trigger.ACTIVATE
         self.option = None
         self._fingerprint = None
         self.reason = event.kwargs["reason"]
 
-    def action_mark_cancelled(self, _event: EventData) -> None:
+    def action_mark_cancelled(self, _event: EventArgs) -> None:
         self.reason = FailureReason.CANCELLED
 
     # -- internals -------------------------------------------------------
@@ -329,10 +343,12 @@ class ActivationCore:
 
 _Entry = tuple[str, str, Trigger, int, FailureReason | None, float]
 
-_SHAPES: dict[tuple[object, object], tuple[Profile, Any]] = {}
+_Step = tuple[str, tuple[Any, ...], tuple[Any, ...]]
+_Dispatch = dict[str, dict[str, tuple[_Step, ...]]]
+_SHAPES: dict[tuple[object, object], tuple[Profile, _Dispatch]] = {}
 
 
-def _shape_of(policy: ActivationPolicy) -> tuple[Profile, Any]:
+def _shape_of(policy: ActivationPolicy) -> tuple[Profile, _Dispatch]:
     """The profile and machine events for ``policy``, looked up by its two raw decisions.
 
     ``Fallback`` is a ``StrEnum``, so ``"block"`` and ``Fallback.BLOCK`` share a
@@ -342,8 +358,26 @@ def _shape_of(policy: ActivationPolicy) -> tuple[Profile, Any]:
     shape = _SHAPES.get(key)
     if shape is None:
         profile = Profile.of(policy)
-        shape = _SHAPES[key] = (profile, machine_for(profile).events)
+        shape = _SHAPES[key] = (profile, _bind(compiled_for(profile)))
     return shape
+
+
+def _bind(compiled: dict[str, dict[str, tuple[Edge, ...]]]) -> _Dispatch:
+    """The machine's edges with guard and action names resolved to the core's functions once."""
+    return {
+        trigger: {
+            source: tuple(
+                (
+                    edge.dest,
+                    tuple(getattr(ActivationCore, name) for name in edge.guards),
+                    tuple(getattr(ActivationCore, name) for name in edge.actions),
+                )
+                for edge in edges
+            )
+            for source, edges in sources.items()
+        }
+        for trigger, sources in compiled.items()
+    }
 
 
 def _read_provider_output(outcome: Outcome) -> AuthenticationOption | FailureReason:
