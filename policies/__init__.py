@@ -1,5 +1,17 @@
 """Fallback and retry policies: configuration objects, loading and validation."""
 
+try:
+    from statemachine._clash import check_no_clash
+except ModuleNotFoundError:  # another package named 'statemachine' shadows ours entirely
+    raise ImportError(
+        "the 'statemachine' package found first is not secured-activation's "
+        "(python-statemachine installs one of the same name): use a virtual environment "
+        "of its own for secured-activation"
+    ) from None
+check_no_clash()
+
+# ruff: noqa: E402 - the clash check must run before the engine is imported
+
 from policies.errors import PolicyError
 from policies.fallback import AnonymousFallbackPolicy, DefensivePolicy
 from policies.loading import load_policy

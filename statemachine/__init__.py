@@ -1,5 +1,11 @@
 """secured-activation: an explicit state machine for the tag's secured authentication activation."""
 
+from statemachine._clash import check_no_clash
+
+check_no_clash()
+
+# ruff: noqa: E402 - the clash check must run before anything else is imported
+
 from statemachine.activator import Activator, LocalActivator
 from statemachine.errors import ActivationError, TransitionNotAllowed
 from statemachine.options import AuthenticationOption, fingerprint
