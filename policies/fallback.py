@@ -1,4 +1,4 @@
-"""The two fallback policies a host chooses between (DESIGN §1).
+"""The two fallback policies a host chooses between (docs/design.md §1).
 
 Both are frozen configuration objects satisfying
 ``statemachine.policy.ActivationPolicy``; a host may pass any other object

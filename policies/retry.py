@@ -17,7 +17,7 @@ DEFAULT_RETRY_ON: Final = frozenset(
 
 NEVER_RETRIED: Final = frozenset(
     {
-        # A provider failure goes straight to the policy (DESIGN §2); the rest are
+        # A provider failure goes straight to the policy (docs/design.md §2); the rest are
         # verdicts about the session itself, which another attempt cannot change.
         FailureReason.TOKEN_UNAVAILABLE,
         FailureReason.LOGIN_ONGOING,

@@ -13,11 +13,68 @@ ROOT = Path(__file__).resolve().parents[1]
 
 
 def test_readme_test_command_is_what_ci_runs() -> None:
+    readme = (ROOT / "README.md").read_text()
+    assert "```sh\nbash .ci/run\n```" in readme
     ci = (ROOT / ".ci" / "run").read_text()
     commands = [line for line in ci.splitlines() if line.startswith("python3 -m venv")]
     assert len(commands) == 1
+    assert f"`{commands[0]}`" in readme  # the README spells out what it runs
+    assert "bash .ci/system-packages" in ci
+    assert "redis-server" in (ROOT / ".ci" / "system-packages").read_text()
+
+
+def _blocks(section: str, end: str) -> list[tuple[str, str]]:
     readme = (ROOT / "README.md").read_text()
-    assert f"```sh\n{commands[0]}\n```" in readme
+    text = readme[readme.index(section) : readme.index(end)]
+    return re.findall(r"```(sh|python|toml)\n(.*?)```", text, re.S)
+
+
+def test_readme_walkthrough_runs_in_order_from_a_fresh_directory(tmp_path: Path) -> None:
+    """Every block of the walkthrough, as written, in reading order; no output shows a token."""
+    blocks = _blocks("## Walkthrough", "## Reference")
+    assert [kind for kind, _ in blocks].count("python") >= 3
+    bindir = str(Path(sys.executable).parent)
+    outputs = []
+    for kind, code in blocks:
+        if kind == "sh":
+            command = ["bash", "-euo", "pipefail", "-c", code.replace(".venv/bin/", bindir + "/")]
+        else:
+            command = [sys.executable, "-c", code]
+        done = subprocess.run(
+            command, capture_output=True, text=True, cwd=tmp_path, timeout=120, check=False
+        )
+        assert done.returncode == 0, f"{code}\n{done.stderr[-2000:]}"
+        outputs.append(done.stdout + done.stderr)
+    everything = "\n".join(outputs)
+    assert "valid" in outputs[-1]
+    assert "eyJ" not in "\n".join(outputs[1:-1])  # no python block prints a token
+    assert "authenticated" in everything
+    assert "A login is already ongoing" in everything
+    assert not any(p.name.startswith("token") for p in tmp_path.iterdir())  # nothing left behind
+
+
+def test_readme_policy_sample_loads() -> None:
+    import tomllib
+
+    from policies import load_policy
+
+    (toml,) = [code for kind, code in _blocks("### Policies", "### Secrecy") if kind == "toml"]
+    policy = load_policy(tomllib.loads(toml))
+    assert policy.name == "anonymous"
+
+
+def test_docs_are_cited_and_exist() -> None:
+    design = ROOT / "docs" / "design.md"
+    assert design.exists()
+    text = design.read_text()
+    for section in ("## 1.", "## 2.", "## 3.", "## 4.", "## 5."):
+        assert section in text
+    for path in [
+        *ROOT.glob("statemachine/**/*.py"),
+        *ROOT.glob("policies/*.py"),
+        ROOT / "README.md",
+    ]:
+        assert "DESIGN" not in path.read_text(), path
 
 
 def test_readme_demo_command_runs_the_demo() -> None:

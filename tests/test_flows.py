@@ -1,4 +1,4 @@
-"""The DESIGN outcome table, end to end: real keys, real JWEs, LocalActivator,
+"""The outcome table of docs/design.md §3, end to end: real keys, real JWEs, LocalActivator,
 both policies, both session faces."""
 
 from __future__ import annotations

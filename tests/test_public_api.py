@@ -1,4 +1,4 @@
-"""The names DESIGN §4 promises hosts, importable exactly as written there."""
+"""The public names hosts rely on (README, docs/design.md), importable as documented."""
 
 from __future__ import annotations
 
