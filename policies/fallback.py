@@ -17,6 +17,9 @@ from statemachine.policy import Fallback, FallbackChoice
 DEFAULT_TOKEN_TIMEOUT: Final = 5.0
 DEFAULT_ACTIVATION_TIMEOUT: Final = 10.0
 MAX_TIMEOUT: Final = 3600.0
+DEFAULT_SESSION_LIFETIME: Final = 3600.0
+"""The platform session's default lifetime (banks choose about 7 minutes: 420)."""
+MAX_SESSION_LIFETIME: Final = 7 * 86400.0
 
 
 def _timeout(name: str, value: float | None) -> float | None:
@@ -35,6 +38,10 @@ def _check_common(policy: DefensivePolicy | AnonymousFallbackPolicy) -> None:
     object.__setattr__(
         policy, "activation_timeout", _timeout("activation_timeout", policy.activation_timeout)
     )
+    lifetime = _number(
+        "session_lifetime", policy.session_lifetime, low=1.0, high=MAX_SESSION_LIFETIME
+    )
+    object.__setattr__(policy, "session_lifetime", lifetime)
 
 
 @dataclass(frozen=True, slots=True)
@@ -47,6 +54,7 @@ class DefensivePolicy:
     retry: RetryPolicy = field(default_factory=RetryPolicy)
     token_timeout: float | None = DEFAULT_TOKEN_TIMEOUT
     activation_timeout: float | None = DEFAULT_ACTIVATION_TIMEOUT
+    session_lifetime: float = DEFAULT_SESSION_LIFETIME
 
     name: ClassVar[str] = "defensive"
 
@@ -75,6 +83,7 @@ class AnonymousFallbackPolicy:
     token_timeout: float | None = DEFAULT_TOKEN_TIMEOUT
     activation_timeout: float | None = DEFAULT_ACTIVATION_TIMEOUT
     on_activation_failure: FallbackChoice = Fallback.ANONYMOUS
+    session_lifetime: float = DEFAULT_SESSION_LIFETIME
 
     name: ClassVar[str] = "anonymous"
 

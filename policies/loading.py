@@ -17,6 +17,7 @@ _TOP_KEYS: Final = (
     "on_activation_failure",
     "token_timeout",
     "activation_timeout",
+    "session_lifetime",
     "retry",
 )
 _RETRY_KEYS: Final = ("max_retries", "base_delay", "multiplier", "max_delay", "jitter", "retry_on")

@@ -8,6 +8,7 @@ step it one event at a time.
 
 from __future__ import annotations
 
+import inspect
 import os
 import time
 from collections.abc import Mapping
@@ -16,13 +17,21 @@ from typing import Any, Final, NamedTuple
 from statemachine import logs
 from statemachine.effects import BackOff, CallActivator, Effect, FetchToken, Finish, Outcome
 from statemachine.errors import ActivationError, TransitionNotAllowed
+from statemachine.events import DEFAULT_LISTENERS, Listener, TransitionEvent
 from statemachine.machine import Edge, compiled_for
 from statemachine.options import SECURED, AuthenticationOption
-from statemachine.policy import ActivationPolicy, Profile
+from statemachine.policy import ActivationPolicy, Profile, session_lifetime
 from statemachine.reasons import FailureReason
 from statemachine.results import FAILURE, SUCCESS, ActivationResult, HistoryEntry
 from statemachine.states import FLOW_STARTS, State, Trigger
-from statemachine.table import ON_ENTER, REJECTIONS, Work, allowed_triggers, rows_for
+from statemachine.table import (
+    ON_ENTER,
+    REFRESHES,
+    REJECTIONS,
+    Work,
+    allowed_triggers,
+    rows_for,
+)
 from statemachine.workers import WorkersExhausted
 
 HISTORY_LIMIT: Final = 256
@@ -54,6 +63,7 @@ class EventArgs(NamedTuple):
 
 
 _NO_EDGES: Final[dict[str, Any]] = {}
+_AUTHENTICATED: Final = State.AUTHENTICATED.value
 
 
 def new_session_id() -> str:
@@ -64,17 +74,24 @@ class ActivationCore:
     """One visitor's activation state; the model the shared machine moves."""
 
     __slots__ = (
+        "_awaiting",
+        "_buffer",
         "_events",
         "_fingerprint",
         "_fsm_state",
         "_history",
+        "_lifetime",
         "_log",
+        "_policy_name",
         "_profile",
         "attempts",
         "flow",
+        "flow_started_at",
+        "listeners",
         "option",
         "policy",
         "reason",
+        "refreshing",
         "session_id",
         "since",
     )
@@ -92,6 +109,13 @@ class ActivationCore:
         self.reason: FailureReason | None = None
         self.since = time.time()  # when the current state was entered (epoch seconds)
         self._fingerprint: str | None = None  # a restored token's fingerprint (never the token)
+        self._lifetime = session_lifetime(policy)
+        self._policy_name = str(policy.name)
+        self.flow_started_at: float | None = None
+        self.refreshing = False  # a refresh runs while the visitor stays authenticated
+        self.listeners: tuple[Listener, ...] = DEFAULT_LISTENERS
+        self._buffer: list[TransitionEvent] | None = None  # set: hold events until flushed
+        self._awaiting: list[Any] | None = None  # what async listeners returned
 
     # -- reading ---------------------------------------------------------
     @property
@@ -115,6 +139,17 @@ class ActivationCore:
         return self._fingerprint
 
     @property
+    def authenticated_until(self) -> float | None:
+        """Epoch seconds when the platform session ends; None unless authenticated."""
+        if self._fsm_state != _AUTHENTICATED:
+            return None
+        return self.since + self._lifetime
+
+    def expired(self, now: float | None = None) -> bool:
+        until = self.authenticated_until
+        return until is not None and (time.time() if now is None else now) >= until
+
+    @property
     def logger(self) -> Any:
         # Bound on first use: an idle session never pays for a logger.
         if self._log is None:
@@ -128,11 +163,27 @@ class ActivationCore:
         )
 
     # -- events ----------------------------------------------------------
-    def begin(self, trigger: Trigger) -> Effect:
-        """Start a flow, or answer the tag's refusal without moving."""
+    def begin(self, trigger: Trigger, now: float | None = None) -> Effect:
+        """Start a flow, or answer the tag's refusal without moving.
+
+        While authenticated: once the platform session is over, ``activate``
+        and ``reverify`` re-verify (``session_expired``); before that,
+        ``reverify`` refreshes — the visitor stays authenticated while a
+        fresh token is fetched and activated.
+        """
         if trigger._value_ not in _FLOW_START_NAMES:
             raise ValueError(f"'{trigger.value}' does not start a flow")
+        if self._fsm_state == _AUTHENTICATED and trigger is not Trigger.ACTIVATE_ANONYMOUSLY:
+            if self.expired(now) and not self.refreshing:
+                effect = self.fire(Trigger.SESSION_EXPIRED)
+                assert effect is not None
+                return effect
+            if (State.AUTHENTICATED, trigger) in REFRESHES and not self.refreshing:
+                self.refreshing = True
+                return FetchToken(1, self.policy.token_timeout, True)
         refusal = _REFUSALS.get((self._fsm_state, trigger._value_))
+        if refusal is None and self.refreshing:
+            refusal = FailureReason.LOGIN_ONGOING
         if refusal is not None:
             state = self.state
             logs.emit(
@@ -184,6 +235,10 @@ class ActivationCore:
 
     def complete(self, effect: Effect, outcome: Outcome) -> Effect | None:
         """Turn what a driver observed into the next event."""
+        if isinstance(effect, FetchToken) and effect.refresh:
+            return self._complete_refresh_token(outcome)
+        if isinstance(effect, CallActivator) and effect.on_success is Trigger.TOKEN_REFRESHED:
+            return self._complete_refresh_activation(effect, outcome)
         if isinstance(effect, FetchToken):
             token = self.read_token(outcome)
             if isinstance(token, FailureReason):
@@ -208,8 +263,48 @@ class ActivationCore:
             logs.emit(self.logger.warning, logs.PROVIDER_ERROR, error_type=type(error).__name__)
         return token
 
+    def _complete_refresh_token(self, outcome: Outcome) -> Effect | None:
+        if not self._still_refreshing():
+            return self._refresh_gone()
+        token = self.read_token(outcome)
+        if isinstance(token, FailureReason):
+            self.refreshing = False
+            return self.fire(Trigger.REFRESH_FAILED, reason=token)
+        return CallActivator(
+            token,
+            1,
+            self.policy.activation_timeout,
+            Trigger.TOKEN_REFRESHED,
+            Trigger.REFRESH_REJECTED,
+        )
+
+    def _complete_refresh_activation(
+        self, effect: CallActivator, outcome: Outcome
+    ) -> Effect | None:
+        if not self._still_refreshing():
+            return self._refresh_gone()
+        self.refreshing = False
+        if outcome.error is None:
+            return self.fire(Trigger.TOKEN_REFRESHED, option=effect.option)
+        return self.fire(Trigger.REFRESH_REJECTED, reason=self._activation_failure(outcome.error))
+
+    def _still_refreshing(self) -> bool:
+        return self.refreshing and self._fsm_state == _AUTHENTICATED
+
+    def _refresh_gone(self) -> Finish:
+        """Logged out or cancelled while the refresh ran: it ends and moves nothing."""
+        self.refreshing = False
+        result = ActivationResult(FAILURE, _NO_TOKEN_OPTION, self.state, FailureReason.CANCELLED, 0)
+        return Finish(result)
+
     def cancel(self) -> Finish | None:
-        """Leave any in-flight state; returns the CANCELLED result if a flow was running."""
+        """Leave any in-flight state; returns the CANCELLED result if a flow was running.
+
+        A refresh is cancelled without a transition: the visitor stays
+        authenticated (a cancelled refresh is no reason to downgrade anyone).
+        """
+        if self.refreshing:
+            return self._refresh_gone()
         if not self.state.in_flight:
             return None
         effect = self.fire(Trigger.CANCEL)
@@ -224,6 +319,7 @@ class ActivationCore:
 
     def action_begin_secured(self, _event: EventArgs) -> None:
         self.flow = Trigger.ACTIVATE
+        self.flow_started_at = time.time()
         self.attempts = 0
         self.option = None
         self.reason = None
@@ -231,6 +327,7 @@ class ActivationCore:
 
     def action_begin_anonymous(self, _event: EventArgs) -> None:
         self.flow = Trigger.ACTIVATE_ANONYMOUSLY
+        self.flow_started_at = time.time()
         self.attempts = 0
         self.option = _ANONYMOUS_OPTION
         self.reason = None
@@ -254,15 +351,19 @@ class ActivationCore:
         self.reason = None
         self._history = None
         self._fingerprint = None
+        self.flow_started_at = None
+        self.refreshing = False
 
     def action_record_refresh(self, event: EventArgs) -> None:
-        # A refresh is a one-step secured flow: it reports like one, and keeps the attempt count.
+        # A refresh is a one-attempt secured flow: it reports like one.
         self.flow = Trigger.ACTIVATE
         self.option = event.kwargs["option"]
         self.reason = None
+        self.attempts = 1
 
     def action_record_refresh_failure(self, event: EventArgs) -> None:
         self.flow = Trigger.ACTIVATE
+        self.attempts = 1
         self.option = None
         self._fingerprint = None
         self.reason = event.kwargs["reason"]
@@ -282,15 +383,50 @@ class ActivationCore:
             history.append((source, dest, trigger, attempt, reason, at))
             if len(history) > HISTORY_LIMIT:
                 del history[: len(history) - HISTORY_LIMIT]
-        logs.emit(
-            self.logger.info,
-            logs.TRANSITION,
-            source=source,
-            dest=dest,
-            trigger=trigger._value_,
-            attempt=attempt,
-            reason=None if reason is None else reason._name_,
+        event = TransitionEvent(
+            self.session_id,
+            _STATES[source],
+            _STATES[dest],
+            trigger,
+            attempt,
+            reason,
+            self.token_fingerprint,
+            at,
+            self._policy_name,
+            self.flow_started_at,
         )
+        if self._buffer is not None:
+            self._buffer.append(event)
+        else:
+            self.dispatch(event)
+
+    # -- listeners -------------------------------------------------------
+    def hold_events(self) -> None:
+        """Keep events until ``flush``: a tracker publishes only what its store accepted."""
+        self._buffer = []
+
+    def flush(self) -> None:
+        held, self._buffer = self._buffer or [], None
+        for event in held:
+            self.dispatch(event)
+
+    def dispatch(self, event: TransitionEvent) -> None:
+        """Hand ``event`` to every listener; a failing listener is logged and changes nothing."""
+        for listener in self.listeners:
+            try:
+                value = listener(event)
+            except Exception as error:  # noqa: BLE001 - a listener must not change an outcome
+                logs.emit(logs.PROXY.error, logs.LISTENER_ERROR, error_type=type(error).__name__)
+                continue
+            if value is not None and inspect.isawaitable(value):
+                if self._awaiting is None:
+                    self._awaiting = []
+                self._awaiting.append(value)
+
+    def take_awaiting(self) -> list[Any]:
+        """What async listeners returned since the last call: the driver awaits them."""
+        awaiting, self._awaiting = self._awaiting or [], None
+        return awaiting
 
     def _work_for(self, dest: str) -> Effect | None:
         """The effect the table's ``ON_ENTER`` asks for on entering ``dest``."""
@@ -327,7 +463,8 @@ class ActivationCore:
         succeeded = dest is State.AUTHENTICATED or (dest is State.ANONYMOUS and not secured)
         self.flow = None
         if succeeded:
-            return ActivationResult(SUCCESS, option, dest, None, self.attempts)
+            until = self.authenticated_until
+            return ActivationResult(SUCCESS, option, dest, None, self.attempts, until)
         return ActivationResult(FAILURE, option, dest, self.reason, self.attempts)
 
     def _activation_failure(self, error: BaseException) -> FailureReason:

@@ -18,6 +18,7 @@ from statemachine.states import Trigger
 class FetchToken(NamedTuple):
     attempt: int
     timeout: float | None
+    refresh: bool = False  # for an authenticated visitor, who stays authenticated meanwhile
 
 
 class CallActivator(NamedTuple):

@@ -23,9 +23,11 @@ CALLBACK_ERROR: Final = "activation.callback_error"
 PROVIDER_ERROR: Final = "activation.provider_error"
 ACTIVATOR_ERROR: Final = "activation.activator_error"
 STORE_ERROR: Final = "activation.store_error"
+LISTENER_ERROR: Final = "activation.listener_error"
 
 
-_PROXY: Any = structlog.get_logger(LOGGER_NAME)
+PROXY: Any = structlog.get_logger(LOGGER_NAME)
+_PROXY = PROXY
 
 
 def session_logger(session_id: str) -> Any:

@@ -54,6 +54,15 @@ class ActivationPolicy(Protocol):
     def on_activation_failure(self) -> FallbackChoice: ...
 
 
+DEFAULT_SESSION_LIFETIME = 3600.0
+"""The platform session's lifetime when a policy does not say (an optional attribute)."""
+
+
+def session_lifetime(policy: ActivationPolicy) -> float:
+    """Seconds a platform session lasts before the visitor's identity must be verified again."""
+    return float(getattr(policy, "session_lifetime", DEFAULT_SESSION_LIFETIME))
+
+
 class Profile(NamedTuple):
     """The two decisions that change the machine's shape (which edges exist).
 

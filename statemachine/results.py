@@ -27,6 +27,7 @@ class ActivationResult:
     state: State
     reason: FailureReason | None = None
     attempts: int = 0
+    authenticated_until: float | None = None  # epoch seconds; None unless authenticated
 
     @property
     def succeeded(self) -> bool:

@@ -36,9 +36,12 @@ class Trigger(StrEnum):
 
     The first three are asked for by the host and start a flow; the next seven
     are reported by a driver (async or blocking) about the I/O it performed;
-    ``logout`` and ``cancel`` end things. The last four exist for the
-    tag-driven tracker, which learns about the tag's activation only through
-    token requests and reports (see ``TRACKER_TRIGGERS``).
+    ``logout`` and ``cancel`` end things. ``session_expired`` re-verifies
+    once the platform session's lifetime is over; the three refresh triggers
+    keep an authenticated visitor authenticated while a fresh token is
+    fetched, or follow the policy when it cannot be. The last two exist for
+    the tag-driven tracker only, which learns about the tag's activation only
+    through token requests and reports (see ``TRACKER_TRIGGERS``).
     """
 
     ACTIVATE = "activate"
@@ -53,20 +56,15 @@ class Trigger(StrEnum):
     ANONYMOUS_FAILED = "anonymous_failed"
     LOGOUT = "logout"
     CANCEL = "cancel"
+    SESSION_EXPIRED = "session_expired"
     TOKEN_REFRESHED = "token_refreshed"
     REFRESH_FAILED = "refresh_failed"
+    REFRESH_REJECTED = "refresh_rejected"
     ACTIVATION_FAILED_FINAL = "activation_failed_final"
     LEASE_EXPIRED = "lease_expired"
 
 
 FLOW_STARTS = frozenset({Trigger.ACTIVATE, Trigger.ACTIVATE_ANONYMOUSLY, Trigger.REVERIFY})
 
-TRACKER_TRIGGERS = frozenset(
-    {
-        Trigger.TOKEN_REFRESHED,
-        Trigger.REFRESH_FAILED,
-        Trigger.ACTIVATION_FAILED_FINAL,
-        Trigger.LEASE_EXPIRED,
-    }
-)
+TRACKER_TRIGGERS = frozenset({Trigger.ACTIVATION_FAILED_FINAL, Trigger.LEASE_EXPIRED})
 """Triggers only the tracker fires: an engine-driven session owns its flow and never sees them."""

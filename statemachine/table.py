@@ -111,9 +111,9 @@ TRANSITIONS: tuple[Row, ...] = (
     ),
     Row(
         S.AUTHENTICATED,
-        T.REVERIFY,
+        T.SESSION_EXPIRED,
         S.FETCHING_TOKEN,
-        "the platform session expired: verify the identity again",
+        "the platform session's lifetime is over: verify the identity again",
         actions=(A.BEGIN_SECURED,),
     ),
     # Starting an anonymous flow on the host's request.
@@ -223,12 +223,12 @@ TRANSITIONS: tuple[Row, ...] = (
         "logout: forget the blocked visitor",
         actions=(A.FORGET_VISITOR,),
     ),
-    # The tag-driven tracker: what only token requests and reports reveal.
+    # Refreshing: the visitor stays authenticated while a fresh token is fetched.
     Row(
         S.AUTHENTICATED,
         T.TOKEN_REFRESHED,
         S.AUTHENTICATED,
-        "the tag refreshed its token: the visitor stays authenticated",
+        "a fresh token while authenticated: the visitor stays authenticated",
         actions=(A.RECORD_REFRESH,),
     ),
     Row(
@@ -247,6 +247,23 @@ TRANSITIONS: tuple[Row, ...] = (
         branch=_TOKEN_BLOCK,
         actions=(A.RECORD_REFRESH_FAILURE,),
     ),
+    Row(
+        S.AUTHENTICATED,
+        T.REFRESH_REJECTED,
+        S.ACTIVATING_ANONYMOUS,
+        "the platform refused the refreshed token: the policy falls back",
+        branch=_ACTIVATION_FALLBACK,
+        actions=(A.RECORD_REFRESH_FAILURE,),
+    ),
+    Row(
+        S.AUTHENTICATED,
+        T.REFRESH_REJECTED,
+        S.BLOCKED,
+        "the platform refused the refreshed token: the policy refuses to fall back",
+        branch=_ACTIVATION_BLOCK,
+        actions=(A.RECORD_REFRESH_FAILURE,),
+    ),
+    # The tag-driven tracker: what only token requests and reports reveal.
     Row(
         S.ACTIVATING,
         T.ACTIVATION_FAILED_FINAL,
@@ -297,6 +314,11 @@ REJECTIONS: dict[tuple[State, Trigger], FailureReason] = {
     (State.AUTHENTICATED, Trigger.ACTIVATE_ANONYMOUSLY): FailureReason.ALREADY_ACTIVATED,
     (State.ANONYMOUS, Trigger.ACTIVATE_ANONYMOUSLY): FailureReason.ALREADY_ACTIVATED,
 }
+
+
+# Host requests answered by a refresh: the state stays put while a fresh token is fetched and
+# activated, then ``token_refreshed`` / ``refresh_failed`` / ``refresh_rejected`` decide.
+REFRESHES: frozenset[tuple[State, Trigger]] = frozenset({(State.AUTHENTICATED, Trigger.REVERIFY)})
 
 
 class Work(StrEnum):

@@ -28,7 +28,7 @@ from statemachine.calls import call_async, call_blocking_timed, is_async_callabl
 from statemachine.core import ActivationCore
 from statemachine.effects import Outcome
 from statemachine.options import AuthenticationOption
-from statemachine.policy import ActivationPolicy, Fallback
+from statemachine.policy import ActivationPolicy, Fallback, session_lifetime
 from statemachine.reasons import FailureReason
 from statemachine.replies import Answer, ReportReply, TokenReply, TrackerView
 from statemachine.sessions import TokenProvider, _default_policy, _validate
@@ -44,7 +44,6 @@ from statemachine.tracking import (
     lease_seconds,
     parse_report,
     plan_token,
-    session_lifetime,
     settle_token,
 )
 from statemachine.workers import WorkerPool

@@ -27,9 +27,6 @@ from statemachine.results import FAILURE, SUCCESS
 from statemachine.snapshots import ENDED_FLOWS_LIMIT, FLOW_ID, Restored
 from statemachine.states import State, Trigger
 
-DEFAULT_SESSION_LIFETIME: Final = 3600.0
-"""The platform session's default lifetime; also how long a store keeps a visitor."""
-
 LEASE_GRACE: Final = 5.0
 """Seconds added to a step's worst case before a silent flow is let go."""
 
@@ -56,10 +53,6 @@ class Report(NamedTuple):
     succeeded: bool
     option_type: str
     reason: FailureReason
-
-
-def session_lifetime(policy: ActivationPolicy) -> float:
-    return float(getattr(policy, "session_lifetime", DEFAULT_SESSION_LIFETIME))
 
 
 def lease_seconds(policy: ActivationPolicy) -> float:

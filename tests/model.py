@@ -33,7 +33,7 @@ def witness(row: Row, step: int = 0) -> dict[str, Any]:
         return {"option": AuthenticationOption.secured(f"token-{step}")}
     if row.trigger in (Trigger.TOKEN_FAILED, Trigger.REFRESH_FAILED):
         return {"reason": FailureReason.TOKEN_UNAVAILABLE}
-    if row.trigger is Trigger.ACTIVATION_FAILED_FINAL:
+    if row.trigger in (Trigger.ACTIVATION_FAILED_FINAL, Trigger.REFRESH_REJECTED):
         return {"reason": FailureReason.INVALID_SIGNATURE}
     if row.trigger is Trigger.ACTIVATION_FAILED:
         retryable = row.guard is not None

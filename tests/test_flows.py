@@ -312,10 +312,17 @@ def test_reverify(issuer: TokenIssuer, verifier: TokenVerifier) -> None:
     with pytest.raises(TransitionNotAllowed):
         session.reverify()
     session.activate()
+    before = session.snapshot()["token_fingerprint"]
     result = session.reverify()
     assert result.state is State.AUTHENTICATED
     assert result.attempts == 1
-    assert session.history[-3].trigger.value == "reverify"
+    last = session.history[-1]
+    assert (last.source, last.trigger.value, last.dest) == (
+        State.AUTHENTICATED,
+        "token_refreshed",
+        State.AUTHENTICATED,
+    )
+    assert session.snapshot()["token_fingerprint"] != before
 
 
 def test_callback_called_exactly_once_sync_and_async(

@@ -18,7 +18,15 @@ from statemachine.effects import BackOff, CallActivator, FetchToken, Finish
 from statemachine.policy import Fallback, Profile
 from statemachine.results import FAILURE
 from statemachine.states import FLOW_STARTS
-from statemachine.table import REJECTIONS, TRANSITIONS, Action, Row, Work, rows_for
+from statemachine.table import (
+    REFRESHES,
+    REJECTIONS,
+    TRANSITIONS,
+    Action,
+    Row,
+    Work,
+    rows_for,
+)
 from tests.model import ALL_PROFILES, apply, drive_to, path_to_row, profile_id, witness
 
 RETRY = RetryPolicy(base_delay=0.0, max_delay=0.0, jitter=0.0)
@@ -90,10 +98,10 @@ def check_action(
     elif action is Action.RECORD_REFRESH:
         assert core.option == payload["option"]
         assert core.token_fingerprint == payload["option"].fingerprint
-        assert (core.attempts, core.reason) == (before.attempts, None)
+        assert (core.attempts, core.reason) == (1, None)
     elif action is Action.RECORD_REFRESH_FAILURE:
         assert core.reason is payload["reason"]
-        assert (core.option, core.token_fingerprint) == (None, None)
+        assert (core.option, core.token_fingerprint, core.attempts) == (None, None, 1)
     else:  # pragma: no cover - a new action needs its expectation here
         pytest.fail(f"no expectation for {action}")
 
@@ -216,6 +224,7 @@ INVALID_CASES = [
     for trigger in Trigger
     if not any(r.source == state and r.trigger == trigger for r in rows_for(profile))
     and (state, trigger) not in REJECTIONS
+    and (state, trigger) not in REFRESHES
 ]
 
 
@@ -282,3 +291,23 @@ def test_rejected_call_changes_nothing(
 def test_rejection_reasons_use_the_platform_wording() -> None:
     assert FailureReason.LOGIN_ONGOING.message == "A login is already ongoing"
     assert FailureReason.ALREADY_ACTIVATED.message == "Can't activate twice, please logout first"
+
+
+@pytest.mark.parametrize("profile", ALL_PROFILES, ids=profile_id)
+def test_reverify_while_authenticated_refreshes_without_moving(
+    profile: Profile, logs: list[dict[str, Any]]
+) -> None:
+    """``REFRESHES``: no row fires until the refresh completes; the visitor stays put."""
+    core = ActivationCore(policy_for(profile))
+    drive_to(core, State.AUTHENTICATED, profile)
+    before = (Snapshot.of(core), core.history)
+    logs.clear()
+    effect = core.begin(Trigger.REVERIFY)
+    assert isinstance(effect, FetchToken)
+    assert effect.refresh
+    assert core.state is State.AUTHENTICATED
+    assert (Snapshot.of(core), core.history) == before
+    assert logs == []
+    again = core.begin(Trigger.REVERIFY)  # one refresh at a time
+    assert isinstance(again, Finish)
+    assert again.result.reason is FailureReason.LOGIN_ONGOING

@@ -1,0 +1,79 @@
+"""Transition events: the one hook logs, metrics, the inspector and hosts hang off.
+
+Every transition of every session and tracked visitor becomes one
+``TransitionEvent``. The structured log line is simply the first listener;
+``session.add_listener(fn)`` and ``tracker.add_listener(fn)`` add more. An
+event carries the token's fingerprint, never the token, and no user id, so a
+listener may ship it anywhere: "which token went to whom, when" is answered
+from events alone.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any, Final
+
+from statemachine import logs
+from statemachine.reasons import FailureReason
+from statemachine.states import State, Trigger
+
+
+@dataclass(frozen=True, slots=True)
+class TransitionEvent:
+    session_id: str
+    source: State
+    dest: State
+    trigger: Trigger
+    attempt: int
+    reason: FailureReason | None
+    token_fingerprint: str | None
+    at: float  # epoch seconds
+    policy: str
+    flow_started_at: float | None  # when the flow this transition belongs to began
+
+    @property
+    def ends_flow(self) -> bool:
+        """The transition brings a flow to rest: an outcome to count, a duration to observe."""
+        return self.source.in_flight and not self.dest.in_flight
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "session_id": self.session_id,
+            "source": self.source.value,
+            "dest": self.dest.value,
+            "trigger": self.trigger.value,
+            "attempt": self.attempt,
+            "reason": None if self.reason is None else self.reason.name,
+            "token_fingerprint": self.token_fingerprint,
+            "at": self.at,
+            "policy": self.policy,
+            "flow_started_at": self.flow_started_at,
+        }
+
+
+Listener = Callable[[TransitionEvent], Any]
+"""Sync or async; what it returns is ignored, what it raises is logged and changes nothing."""
+
+
+def log_transition(event: TransitionEvent) -> None:
+    """The built-in listener: one flat ``activation.transition`` event per transition.
+
+    Emitted on the caller's context, so a host's ``structlog.contextvars``
+    (a request id bound by its middleware) lands on the line of the request
+    that caused the transition, whichever request started the flow.
+    """
+    logs.emit(
+        logs.PROXY.info,
+        logs.TRANSITION,
+        session_id=event.session_id,
+        source=event.source._value_,
+        dest=event.dest._value_,
+        trigger=event.trigger._value_,
+        attempt=event.attempt,
+        reason=None if event.reason is None else event.reason._name_,
+        token_fingerprint=event.token_fingerprint,
+    )
+
+
+DEFAULT_LISTENERS: Final[tuple[Listener, ...]] = (log_transition,)
