@@ -10,10 +10,11 @@ import asyncio
 import functools
 import math
 import threading
+import time
 from collections.abc import Callable
 from typing import Any, Self
 
-from statemachine import snapshots
+from statemachine import logs, snapshots
 from statemachine.activator import Activator
 from statemachine.calls import (
     Callback,
@@ -22,12 +23,16 @@ from statemachine.calls import (
     is_async_callable,
     notify_async,
     notify_blocking,
+    run_awaitable,
     wait_blocking,
 )
 from statemachine.core import ActivationCore
 from statemachine.effects import BackOff, CallActivator, Effect, FetchToken, Finish, Outcome
+from statemachine.events import Listener
+from statemachine.options import AuthenticationOption
 from statemachine.policy import ActivationPolicy, Fallback, RetryStrategy
-from statemachine.results import ActivationResult, HistoryEntry
+from statemachine.reasons import FailureReason
+from statemachine.results import FAILURE, ActivationResult, HistoryEntry
 from statemachine.states import State, Trigger
 from statemachine.workers import WorkerPool, WorkersExhausted, default_pool
 
@@ -110,6 +115,8 @@ class _Session:
         "_core",
         "_provider",
         "_provider_is_async",
+        "_refresh_ahead",
+        "_shared",
         "_workers",
     )
 
@@ -121,6 +128,7 @@ class _Session:
         *,
         session_id: str | None = None,
         workers: WorkerPool | None = None,
+        refresh_ahead: float | None = None,
     ) -> None:
         if not callable(token_provider):
             raise TypeError(
@@ -138,8 +146,12 @@ class _Session:
         self._provider_is_async = is_async_callable(token_provider)
         self._activate = activate
         self._activator_is_async = is_async_callable(activate)
+        if refresh_ahead is not None:
+            _check_seconds("refresh_ahead", refresh_ahead, optional=False, high=MAX_LIFETIME)
         self._core = ActivationCore(policy, session_id)
         self._workers = workers
+        self._refresh_ahead = refresh_ahead
+        self._shared: Any = None  # the refresh in progress, which other callers join
         self._init_face()
 
     def _init_face(self) -> None:
@@ -156,6 +168,39 @@ class _Session:
     @property
     def session_id(self) -> str:
         return self._core.session_id
+
+    @property
+    def authenticated_until(self) -> float | None:
+        """Epoch seconds when the platform session ends; None unless authenticated."""
+        return self._core.authenticated_until
+
+    def add_listener(self, listener: Listener) -> Listener:
+        """Call ``listener`` (sync or async) with a ``TransitionEvent`` for every transition.
+
+        A listener that raises is logged (``activation.listener_error``) and
+        changes nothing; async ones are awaited by the flow that caused them.
+        """
+        if not callable(listener):
+            raise TypeError(f"a listener must be callable, got {type(listener).__name__}")
+        self._core.listeners = (*self._core.listeners, listener)
+        return listener
+
+    def remove_listener(self, listener: Listener) -> None:
+        self._core.listeners = tuple(x for x in self._core.listeners if x is not listener)
+
+    def _refresh_wanted(self, trigger: Trigger) -> bool:
+        """``reverify`` while authenticated, or ``activate`` within ``refresh_ahead`` of expiry."""
+        core = self._core
+        until = core.authenticated_until
+        if until is None:
+            return False
+        now = time.time()
+        if now >= until:
+            return False  # over: the table's session_expired row re-verifies instead
+        if trigger is Trigger.REVERIFY:
+            return True
+        ahead = self._refresh_ahead
+        return trigger is Trigger.ACTIVATE and ahead is not None and now >= until - ahead
 
     @property
     def policy(self) -> ActivationPolicy:
@@ -185,6 +230,7 @@ class _Session:
         """
         session = cls(token_provider, activator, policy, workers=workers)
         restored = snapshots.load(snapshot, session._core.policy)
+        restored.core.listeners = session._core.listeners
         session._core = restored.core
         restored.core.cancel()
         return session
@@ -244,8 +290,40 @@ class AsyncActivationSession(_Session):
         return task.cancel()
 
     async def _run(self, trigger: Trigger, callback: Callback | None) -> ActivationResult:
+        if self._refresh_wanted(trigger):
+            return await self._single_flight(callback)
+        return await self._flow(trigger, callback)
+
+    async def _single_flight(self, callback: Callback | None) -> ActivationResult:
+        """However many callers ask for a refresh at once, one runs and all get its result."""
+        shared: asyncio.Future[ActivationResult] | None = self._shared
+        if shared is not None:
+            result = await asyncio.shield(shared)
+            await notify_async(callback, result, self._core.logger)
+            return result
+        shared = self._shared = asyncio.get_running_loop().create_future()
+        try:
+            result = await self._flow(Trigger.REVERIFY, callback)
+        except BaseException:
+            shared.set_result(_cancelled(self._core))  # the others get an answer, not our error
+            raise
+        finally:
+            self._shared = None
+        if not shared.done():
+            shared.set_result(result)
+        return result
+
+    async def _drain(self) -> None:
+        for pending in self._core.take_awaiting():
+            try:
+                await pending
+            except Exception as error:  # noqa: BLE001 - a listener must not change an outcome
+                _log_listener_error(error)
+
+    async def _flow(self, trigger: Trigger, callback: Callback | None) -> ActivationResult:
         core = self._core
         effect: Effect | None = core.begin(trigger)
+        await self._drain()
         if isinstance(effect, Finish):  # refused: the running flow is untouched
             await notify_async(callback, effect.result, core.logger)
             return effect.result
@@ -255,6 +333,7 @@ class AsyncActivationSession(_Session):
             while not isinstance(effect, Finish):
                 assert effect is not None  # only logout yields no effect
                 effect = core.complete(effect, await self._perform(effect))
+                await self._drain()
         except asyncio.CancelledError:
             finish = core.cancel()
             ours = self._cancelled_by_us
@@ -262,10 +341,13 @@ class AsyncActivationSession(_Session):
                 await notify_async(callback, finish.result, core.logger)
             task = asyncio.current_task()
             if ours and finish is not None and task is not None and task.uncancel() == 0:
+                await self._drain()
                 return finish.result
+            core.take_awaiting()  # cancelled for good: nothing more is awaited
             raise
         except BaseException:
             core.cancel()  # never leave the machine in flight
+            core.take_awaiting()
             raise
         finally:
             self._task = None
@@ -288,6 +370,26 @@ class AsyncActivationSession(_Session):
             effect.timeout,
             self._workers,
         )
+
+
+class _SharedRefresh:
+    """The refresh one thread runs for all: the others wait for its result."""
+
+    __slots__ = ("done", "result")
+
+    def __init__(self) -> None:
+        self.done = threading.Event()
+        self.result: ActivationResult | None = None
+
+
+def _cancelled(core: ActivationCore) -> ActivationResult:
+    return ActivationResult(
+        FAILURE, AuthenticationOption.secured(None), core.state, FailureReason.CANCELLED, 0
+    )
+
+
+def _log_listener_error(error: Exception) -> None:
+    logs.emit(logs.PROXY.error, logs.LISTENER_ERROR, error_type=type(error).__name__)
 
 
 class _FlowControl:
@@ -352,13 +454,49 @@ class ActivationSession(_Session):
             return True
 
     def _run(self, trigger: Trigger, callback: Callback | None) -> ActivationResult:
+        result = self._single_flight() if self._refresh_wanted(trigger) else self._flow(trigger)
+        notify_blocking(callback, result, self._core.logger)
+        return result
+
+    def _single_flight(self) -> ActivationResult:
+        """However many threads ask for a refresh at once, one runs and all get its result."""
+        with self._lock:
+            shared: _SharedRefresh | None = self._shared
+            owner = shared is None
+            if shared is None:
+                shared = self._shared = _SharedRefresh()
+        if not owner:
+            shared.done.wait()
+            assert shared.result is not None
+            return shared.result
+        try:
+            result = self._flow(Trigger.REVERIFY)
+        except BaseException:
+            shared.result = _cancelled(self._core)
+            raise
+        else:
+            shared.result = result
+        finally:
+            with self._lock:
+                self._shared = None
+            shared.done.set()
+        return result
+
+    def _drain(self) -> None:
+        for pending in self._core.take_awaiting():
+            try:
+                run_awaitable(pending)
+            except Exception as error:  # noqa: BLE001 - a listener must not change an outcome
+                _log_listener_error(error)
+
+    def _flow(self, trigger: Trigger) -> ActivationResult:
         core = self._core
         with self._lock:
             effect: Effect | None = core.begin(trigger)
             if not isinstance(effect, Finish):
                 control = self._control = _FlowControl()
+        self._drain()
         if isinstance(effect, Finish):  # refused: the running flow is untouched
-            notify_blocking(callback, effect.result, core.logger)
             return effect.result
         try:
             while not isinstance(effect, Finish):
@@ -373,14 +511,15 @@ class ActivationSession(_Session):
                         # In the same critical section: a cancel() from now on finds no
                         # flow and answers False, so True always means CANCELLED.
                         self._control = None
+                self._drain()
         except BaseException:
             with self._lock:
                 core.cancel()  # never leave the machine in flight
+            core.take_awaiting()
             raise
         finally:
             with self._lock:
                 self._control = None
-        notify_blocking(callback, effect.result, core.logger)
         return effect.result
 
     def _perform(self, effect: Effect, control: _FlowControl) -> Outcome | None:
