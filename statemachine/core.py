@@ -11,7 +11,7 @@ from __future__ import annotations
 import inspect
 import os
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any, Final, NamedTuple
 
 from statemachine import logs
@@ -76,6 +76,7 @@ class ActivationCore:
     __slots__ = (
         "_awaiting",
         "_buffer",
+        "_clock",
         "_events",
         "_fingerprint",
         "_fsm_state",
@@ -96,8 +97,14 @@ class ActivationCore:
         "since",
     )
 
-    def __init__(self, policy: ActivationPolicy, session_id: str | None = None) -> None:
+    def __init__(
+        self,
+        policy: ActivationPolicy,
+        session_id: str | None = None,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
         self._profile, self._events = _shape_of(policy)
+        self._clock = clock  # wall-clock seconds: timestamps travel between processes
         self._fsm_state: str = State.UNAUTHENTICATED.value
         self._history: list[_Entry] | None = None
         self._log: Any = None
@@ -107,7 +114,7 @@ class ActivationCore:
         self.flow: Trigger | None = None
         self.option: AuthenticationOption | None = None
         self.reason: FailureReason | None = None
-        self.since = time.time()  # when the current state was entered (epoch seconds)
+        self.since = clock()  # when the current state was entered (epoch seconds)
         self._fingerprint: str | None = None  # a restored token's fingerprint (never the token)
         self._lifetime = session_lifetime(policy)
         self._policy_name = str(policy.name)
@@ -147,7 +154,7 @@ class ActivationCore:
 
     def expired(self, now: float | None = None) -> bool:
         until = self.authenticated_until
-        return until is not None and (time.time() if now is None else now) >= until
+        return until is not None and (self._clock() if now is None else now) >= until
 
     @property
     def logger(self) -> Any:
@@ -319,7 +326,7 @@ class ActivationCore:
 
     def action_begin_secured(self, _event: EventArgs) -> None:
         self.flow = Trigger.ACTIVATE
-        self.flow_started_at = time.time()
+        self.flow_started_at = self._clock()
         self.attempts = 0
         self.option = None
         self.reason = None
@@ -327,7 +334,7 @@ class ActivationCore:
 
     def action_begin_anonymous(self, _event: EventArgs) -> None:
         self.flow = Trigger.ACTIVATE_ANONYMOUSLY
-        self.flow_started_at = time.time()
+        self.flow_started_at = self._clock()
         self.attempts = 0
         self.option = _ANONYMOUS_OPTION
         self.reason = None
@@ -375,7 +382,7 @@ class ActivationCore:
     def _record(self, source: str, dest: str, trigger: Trigger) -> None:
         reason = None if dest in _NO_REASON_DESTS else self.reason
         attempt = self.attempts
-        self.since = at = time.time()
+        self.since = at = self._clock()
         if trigger is not Trigger.LOGOUT:
             history = self._history
             if history is None:

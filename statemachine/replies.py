@@ -89,6 +89,7 @@ class TrackerView:
     lease_until: float | None
     token_fingerprint: str | None
     policy: str
+    authenticated_until: float | None = None  # epoch seconds; None unless authenticated
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -103,4 +104,5 @@ class TrackerView:
             "lease_until": self.lease_until,
             "token_fingerprint": self.token_fingerprint,
             "policy": self.policy,
+            "authenticated_until": self.authenticated_until,
         }

@@ -12,7 +12,8 @@ from __future__ import annotations
 
 import math
 import re
-from collections.abc import Mapping
+import time
+from collections.abc import Callable, Mapping
 from typing import Any, Final
 
 from statemachine.core import ActivationCore
@@ -44,6 +45,7 @@ _FIELDS: Final = frozenset(
         "reason",
         "token_fingerprint",
         "since",
+        "flow_started_at",
         "updated_at",
         "lease_until",
         "ended_flows",
@@ -88,6 +90,7 @@ def dump(
         "reason": None if core.reason is None else core.reason.name,
         "token_fingerprint": core.token_fingerprint,
         "since": core.since,
+        "flow_started_at": core.flow_started_at,
         "updated_at": core.since if not history else max(core.since, history[-1][5]),
         "lease_until": lease_until,
         "ended_flows": list(ended_flows or ())[-ENDED_FLOWS_LIMIT:],
@@ -118,7 +121,9 @@ class Restored:
         self.ended_flows = ended_flows if ended_flows is not None else []
 
 
-def load(data: object, policy: ActivationPolicy) -> Restored:
+def load(
+    data: object, policy: ActivationPolicy, clock: Callable[[], float] = time.time
+) -> Restored:
     """Check every field of ``data``, then build the core; raise ``SnapshotError`` otherwise."""
     if not isinstance(data, Mapping):
         raise SnapshotError("snapshot", f"must be a mapping, got {type(data).__name__}")
@@ -155,6 +160,8 @@ def load(data: object, policy: ActivationPolicy) -> Restored:
     ):
         raise SnapshotError("token_fingerprint", "must be null or 'sha256:' and 16 hex digits")
     since = _time(data["since"], "since")
+    started = data["flow_started_at"]
+    flow_started_at = None if started is None else _time(started, "flow_started_at")
     updated_at = _time(data["updated_at"], "updated_at")
     lease_until = None if data["lease_until"] is None else _time(data["lease_until"], "lease_until")
     ended = data["ended_flows"]
@@ -167,13 +174,14 @@ def load(data: object, policy: ActivationPolicy) -> Restored:
             raise SnapshotError("ended_flows", f"not a flow id: {_show(flow_text)}")
     history = _history(data["history"])
 
-    core = ActivationCore(policy, session_id)
+    core = ActivationCore(policy, session_id, clock)
     core._fsm_state = state.value
     core.flow = flow
     core.attempts = attempts
     core.reason = reason
     core._fingerprint = fingerprint
     core.since = since
+    core.flow_started_at = flow_started_at
     core._history = history or None
     return Restored(core, flow_id, lease_until, updated_at, list(ended))
 

@@ -24,14 +24,15 @@ from collections.abc import Callable
 from typing import Any, Final, TypeVar
 
 from statemachine import logs, snapshots
-from statemachine.calls import call_async, call_blocking_timed, is_async_callable
+from statemachine.calls import call_async, call_blocking_timed, is_async_callable, run_awaitable
 from statemachine.core import ActivationCore
 from statemachine.effects import Outcome
+from statemachine.events import DEFAULT_LISTENERS, Listener
 from statemachine.options import AuthenticationOption
 from statemachine.policy import ActivationPolicy, Fallback, session_lifetime
 from statemachine.reasons import FailureReason
 from statemachine.replies import Answer, ReportReply, TokenReply, TrackerView
-from statemachine.sessions import TokenProvider, _default_policy, _validate
+from statemachine.sessions import TokenProvider, _default_policy, _log_listener_error, _validate
 from statemachine.snapshots import Restored
 from statemachine.stores.base import AsyncStore, Store, StoreError, Versioned
 from statemachine.stores.memory import MemoryStore
@@ -80,20 +81,44 @@ class _Tracker:
         self._ttl = max(session_lifetime(policy), lease_seconds(policy))
         self._hints: OrderedDict[str, Versioned] = OrderedDict()
         self._hints_lock = threading.Lock()
+        self._listeners: tuple[Listener, ...] = DEFAULT_LISTENERS
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}(policy={self.policy.name!r}, store={self.store!r})"
 
     # -- records ---------------------------------------------------------
+    def add_listener(self, listener: Listener) -> Listener:
+        """Call ``listener`` (sync or async) with a ``TransitionEvent`` per committed transition.
+
+        Events are published only once the store has accepted the step that
+        caused them: a step retried after a conflict is never heard twice.
+        A listener that raises is logged and changes nothing.
+        """
+        if not callable(listener):
+            raise TypeError(f"a listener must be callable, got {type(listener).__name__}")
+        self._listeners = (*self._listeners, listener)
+        return listener
+
+    def remove_listener(self, listener: Listener) -> None:
+        self._listeners = tuple(x for x in self._listeners if x is not listener)
+
     def _record(self, current: Versioned | None) -> Restored:
+        record = self._restore(current)
+        record.core.listeners = self._listeners
+        record.core.hold_events()
+        return record
+
+    def _restore(self, current: Versioned | None) -> Restored:
         if current is None or current.version == 0:
-            return Restored(ActivationCore(self.policy), None, None, self._clock())
+            return Restored(
+                ActivationCore(self.policy, clock=self._clock), None, None, self._clock()
+            )
         try:
             data = json.loads(current.data)
         except ValueError:
             raise StoreError("the stored visitor is not valid JSON") from None
         try:
-            return snapshots.load(data, self.policy)
+            return snapshots.load(data, self.policy, self._clock)
         except snapshots.SnapshotError as error:
             raise StoreError(f"the stored visitor is damaged: {error}") from None
 
@@ -109,7 +134,7 @@ class _Tracker:
     def _view(self, current: Versioned | None) -> TrackerView | None:
         if current is None:
             return None
-        record = self._record(current)
+        record = self._restore(current)
         core = record.core
         return TrackerView(
             session_id=core.session_id,
@@ -123,6 +148,7 @@ class _Tracker:
             lease_until=record.lease_until,
             token_fingerprint=core.token_fingerprint,
             policy=str(self.policy.name),
+            authenticated_until=core.authenticated_until,
         )
 
     def _hint(self, key: str) -> Versioned:
@@ -142,7 +168,7 @@ class _Tracker:
 
     def _store_down(self, error: StoreError, record: Restored | None = None) -> TokenReply:
         """The policy's answer when the store cannot hold the visitor: nothing was handed out."""
-        logger = (record.core if record else ActivationCore(self.policy)).logger
+        logger = (record.core if record else ActivationCore(self.policy, clock=self._clock)).logger
         logs.emit(logger.error, logs.STORE_ERROR, error=str(error))
         if Fallback(self.policy.on_token_failure) is Fallback.ANONYMOUS:
             return TokenReply(
@@ -223,6 +249,12 @@ class AsyncActivationTracker(_Tracker):
             fresh = True
             if ok:
                 self._remember(key, current)
+                record.core.flush()
+                for pending in record.core.take_awaiting():
+                    try:
+                        await pending
+                    except Exception as error:  # noqa: BLE001 - listeners change no outcome
+                        _log_listener_error(error)
                 return result, current
         raise StoreError(f"gave up after {MAX_CONFLICTS} conflicting writes")
 
@@ -295,6 +327,12 @@ class ActivationTracker(_Tracker):
             fresh = True
             if ok:
                 self._remember(key, current)
+                record.core.flush()
+                for pending in record.core.take_awaiting():
+                    try:
+                        run_awaitable(pending)
+                    except Exception as error:  # noqa: BLE001 - listeners change no outcome
+                        _log_listener_error(error)
                 return result, current
         raise StoreError(f"gave up after {MAX_CONFLICTS} conflicting writes")
 

@@ -140,6 +140,11 @@ def plan_token(record: Restored, flow_id: str, now: float) -> TokenStep:
     core = record.core
     changed = expire_lease(record, now)
     state = core.state
+    if state is State.AUTHENTICATED and core.expired(now):
+        # The platform session is over: this request re-verifies (a new, claimed flow).
+        effect = core.fire(Trigger.SESSION_EXPIRED)
+        _end_flow(record, flow_id)
+        return _step_after(record, effect, now)
     if state is State.AUTHENTICATED:
         return TokenStep(changed, None, FetchToken(core.attempts, core.policy.token_timeout), True)
     if state.in_flight:
@@ -157,11 +162,16 @@ def plan_token(record: Restored, flow_id: str, now: float) -> TokenStep:
     if flow_id == record.flow_id or flow_id in record.ended_flows:
         # That page load's flow is over: repeat the answer, mint nothing.
         return TokenStep(changed, _settled_answer(record), None, False)
-    effect = core.begin(Trigger.ACTIVATE)
-    if record.flow_id is not None:
-        record.ended_flows = [*record.ended_flows, record.flow_id][-ENDED_FLOWS_LIMIT:]
-    record.flow_id = flow_id
+    effect = core.begin(Trigger.ACTIVATE, now)
+    _end_flow(record, flow_id)
     return _step_after(record, effect, now)
+
+
+def _end_flow(record: Restored, next_flow: str) -> None:
+    """``next_flow`` takes over; the flow before it is remembered as ended."""
+    if record.flow_id is not None and record.flow_id != next_flow:
+        record.ended_flows = [*record.ended_flows, record.flow_id][-ENDED_FLOWS_LIMIT:]
+    record.flow_id = next_flow
 
 
 def settle_token(
