@@ -17,13 +17,13 @@ from typing import Any, Final, NamedTuple
 from statemachine import logs
 from statemachine.effects import BackOff, CallActivator, Effect, FetchToken, Finish, Outcome
 from statemachine.errors import ActivationError, TransitionNotAllowed
-from statemachine.events import DEFAULT_LISTENERS, Listener, TransitionEvent
+from statemachine.events import DEFAULT_LISTENERS, Listener, TransitionEvent, log_transition
 from statemachine.machine import Edge, compiled_for
 from statemachine.options import SECURED, AuthenticationOption
 from statemachine.policy import ActivationPolicy, Profile, session_lifetime
 from statemachine.reasons import FailureReason
 from statemachine.results import FAILURE, SUCCESS, ActivationResult, HistoryEntry
-from statemachine.states import FLOW_STARTS, State, Trigger
+from statemachine.states import FLOW_STARTS, IN_FLIGHT, State, Trigger
 from statemachine.table import (
     ON_ENTER,
     REFRESHES,
@@ -64,6 +64,7 @@ class EventArgs(NamedTuple):
 
 _NO_EDGES: Final[dict[str, Any]] = {}
 _AUTHENTICATED: Final = State.AUTHENTICATED.value
+_IN_FLIGHT_NAMES: Final = frozenset(s.value for s in IN_FLIGHT)
 
 
 def new_session_id() -> str:
@@ -401,6 +402,7 @@ class ActivationCore:
             at,
             self._policy_name,
             self.flow_started_at,
+            source in _IN_FLIGHT_NAMES and dest not in _IN_FLIGHT_NAMES,
         )
         if self._buffer is not None:
             self._buffer.append(event)
@@ -420,6 +422,9 @@ class ActivationCore:
     def dispatch(self, event: TransitionEvent) -> None:
         """Hand ``event`` to every listener; a failing listener is logged and changes nothing."""
         for listener in self.listeners:
+            if listener is log_transition:  # the built-in log line, on this session's bound logger
+                log_transition(event, self.logger)
+                continue
             try:
                 value = listener(event)
             except Exception as error:  # noqa: BLE001 - a listener must not change an outcome

@@ -11,16 +11,16 @@ from events alone.
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
-from typing import Any, Final
+from typing import Any, Final, NamedTuple
 
 from statemachine import logs
 from statemachine.reasons import FailureReason
 from statemachine.states import State, Trigger
 
 
-@dataclass(frozen=True, slots=True)
-class TransitionEvent:
+class TransitionEvent(NamedTuple):
+    """One transition. A named tuple: built for every step of every visitor, it must be cheap."""
+
     session_id: str
     source: State
     dest: State
@@ -31,11 +31,7 @@ class TransitionEvent:
     at: float  # epoch seconds
     policy: str
     flow_started_at: float | None  # when the flow this transition belongs to began
-
-    @property
-    def ends_flow(self) -> bool:
-        """The transition brings a flow to rest: an outcome to count, a duration to observe."""
-        return self.source.in_flight and not self.dest.in_flight
+    ends_flow: bool = False  # it brings a flow to rest: an outcome to count, a duration to time
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -49,6 +45,7 @@ class TransitionEvent:
             "at": self.at,
             "policy": self.policy,
             "flow_started_at": self.flow_started_at,
+            "ends_flow": self.ends_flow,
         }
 
 
@@ -56,17 +53,20 @@ Listener = Callable[[TransitionEvent], Any]
 """Sync or async; what it returns is ignored, what it raises is logged and changes nothing."""
 
 
-def log_transition(event: TransitionEvent) -> None:
+def log_transition(event: TransitionEvent, logger: Any = None) -> None:
     """The built-in listener: one flat ``activation.transition`` event per transition.
 
-    Emitted on the caller's context, so a host's ``structlog.contextvars``
-    (a request id bound by its middleware) lands on the line of the request
-    that caused the transition, whichever request started the flow.
+    The core passes its session's logger, bound once with the session id
+    (binding per event would cost more than the rest of a step). Emitted on
+    the caller's context, so a host's ``structlog.contextvars`` (a request id
+    bound by its middleware) lands on the line of the request that caused the
+    transition, whichever request started the flow.
     """
+    if logger is None:
+        logger = logs.session_logger(event.session_id)
     logs.emit(
-        logs.PROXY.info,
+        logger.info,
         logs.TRANSITION,
-        session_id=event.session_id,
         source=event.source._value_,
         dest=event.dest._value_,
         trigger=event.trigger._value_,
