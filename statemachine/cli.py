@@ -121,7 +121,51 @@ def build_parser() -> argparse.ArgumentParser:
     verify.add_argument("--issuer", help="expected issuer (not checked when omitted)")
     verify.add_argument("--leeway", type=float, default=5.0, help="clock skew allowed, seconds")
     verify.add_argument("--json", action="store_true")
+
+    serve = commands.add_parser(
+        "serve", help="the reference web host: sign-in, snippet, stand-in tag, inspector"
+    )
+    serve.add_argument(
+        "--policy",
+        default="defensive",
+        metavar="defensive|anonymous|FILE",
+        help="fallback policy, or a TOML policy file (default: defensive)",
+    )
+    serve.add_argument("--redis", metavar="URL", help="share visitors through Redis")
+    serve.add_argument(
+        "--workers", type=_workers, default=1, help="worker processes (above 1 needs --redis)"
+    )
+    serve.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1)")
+    serve.add_argument("--port", type=_port, default=8000, help="port (default 8000)")
     return parser
+
+
+def _workers(text: str) -> int:
+    if not text.isdigit() or not 1 <= int(text) <= 32:
+        raise argparse.ArgumentTypeError("must be a whole number from 1 to 32")
+    return int(text)
+
+
+def _port(text: str) -> int:
+    if not text.isdigit() or not 0 <= int(text) <= 65535:
+        raise argparse.ArgumentTypeError("must be a port number from 0 to 65535")
+    return int(text)
+
+
+def _serve(args: argparse.Namespace) -> int:
+    if args.workers > 1 and not args.redis:
+        raise UsageError(
+            "--workers above 1 needs --redis: the in-memory store belongs to one process"
+        )
+    try:
+        from statemachine.web.reference import serve
+    except ImportError:
+        raise UsageError(
+            "serve needs the web extra: pip install 'secured-activation[web]'"
+        ) from None
+    return serve(
+        policy=args.policy, redis=args.redis, workers=args.workers, host=args.host, port=args.port
+    )
 
 
 # -- demo ---------------------------------------------------------------------
@@ -309,6 +353,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             return _diagram(args, out)
         if args.command == "table":
             return _table(args, out)
+        if args.command == "serve":
+            return _serve(args)
         if args.command == "keys":
             return _keys(args, out)
         if args.token_command == "issue":

@@ -75,6 +75,9 @@ class MemoryStore:
             self._purge(self._clock())
             return iter(list(self._items))
 
+    async def akeys(self, limit: int = 1_000) -> list[str]:
+        return list(self.keys())[-limit:]
+
     async def aload(self, key: str) -> Versioned | None:
         return self.load(key)
 

@@ -180,6 +180,17 @@ class RedisStore:
             raise _fail("write", error) from None
         return _cas_result(reply, data)
 
+    async def akeys(self, limit: int = 1_000) -> list[str]:
+        try:
+            found = []
+            async for raw in self.async_client().scan_iter(match=self.prefix + "*", count=500):
+                found.append(_text(raw)[len(self.prefix) :])
+                if len(found) >= limit:
+                    break
+        except Exception as error:  # noqa: BLE001
+            raise _fail("scan", error) from None
+        return found
+
     async def aclose(self) -> None:
         if self._async_client is not None:
             await self._async_client.aclose()

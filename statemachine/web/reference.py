@@ -1,0 +1,279 @@
+"""The reference host that ``secured-activation serve`` runs, offline, on the embedded default.
+
+A demo sign-in (an HMAC-signed cookie), the activation routes and snippet, a
+stand-in tag with the tag's API and retries, a local platform endpoint that
+runs ``LocalActivator``, the inspector and ``/metrics``. Throwaway keys and the
+cookie secret are made once by ``serve`` and handed to every worker through
+the environment, so that any worker can mint, verify and read any cookie.
+
+One trap is avoided here: uvicorn's multi-worker mode binds its socket without
+naming TCP, and asyncio sets ``TCP_NODELAY`` only on sockets whose protocol is
+``IPPROTO_TCP``, so every response written in two parts waited ~40 ms for a
+delayed ACK (a no-op endpoint: 2.5 ms on one worker, a flat 44 ms on two).
+``serve`` binds the socket itself, as TCP, for any number of workers.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import hmac
+import json
+import os
+import re
+import secrets
+import shutil
+import socket
+import sys
+import tempfile
+from importlib import resources
+from pathlib import Path
+from typing import Any, Final
+
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import HTMLResponse, JSONResponse, Response
+from starlette.routing import Route
+
+from policies import AnonymousFallbackPolicy, DefensivePolicy, load_policy
+from statemachine.activator import LocalActivator
+from statemachine.errors import ActivationError
+from statemachine.metrics import ActivationMetrics
+from statemachine.options import ANONYMOUS, SECURED, AuthenticationOption
+from statemachine.policy import ActivationPolicy
+from statemachine.results import FAILURE, SUCCESS
+from statemachine.stores.memory import MemoryStore
+from statemachine.tokens import TokenIssuer, TokenVerifier
+from statemachine.tokens.keys import generate_rsa, private_pem, public_pem
+from statemachine.trackers import AsyncActivationTracker
+from statemachine.web.inspector import inspector_routes
+from statemachine.web.routes import BadRequest, activation_routes, error, json_body
+
+ENV_KEYS: Final = "SECURED_ACTIVATION_KEYS"
+ENV_POLICY: Final = "SECURED_ACTIVATION_POLICY"
+ENV_REDIS: Final = "SECURED_ACTIVATION_REDIS"
+ENV_SECRET: Final = "SECURED_ACTIVATION_SECRET"
+ISSUER: Final = "https://brand.example"
+VISITOR_COOKIE: Final = "sa_visitor"
+USER_COOKIE: Final = "sa_user"
+_VISITOR: Final = re.compile(r"[0-9a-f]{32}")
+_CONTROL: Final = re.compile(r"[\x00-\x1f\x7f-\x9f]")
+KEY_FILES: Final = ("brand", "platform", "wrong")
+
+
+def policy_from(text: str) -> ActivationPolicy:
+    if text == "defensive":
+        return DefensivePolicy()
+    if text == "anonymous":
+        return AnonymousFallbackPolicy()
+    return load_policy(text)
+
+
+def write_keys(directory: Path) -> None:
+    """Throwaway pairs: brand, platform, and a 'wrong' brand key for the demo's bad tokens."""
+    for name in KEY_FILES:
+        key = generate_rsa()
+        private = directory / f"{name}_private.pem"
+        fd = os.open(private, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with os.fdopen(fd, "wb") as handle:
+            handle.write(private_pem(key))
+        (directory / f"{name}_public.pem").write_bytes(public_pem(key))
+
+
+class Cookies:
+    """The demo sign-in: the user id in a cookie, signed with the secret all workers share."""
+
+    def __init__(self, secret: bytes) -> None:
+        self.secret = secret
+
+    def _mac(self, payload: str) -> str:
+        return hmac.new(self.secret, payload.encode(), hashlib.sha256).hexdigest()
+
+    def sign(self, user_id: str, wrong_key: bool) -> str:
+        payload = base64.urlsafe_b64encode(
+            json.dumps({"u": user_id, "w": wrong_key}).encode()
+        ).decode()
+        return f"{payload}.{self._mac(payload)}"
+
+    def read(self, value: str | None) -> tuple[str, bool] | None:
+        if not value or value.count(".") != 1 or len(value) > 2048:
+            return None
+        payload, mac = value.split(".")
+        if not hmac.compare_digest(mac, self._mac(payload)):
+            return None
+        try:
+            data = json.loads(base64.urlsafe_b64decode(payload))
+            return str(data["u"]), bool(data["w"])
+        except (ValueError, KeyError, TypeError):
+            return None
+
+
+def create_app() -> Starlette:
+    """The ASGI app of one worker, configured from the environment ``serve`` prepared."""
+    keys = Path(os.environ[ENV_KEYS])
+    policy = policy_from(os.environ.get(ENV_POLICY, "defensive"))
+    redis_url = os.environ.get(ENV_REDIS)
+    if redis_url:
+        from statemachine.stores.redis import RedisStore
+
+        store: Any = RedisStore.from_url(redis_url)
+    else:
+        store = MemoryStore()
+    tracker = AsyncActivationTracker(policy, store)
+    metrics = ActivationMetrics()
+    tracker.add_listener(metrics)
+    issuers = {
+        False: TokenIssuer(keys / "brand_private.pem", keys / "platform_public.pem", ISSUER),
+        True: TokenIssuer(keys / "wrong_private.pem", keys / "platform_public.pem", ISSUER),
+    }
+    activator = LocalActivator(
+        TokenVerifier(keys / "platform_private.pem", keys / "brand_public.pem", issuer=ISSUER)
+    )
+    cookies = Cookies(bytes.fromhex(os.environ[ENV_SECRET]))
+    static = resources.files("statemachine.web").joinpath("static")
+    page = static.joinpath("page.html").read_text("utf-8")
+    tag = static.joinpath("tag.js").read_text("utf-8")
+
+    def visitor_id(request: Request) -> str | None:
+        value = request.cookies.get(VISITOR_COOKIE)
+        return value if value and _VISITOR.fullmatch(value) else None
+
+    def token_provider(request: Request) -> Any:
+        signed = cookies.read(request.cookies.get(USER_COOKIE))
+        if signed is None:
+            return None  # nobody signed in: the backend cannot mint, the policy answers
+        user_id, wrong = signed
+
+        async def mint() -> str:  # CPU-bound and short: no thread hand-off needed
+            return issuers[wrong].issue(user_id)
+
+        return mint
+
+    def with_visitor(response: Response, request: Request) -> Response:
+        if visitor_id(request) is None:
+            response.set_cookie(
+                VISITOR_COOKIE, secrets.token_hex(16), httponly=True, samesite="lax"
+            )
+        return response
+
+    async def index(request: Request) -> Response:
+        html = page.replace("__POLICY__", str(policy.name))
+        return with_visitor(HTMLResponse(html, headers={"Cache-Control": "no-store"}), request)
+
+    async def login(request: Request) -> Response:
+        try:
+            body = await json_body(request)
+        except BadRequest as refused:
+            return error(refused.status, refused.message)
+        user_id, wrong = body.get("user_id"), body.get("wrong_key", False)
+        if not isinstance(user_id, str) or not 0 < len(user_id) <= 255 or _CONTROL.search(user_id):
+            return error(400, "user_id must be 1 to 255 printable characters")
+        if not isinstance(wrong, bool):
+            return error(400, "wrong_key must be true or false")
+        response = Response(status_code=204)
+        response.set_cookie(
+            USER_COOKIE, cookies.sign(user_id, wrong), httponly=True, samesite="lax"
+        )
+        return with_visitor(response, request)
+
+    async def signout(_request: Request) -> Response:
+        response = Response(status_code=204)
+        response.delete_cookie(USER_COOKIE)
+        return response
+
+    async def tag_script(_request: Request) -> Response:
+        return Response(tag, media_type="text/javascript")
+
+    async def platform(request: Request) -> Response:
+        """The local platform: what the real one does with an activation, offline."""
+        try:
+            body = await json_body(request)
+        except BadRequest as refused:
+            return error(refused.status, refused.message)
+        raw = body.get("authenticationOption")
+        kind = raw.get("type") if isinstance(raw, dict) else None
+        token = raw.get("token") if isinstance(raw, dict) else None
+        if kind not in (SECURED, ANONYMOUS) or (kind == SECURED and not isinstance(token, str)):
+            return JSONResponse(
+                _callback(kind, FAILURE, "A valid authentication option must be provided")
+            )
+        try:
+            activator.activate(AuthenticationOption(kind, token if kind == SECURED else None))
+        except ActivationError as refused:
+            return JSONResponse(_callback(kind, FAILURE, refused.reason.message))
+        return JSONResponse(_callback(kind, SUCCESS, None))
+
+    routes = [
+        Route("/", index, methods=["GET"]),
+        Route("/login", login, methods=["POST"]),
+        Route("/signout", signout, methods=["POST"]),
+        Route("/tag.js", tag_script, methods=["GET"]),
+        Route("/platform/activate", platform, methods=["POST"]),
+        *activation_routes(tracker, visitor_id=visitor_id, token_provider=token_provider),
+        *inspector_routes(tracker, metrics=metrics),
+    ]
+    return Starlette(routes=routes)
+
+
+def _callback(kind: Any, status: str, reason: str | None) -> dict[str, Any]:
+    """The tag's callback object; the token is not sent back (the tag has it already)."""
+    authentication: dict[str, Any] = {"option": {"type": kind or SECURED}, "status": status}
+    if reason is not None:
+        authentication["reason"] = reason
+    return {"authentication": authentication}
+
+
+def listening_socket(host: str, port: int) -> socket.socket:
+    """A TCP listening socket whose accepted connections get ``TCP_NODELAY`` from asyncio."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM, socket.IPPROTO_TCP)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    sock.bind((host, port))
+    sock.listen(2048)
+    sock.set_inheritable(True)
+    return sock
+
+
+def serve(*, policy: str, redis: str | None, workers: int, host: str, port: int) -> int:
+    """Run the reference host until interrupted; keys and secret live only for this run."""
+    import uvicorn
+    from uvicorn.supervisors import Multiprocess
+
+    policy_from(policy)  # a bad policy fails here, once, with a PolicyError
+    if redis:
+        from statemachine.stores.redis import RedisStore
+
+        RedisStore.from_url(redis)  # checks the URL's form; connecting happens per request
+    directory = Path(tempfile.mkdtemp(prefix="secured-activation-keys-"))
+    try:
+        write_keys(directory)
+        os.environ.update(
+            {
+                ENV_KEYS: str(directory),
+                ENV_POLICY: policy,
+                ENV_SECRET: secrets.token_hex(32),
+                **({ENV_REDIS: redis} if redis else {}),
+            }
+        )
+        sock = listening_socket(host, port)
+        where = f"http://[{host}]:{port}" if ":" in host else f"http://{host}:{port}"
+        store = "Redis" if redis else "in-memory store"
+        print(
+            f"secured-activation serve: {where} (policy {policy}, {store}, "
+            f"{workers} worker{'s' if workers > 1 else ''}); Ctrl-C to stop",
+            file=sys.stderr,
+            flush=True,
+        )
+        config = uvicorn.Config(
+            "statemachine.web.reference:create_app",
+            factory=True,
+            workers=workers,
+            log_level="warning",
+        )
+        if workers > 1:
+            Multiprocess(config, sockets=[sock]).run()
+        else:
+            uvicorn.Server(config).run(sockets=[sock])
+        return 0
+    finally:
+        shutil.rmtree(directory, ignore_errors=True)
