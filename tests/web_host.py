@@ -40,11 +40,16 @@ class Host:
         raise RuntimeError("serve did not answer in time")
 
     def workers(self) -> list[int]:
-        """The worker processes' pids (children of the supervisor)."""
+        """The worker processes' pids: the supervisor's children, less multiprocessing's helper."""
         pids: list[int] = []
         for task in Path(f"/proc/{self.process.pid}/task").iterdir():
-            text = (task / "children").read_text().split()
-            pids.extend(int(pid) for pid in text)
+            for pid in (task / "children").read_text().split():
+                try:
+                    cmdline = Path(f"/proc/{pid}/cmdline").read_bytes()
+                except OSError:
+                    continue
+                if b"resource_tracker" not in cmdline:
+                    pids.append(int(pid))
         return pids
 
     def stop(self) -> None:

@@ -1,0 +1,276 @@
+"""The routes a host mounts, in-process (Starlette's TestClient): every bad input is a 4xx
+JSON answer that changes nothing, a store failure is the policy's answer, never a 500."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from functools import partial
+from typing import Any
+
+import pytest
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.routing import Mount
+from starlette.testclient import TestClient
+
+from policies import AnonymousFallbackPolicy, DefensivePolicy
+from statemachine import AsyncActivationTracker
+from statemachine.metrics import ActivationMetrics
+from statemachine.stores import MemoryStore, StoreError
+from statemachine.tokens import TokenIssuer
+from statemachine.web import MAX_BODY, activation_routes, inspector_routes
+
+
+def host_app(tracker: AsyncActivationTracker, issuer: TokenIssuer, **kw: Any) -> Starlette:
+    """What a host writes: who the visitor is, and the signed-in user's token provider."""
+
+    def visitor_id(request: Request) -> str | None:
+        return request.headers.get("x-visitor")
+
+    async def token_provider(request: Request) -> Any:
+        user = request.headers.get("x-user")
+        return None if user is None else partial(issuer.issue, user)
+
+    metrics = ActivationMetrics()
+    tracker.add_listener(metrics)
+    return Starlette(
+        routes=[
+            Mount(
+                "/app",
+                routes=[
+                    *activation_routes(
+                        tracker, visitor_id=visitor_id, token_provider=token_provider, **kw
+                    ),
+                    *inspector_routes(tracker, metrics=metrics),
+                ],
+            )
+        ]
+    )
+
+
+@pytest.fixture
+def client(issuer: TokenIssuer) -> Iterator[TestClient]:
+    tracker = AsyncActivationTracker(DefensivePolicy(), MemoryStore())
+    with TestClient(host_app(tracker, issuer), base_url="http://127.0.0.1") as made:
+        made.tracker = tracker  # type: ignore[attr-defined]
+        yield made
+
+
+SIGNED = {"x-visitor": "v1", "x-user": "visitor-42"}
+
+
+def test_mounted_routes_serve_the_flow(client: TestClient) -> None:
+    reply = client.post("/app/activation/token", json={"flow": "f1"}, headers=SIGNED)
+    assert reply.status_code == 200
+    assert reply.headers["cache-control"] == "no-store"
+    assert reply.json()["authenticationOption"]["type"] == "SECURED_AUTHENTICATION"
+    other = client.post("/app/activation/token", json={"flow": "f2"}, headers=SIGNED)
+    assert (other.status_code, other.json()) == (409, {"reason": "A login is already ongoing"})
+    done = {
+        "authentication": {
+            "option": {"type": "SECURED_AUTHENTICATION"},
+            "status": "authentication-success",
+        }
+    }
+    report = client.post(
+        "/app/activation/report", json={"flow": "f1", "activation": done}, headers=SIGNED
+    )
+    assert report.json() == {"state": "authenticated", "next": None, "accepted": True}
+    state = client.get("/app/activation/state", headers=SIGNED).json()
+    assert state["state"] == "authenticated"
+    assert client.post("/app/activation/logout", headers=SIGNED).json() == {
+        "state": "unauthenticated"
+    }
+    snippet = client.get("/app/activation/snippet.js")
+    assert snippet.headers["content-type"].startswith("text/javascript")
+    assert "SecuredActivation" in snippet.text
+    metrics = client.get("/app/metrics").text
+    assert 'trigger="activation_succeeded"' in metrics
+    token = reply.json()["authenticationOption"]["token"]
+    for path in ("/app/activation/state", "/app/inspect/visitors", "/app/metrics"):
+        assert token not in client.get(path, headers=SIGNED).text
+
+
+def test_nobody_signed_in_gets_the_policy(client: TestClient) -> None:
+    reply = client.post("/app/activation/token", json={"flow": "f1"}, headers={"x-visitor": "v2"})
+    assert reply.status_code == 200
+    assert reply.json() == {
+        "activate": False,
+        "reason": "The token provider could not produce a token",
+    }
+
+
+def unchanged(client: TestClient, visitor: str = "v1") -> Any:
+    return client.get("/app/activation/state", headers={"x-visitor": visitor}).json()
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "status", "message"),
+    [
+        (
+            {
+                "content": b"flow=f1",
+                "headers": {"content-type": "application/x-www-form-urlencoded"},
+            },
+            415,
+            "must be JSON",
+        ),
+        (
+            {"content": b"{not json", "headers": {"content-type": "application/json"}},
+            400,
+            "not valid JSON",
+        ),
+        (
+            {"content": b"[1, 2]", "headers": {"content-type": "application/json"}},
+            400,
+            "JSON object",
+        ),
+        (
+            {
+                "content": b'{"flow": "a", "flow": "b"}',
+                "headers": {"content-type": "application/json"},
+            },
+            400,
+            "not valid JSON",
+        ),
+        (
+            {"content": b"[" * 5000 + b"]" * 5000, "headers": {"content-type": "application/json"}},
+            400,
+            "not valid JSON",
+        ),
+        ({"json": {"flow": 12}}, 400, "'flow' must be a string"),
+        ({"json": {"flow": "a b"}}, 400, "flow id"),
+        ({"json": {}}, 400, "'flow' must be a string"),
+        (
+            {
+                "content": b'{"flow": "' + b"a" * MAX_BODY + b'"}',
+                "headers": {"content-type": "application/json"},
+            },
+            413,
+            "over 65536 bytes",
+        ),
+    ],
+    ids=[
+        "form",
+        "not-json",
+        "array",
+        "duplicate-key",
+        "deep",
+        "flow-number",
+        "flow-bad",
+        "no-flow",
+        "too-large",
+    ],
+)
+def test_bad_token_requests_are_4xx_and_change_nothing(
+    client: TestClient, kwargs: dict[str, Any], status: int, message: str
+) -> None:
+    before = unchanged(client)
+    headers = {**SIGNED, **kwargs.pop("headers", {})}
+    reply = client.post("/app/activation/token", headers=headers, **kwargs)
+    assert reply.status_code == status
+    assert message in reply.json()["error"]
+    assert unchanged(client) == before
+
+
+def test_a_lying_content_length_is_refused(client: TestClient) -> None:
+    reply = client.post(
+        "/app/activation/token",
+        content=b'{"flow": "f1"}',
+        headers={**SIGNED, "content-type": "application/json", "content-length": "999999"},
+    )
+    assert reply.status_code == 413
+
+
+def test_no_visitor_is_401_everywhere(client: TestClient) -> None:
+    for method, path in (
+        ("post", "/app/activation/token"),
+        ("post", "/app/activation/report"),
+        ("post", "/app/activation/logout"),
+        ("get", "/app/activation/state"),
+    ):
+        kwargs = {"json": {"flow": "f1"}} if method == "post" else {}
+        reply = getattr(client, method)(path, **kwargs)
+        assert reply.status_code == 401, path
+        assert "visitor" in reply.json()["error"]
+
+
+@pytest.mark.parametrize(
+    "activation",
+    [
+        None,
+        "ok",
+        {"authentication": {"status": "great"}},
+        {
+            "authentication": {
+                "option": {"type": "ANONYMOUS_AUTHENTICATION"},
+                "status": "authentication-success",
+            }
+        },
+    ],
+    ids=["none", "text", "bad-status", "wrong-kind"],
+)
+def test_bad_reports_are_400_and_change_nothing(client: TestClient, activation: Any) -> None:
+    client.post("/app/activation/token", json={"flow": "f1"}, headers=SIGNED)
+    before = unchanged(client)
+    reply = client.post(
+        "/app/activation/report", json={"flow": "f1", "activation": activation}, headers=SIGNED
+    )
+    assert reply.status_code == 400
+    assert reply.json()["error"]
+    assert unchanged(client) == before
+
+
+class DownStore:
+    """A store whose every operation fails as a dead Redis does."""
+
+    async def aload(self, key: str) -> Any:
+        raise StoreError("redis read failed: ConnectionError")
+
+    async def acompare_and_set(self, *args: Any) -> Any:
+        raise StoreError("redis write failed: ConnectionError")
+
+    async def akeys(self, limit: int = 1000) -> Any:
+        raise StoreError("redis scan failed: ConnectionError")
+
+
+@pytest.mark.parametrize(
+    ("policy", "expected"),
+    [
+        (
+            DefensivePolicy(),
+            {"activate": False, "reason": "Failed to fetch authentication with a server error"},
+        ),
+        (AnonymousFallbackPolicy(), {"authenticationOption": {"type": "ANONYMOUS_AUTHENTICATION"}}),
+    ],
+    ids=["defensive", "anonymous"],
+)
+def test_a_store_that_is_down_gets_the_policys_answer(
+    issuer: TokenIssuer, policy: Any, expected: Any
+) -> None:
+    tracker = AsyncActivationTracker(policy, DownStore())
+    with TestClient(host_app(tracker, issuer), base_url="http://127.0.0.1") as client:
+        reply = client.post("/app/activation/token", json={"flow": "f1"}, headers=SIGNED)
+        assert (reply.status_code, reply.json()) == (200, expected)
+        for method, path in (
+            ("get", "/app/activation/state"),
+            ("post", "/app/activation/logout"),
+            ("get", "/app/inspect/visitors"),
+        ):
+            answer = getattr(client, method)(path, headers=SIGNED)
+            assert answer.status_code == 503
+            assert "unavailable" in answer.json()["error"]
+
+
+def test_inspector_lists_visitors_by_reference_only(client: TestClient) -> None:
+    client.post("/app/activation/token", json={"flow": "f1"}, headers=SIGNED)
+    listing = client.get("/app/inspect/visitors").json()
+    (visitor,) = listing["visitors"]
+    assert visitor["state"] == "activating"
+    assert "v1" not in str(listing)
+    detail = client.get(f"/app/inspect/visitor/{visitor['ref']}").json()
+    assert '<g class="state current" data-state="activating">' in detail["svg"]
+    assert client.get("/app/inspect/visitor/nothex").status_code == 400
+    assert client.get("/app/inspect/visitor/000000000000").status_code == 404
+    page = client.get("/app/inspect")
+    assert page.headers["content-type"].startswith("text/html")
