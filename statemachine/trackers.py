@@ -108,6 +108,12 @@ class _Tracker:
         record.core.hold_events()
         return record
 
+    def _reused(self, record: Restored) -> Restored:
+        """The record this tracker just wrote, as it wrote it: no need to parse it back."""
+        record.core.listeners = self._listeners
+        record.core.hold_events()
+        return record
+
     def _restore(self, current: Versioned | None) -> Restored:
         if current is None or current.version == 0:
             return Restored(
@@ -188,7 +194,7 @@ class AsyncActivationTracker(_Tracker):
         if not callable(token_provider):
             raise TypeError("token_provider must be a callable taking no argument")
         try:
-            step, current = await self._step(
+            step, current, claimed = await self._step(
                 key, lambda r, now: _planned(plan_token(r, flow, now)), hint=self._hint(key)
             )
             if step.fetch is None:
@@ -205,7 +211,7 @@ class AsyncActivationTracker(_Tracker):
             def settle(record: Restored, now: float) -> tuple[bool, TokenReply]:
                 return settle_token(record, flow, outcome, refresh=step.refresh, now=now)
 
-            reply, _ = await self._step(key, settle, hint=current)
+            reply, _, _ = await self._step(key, settle, hint=current, reuse=claimed)
             return reply
         except StoreError as error:
             return self._store_down(error)
@@ -214,13 +220,13 @@ class AsyncActivationTracker(_Tracker):
         """The page reports the tag's callback object; it ends the flow (the tag has retried)."""
         key, flow = check_visitor_id(visitor_id), check_flow_id(flow)
         report = parse_report(activation)
-        reply, _ = await self._step(key, lambda r, now: apply_report(r, flow, report, now))
+        reply, _, _ = await self._step(key, lambda r, now: apply_report(r, flow, report, now))
         return reply
 
     async def logout(self, visitor_id: str) -> TrackerView | None:
         """Forget the visitor's activation; a flow in flight is cancelled."""
         key = check_visitor_id(visitor_id)
-        _, current = await self._step(key, lambda r, _now: (apply_logout(r), None))
+        _, current, _ = await self._step(key, lambda r, _now: (apply_logout(r), None))
         return self._view(current)
 
     async def view(self, visitor_id: str) -> TrackerView | None:
@@ -228,8 +234,12 @@ class AsyncActivationTracker(_Tracker):
         return self._view(await self.store.aload(check_visitor_id(visitor_id)))
 
     async def _step(
-        self, key: str, apply: Apply[R], hint: Versioned | None = None
-    ) -> tuple[R, Versioned | None]:
+        self,
+        key: str,
+        apply: Apply[R],
+        hint: Versioned | None = None,
+        reuse: Restored | None = None,
+    ) -> tuple[R, Versioned | None, Restored]:
         store: AsyncStore = self.store
         current = hint
         fresh = False
@@ -237,11 +247,12 @@ class AsyncActivationTracker(_Tracker):
             current = await store.aload(key)
             fresh = True
         for _ in range(MAX_CONFLICTS):
-            record = self._record(current)
+            record = self._reused(reuse) if reuse is not None else self._record(current)
+            reuse = None  # only for the first try: after a conflict, what the store says
             changed, result = apply(record, self._clock())
             if not changed:
                 if fresh:
-                    return result, current
+                    return result, current, record
                 current, fresh = await store.aload(key), True
                 continue
             expected = 0 if current is None else current.version
@@ -255,7 +266,7 @@ class AsyncActivationTracker(_Tracker):
                         await pending
                     except Exception as error:  # noqa: BLE001 - listeners change no outcome
                         _log_listener_error(error)
-                return result, current
+                return result, current, record
         raise StoreError(f"gave up after {MAX_CONFLICTS} conflicting writes")
 
 
@@ -269,7 +280,7 @@ class ActivationTracker(_Tracker):
         if not callable(token_provider):
             raise TypeError("token_provider must be a callable taking no argument")
         try:
-            step, current = self._step(
+            step, current, claimed = self._step(
                 key, lambda r, now: _planned(plan_token(r, flow, now)), hint=self._hint(key)
             )
             if step.fetch is None:
@@ -286,7 +297,7 @@ class ActivationTracker(_Tracker):
             def settle(record: Restored, now: float) -> tuple[bool, TokenReply]:
                 return settle_token(record, flow, outcome, refresh=step.refresh, now=now)
 
-            reply, _ = self._step(key, settle, hint=current)
+            reply, _, _ = self._step(key, settle, hint=current, reuse=claimed)
             return reply
         except StoreError as error:
             return self._store_down(error)
@@ -294,20 +305,24 @@ class ActivationTracker(_Tracker):
     def report(self, visitor_id: str, flow: str, activation: object) -> ReportReply:
         key, flow = check_visitor_id(visitor_id), check_flow_id(flow)
         report = parse_report(activation)
-        reply, _ = self._step(key, lambda r, now: apply_report(r, flow, report, now))
+        reply, _, _ = self._step(key, lambda r, now: apply_report(r, flow, report, now))
         return reply
 
     def logout(self, visitor_id: str) -> TrackerView | None:
         key = check_visitor_id(visitor_id)
-        _, current = self._step(key, lambda r, _now: (apply_logout(r), None))
+        _, current, _ = self._step(key, lambda r, _now: (apply_logout(r), None))
         return self._view(current)
 
     def view(self, visitor_id: str) -> TrackerView | None:
         return self._view(self.store.load(check_visitor_id(visitor_id)))
 
     def _step(
-        self, key: str, apply: Apply[R], hint: Versioned | None = None
-    ) -> tuple[R, Versioned | None]:
+        self,
+        key: str,
+        apply: Apply[R],
+        hint: Versioned | None = None,
+        reuse: Restored | None = None,
+    ) -> tuple[R, Versioned | None, Restored]:
         store: Store = self.store
         current = hint
         fresh = False
@@ -315,11 +330,12 @@ class ActivationTracker(_Tracker):
             current = store.load(key)
             fresh = True
         for _ in range(MAX_CONFLICTS):
-            record = self._record(current)
+            record = self._reused(reuse) if reuse is not None else self._record(current)
+            reuse = None  # only for the first try: after a conflict, what the store says
             changed, result = apply(record, self._clock())
             if not changed:
                 if fresh:
-                    return result, current
+                    return result, current, record
                 current, fresh = store.load(key), True
                 continue
             expected = 0 if current is None else current.version
@@ -333,7 +349,7 @@ class ActivationTracker(_Tracker):
                         run_awaitable(pending)
                     except Exception as error:  # noqa: BLE001 - listeners change no outcome
                         _log_listener_error(error)
-                return result, current
+                return result, current, record
         raise StoreError(f"gave up after {MAX_CONFLICTS} conflicting writes")
 
 

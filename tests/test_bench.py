@@ -22,6 +22,11 @@ def test_benchmarks_run_in_quick_mode(tmp_path: Path) -> None:
     assert done.returncode == 0, done.stderr[-3000:]
     text = out.read_text()
     sections = ("## 1. Engine per visitor", "## 2. Throughput", "## 3. Tokens", "## 4. Retry")
-    for section in (*sections, "## 5. Tracker on Redis", "## 6. Listeners and metrics"):
+    for section in (
+        *sections,
+        "## 5. Tracker on Redis",
+        "## 6. Listeners and metrics",
+        "## 7. Web",
+    ):
         assert section in text
     assert "results identical: **True**" in text

@@ -236,9 +236,6 @@ def listening_socket(host: str, port: int) -> socket.socket:
 
 def serve(*, policy: str, redis: str | None, workers: int, host: str, port: int) -> int:
     """Run the reference host until interrupted; keys and secret live only for this run."""
-    import uvicorn
-    from uvicorn.supervisors import Multiprocess
-
     policy_from(policy)  # a bad policy fails here, once, with a PolicyError
     if redis:
         from statemachine.stores.redis import RedisStore
@@ -255,7 +252,6 @@ def serve(*, policy: str, redis: str | None, workers: int, host: str, port: int)
                 **({ENV_REDIS: redis} if redis else {}),
             }
         )
-        sock = listening_socket(host, port)
         where = f"http://[{host}]:{port}" if ":" in host else f"http://{host}:{port}"
         store = "Redis" if redis else "in-memory store"
         print(
@@ -264,16 +260,24 @@ def serve(*, policy: str, redis: str | None, workers: int, host: str, port: int)
             file=sys.stderr,
             flush=True,
         )
-        config = uvicorn.Config(
-            "statemachine.web.reference:create_app",
-            factory=True,
-            workers=workers,
-            log_level="warning",
-        )
-        if workers > 1:
-            Multiprocess(config, sockets=[sock]).run()
-        else:
-            uvicorn.Server(config).run(sockets=[sock])
+        run_workers("statemachine.web.reference:create_app", host=host, port=port, workers=workers)
         return 0
     finally:
         shutil.rmtree(directory, ignore_errors=True)
+
+
+def run_workers(factory: str, *, host: str, port: int, workers: int) -> None:
+    """Run ``factory`` (``module:function`` returning an ASGI app) on ``workers`` processes.
+
+    The socket is bound here, as TCP (see the module's docstring), and shared
+    by every worker; uvicorn's supervisor restarts a worker that dies.
+    """
+    import uvicorn
+    from uvicorn.supervisors import Multiprocess
+
+    sock = listening_socket(host, port)
+    config = uvicorn.Config(factory, factory=True, workers=workers, log_level="warning")
+    if workers > 1:
+        Multiprocess(config, sockets=[sock]).run()
+    else:
+        uvicorn.Server(config).run(sockets=[sock])

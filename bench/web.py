@@ -1,0 +1,190 @@
+"""7. Web: the token endpoint on 2 workers and Redis, under wrk, against a bare endpoint.
+
+Both endpoints live in the same app on the same workers (bench/webapp.py) and are loaded
+by the same wrk command in the same run, from loopback, bounded in time. Every request is
+a new visitor's first token request (bench/post.lua), so both mint once per request.
+
+First, the transport: a no-op endpoint on uvicorn's own ``--workers 2`` against the same
+endpoint on ``run_workers`` (which binds its socket as TCP, so asyncio sets TCP_NODELAY).
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+from pathlib import Path
+from typing import Any
+
+from bench.common import ms
+from statemachine.web.reference import write_keys
+from tests.redis_server import RedisServer, free_port
+
+ROOT = Path(__file__).resolve().parents[1]
+LUA = Path(__file__).resolve().parent / "post.lua"
+
+
+def _start(command: list[str], env: dict[str, str], port: int) -> subprocess.Popen[bytes]:
+    process = subprocess.Popen(  # loopback only
+        command,
+        cwd=ROOT,
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,
+    )
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        try:
+            with urllib.request.urlopen(f"http://127.0.0.1:{port}/noop", timeout=2):
+                return process
+        except OSError:
+            time.sleep(0.2)
+    _stop(process)
+    raise RuntimeError(f"{command[2:4]} did not start")
+
+
+def _stop(process: subprocess.Popen[bytes]) -> None:
+    if process.poll() is None:
+        os.killpg(process.pid, signal.SIGINT)
+        try:
+            process.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            os.killpg(process.pid, signal.SIGKILL)
+            process.wait(timeout=20)
+
+
+def _wrk(url: str, seconds: int, connections: int, script: Path | None = None) -> dict[str, float]:
+    command = ["wrk", "-t2", f"-c{connections}", f"-d{seconds}s", "--latency", "--timeout", "10s"]
+    if script is not None:
+        command += ["-s", str(script)]
+    done = subprocess.run(  # bounded by -d
+        [*command, url], capture_output=True, text=True, timeout=seconds + 60, check=True
+    )
+    text = done.stdout
+    rate = float(re.search(r"Requests/sec:\s+([\d.]+)", text).group(1))  # type: ignore[union-attr]
+
+    def percentile(label: str) -> float:
+        found = re.search(rf"{label}%\s+([\d.]+)(us|ms|s)", text)
+        assert found is not None, text
+        value, unit = float(found.group(1)), found.group(2)
+        return value / {"us": 1e6, "ms": 1e3, "s": 1.0}[unit]
+
+    errors = re.search(r"Non-2xx or 3xx responses: (\d+)", text)
+    return {
+        "rate": rate,
+        "p50": percentile("50"),
+        "p99": percentile("99"),
+        "errors": float(errors.group(1)) if errors else 0.0,
+    }
+
+
+def run(quick: bool) -> dict[str, Any]:
+    if shutil.which("wrk") is None:
+        return {"missing": "wrk is not installed (apt-get install wrk; .ci/run does it)"}
+    seconds, connections = (1, 8) if quick else (8, 16)
+    with tempfile.TemporaryDirectory() as directory:
+        keys = Path(directory) / "keys"
+        keys.mkdir()
+        write_keys(keys)
+        server = RedisServer(Path(directory)).start()
+        env = {
+            **os.environ,
+            "PYTHONPATH": str(ROOT),
+            "BENCH_KEYS": str(keys),
+            "BENCH_REDIS": server.url,
+        }
+        results: dict[str, Any] = {}
+        try:
+            port = free_port()
+            trap = _start(
+                [
+                    sys.executable,
+                    "-m",
+                    "uvicorn",
+                    "--factory",
+                    "bench.webapp:create_app",
+                    "--host",
+                    "127.0.0.1",
+                    "--port",
+                    str(port),
+                    "--workers",
+                    "2",
+                    "--log-level",
+                    "warning",
+                ],
+                env,
+                port,
+            )
+            try:
+                results["noop_uvicorn"] = _wrk(
+                    f"http://127.0.0.1:{port}/noop", seconds, connections
+                )
+            finally:
+                _stop(trap)
+            port = free_port()
+            ours = _start(
+                [
+                    sys.executable,
+                    "-c",
+                    "from statemachine.web.reference import run_workers; "
+                    f"run_workers('bench.webapp:create_app', host='127.0.0.1', port={port}, "
+                    "workers=2)",
+                ],
+                env,
+                port,
+            )
+            try:
+                base = f"http://127.0.0.1:{port}"
+                results["noop_ours"] = _wrk(f"{base}/noop", seconds, connections)
+                _wrk(f"{base}/bare", 1, connections, LUA)  # warm both paths up
+                _wrk(f"{base}/activation/token", 1, connections, LUA)
+                results["bare"] = _wrk(f"{base}/bare", seconds, connections, LUA)
+                results["tracked"] = _wrk(f"{base}/activation/token", seconds, connections, LUA)
+            finally:
+                _stop(ours)
+        finally:
+            server.stop()
+        results["seconds"], results["connections"] = seconds, connections
+        return results
+
+
+def report(r: dict[str, Any]) -> list[str]:
+    if "missing" in r:
+        return ["## 7. Web", "", f"Not run: {r['missing']}.", ""]
+
+    def row(name: str, m: dict[str, float]) -> str:
+        return (
+            f"| {name} | {m['rate']:,.0f} | {ms(m['p50'])} | {ms(m['p99'])} | {int(m['errors'])} |"
+        )
+
+    ratio = r["tracked"]["rate"] / r["bare"]["rate"]
+    return [
+        "## 7. Web: the token endpoint on 2 workers and Redis",
+        "",
+        f"`wrk -t2 -c{r['connections']} -d{r['seconds']}s` on loopback; every request a new "
+        "visitor's first token request (so both endpoints mint once per request). Target: the "
+        "tracked endpoint ≥ 0.75x the bare endpoint's requests per second.",
+        "",
+        "| endpoint | requests/s | p50 | p99 | non-2xx |",
+        "|---|---|---|---|---|",
+        row("no-op, uvicorn's own `--workers 2`", r["noop_uvicorn"]),
+        row("no-op, `run_workers` (2 workers, socket bound as TCP)", r["noop_ours"]),
+        row("bare: parse, mint, answer", r["bare"]),
+        row("tracked: `POST /activation/token` on Redis", r["tracked"]),
+        "",
+        f"Tracked / bare: **{ratio:.2f}x** ({'met' if ratio >= 0.75 else 'MISSED'}).",
+        "",
+        "The first two rows are the transport trap: uvicorn's multi-worker mode binds its socket "
+        "without naming TCP (`socket.socket(AF_INET)`, protocol 0), and asyncio sets TCP_NODELAY "
+        "only on sockets whose protocol is `IPPROTO_TCP`; a response written in two parts then "
+        "waits for the client's delayed ACK (~40 ms). `run_workers` (used by "
+        "`secured-activation serve`) binds the socket itself as TCP.",
+        "",
+    ]
