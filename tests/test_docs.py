@@ -53,6 +53,15 @@ def test_readme_walkthrough_runs_in_order_from_a_fresh_directory(tmp_path: Path)
     assert not any(p.name.startswith("token") for p in tmp_path.iterdir())  # nothing left behind
 
 
+def test_readme_serve_command() -> None:
+    readme = (ROOT / "README.md").read_text()
+    assert re.search(
+        r"^python3 -m venv \.venv && .*'\.\[web\]' && \.venv/bin/secured-activation serve$",
+        readme,
+        re.M,
+    )
+
+
 def test_readme_policy_sample_loads() -> None:
     import tomllib
 
