@@ -22,7 +22,7 @@ from statemachine import ActivationTracker, AsyncActivationTracker
 from statemachine.options import SECURED
 from statemachine.stores import RedisStore
 from statemachine.tokens import TokenIssuer, generate_rsa
-from tests.redis_server import RedisServer
+from tests.redis_server import RedisServer, commands_sent
 
 
 def _issuer() -> TokenIssuer:
@@ -30,15 +30,6 @@ def _issuer() -> TokenIssuer:
 
 
 def _round_trips(store: RedisStore, tracker: ActivationTracker, mint: Any) -> dict[str, int]:
-    client = store.client()
-    sent: list[str] = []
-    execute = client.execute_command
-
-    def counting(*args: Any, **options: Any) -> Any:
-        sent.append(str(args[0]))
-        return execute(*args, **options)
-
-    client.execute_command = counting  # type: ignore[method-assign]
     counts = {}
     flow = "f" + os.urandom(8).hex()
     done = {"authentication": {"option": {"type": SECURED}, "status": "authentication-success"}}
@@ -49,10 +40,9 @@ def _round_trips(store: RedisStore, tracker: ActivationTracker, mint: Any) -> di
         ("token request, refresh", lambda: tracker.token_request("rt", "g" + flow, mint)),
         ("logout", lambda: tracker.logout("rt")),
     ):
-        sent.clear()
-        action()
+        with commands_sent(store.client()) as sent:
+            action()
         counts[name] = len(sent)
-    client.execute_command = execute  # type: ignore[method-assign]
     return counts
 
 

@@ -10,7 +10,10 @@ import shutil
 import socket
 import subprocess
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
 
 def free_port() -> int:
@@ -76,3 +79,20 @@ class RedisServer:
                 self.process.kill()
                 self.process.wait(timeout=10)
             self.process = None
+
+
+@contextmanager
+def commands_sent(client: Any) -> Iterator[list[str]]:
+    """The names of the commands ``client`` sends (one per round trip) while inside."""
+    sent: list[str] = []
+    execute = client.execute_command
+
+    def counting(*args: Any, **options: Any) -> Any:
+        sent.append(str(args[0]))
+        return execute(*args, **options)
+
+    client.execute_command = counting
+    try:
+        yield sent
+    finally:
+        client.execute_command = execute

@@ -44,29 +44,31 @@ def test_the_editable_install_is_found_from_anywhere(tmp_path: Path) -> None:
 
 def test_a_host_type_checks_against_the_editable_install(tmp_path: Path) -> None:
     """mypy --strict from outside the repository sees our packages and their types."""
-    (tmp_path / "host.py").write_text(HOST)
-    mypy = [sys.executable, "-m", "mypy", "--strict", "--python-executable", sys.executable]
     env = {k: v for k, v in os.environ.items() if k not in ("MYPYPATH", "PYTHONPATH")}
-    done = subprocess.run(
-        [*mypy, "host.py"],
-        capture_output=True,
-        text=True,
-        cwd=tmp_path,
-        env=env,
-        timeout=300,
-        check=False,
-    )
+
+    def mypy(source: str) -> subprocess.CompletedProcess[str]:
+        (tmp_path / "host.py").write_text(source)
+        return subprocess.run(
+            [
+                sys.executable,
+                "-m",
+                "mypy",
+                "--strict",
+                "--python-executable",
+                sys.executable,
+                "host.py",
+            ],
+            capture_output=True,
+            text=True,
+            cwd=tmp_path,
+            env=env,
+            timeout=300,
+            check=False,
+        )
+
+    done = mypy(HOST)
     assert done.returncode == 0, done.stdout + done.stderr
-    (tmp_path / "host.py").write_text(HOST + "WRONG: int = TRACKER\n")
-    done = subprocess.run(
-        [*mypy, "host.py"],
-        capture_output=True,
-        text=True,
-        cwd=tmp_path,
-        env=env,
-        timeout=300,
-        check=False,
-    )
+    done = mypy(HOST + "WRONG: int = TRACKER\n")
     assert done.returncode == 1
     assert 'has type "ActivationTracker"' in done.stdout  # the real types, not Any
 

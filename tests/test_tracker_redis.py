@@ -21,7 +21,7 @@ from statemachine.stores import RedisStore, StoreError
 from statemachine.tokens import TokenIssuer
 from statemachine.tracking import claim_seconds
 from tests.helpers import anonymous, defensive
-from tests.redis_server import RedisServer
+from tests.redis_server import RedisServer, commands_sent
 from tests.tracker_harness import CountingProvider, callback, new_flow
 
 
@@ -62,20 +62,13 @@ def test_round_trips_per_event(redis_server: Any, issuer: TokenIssuer) -> None:
     tracker = ActivationTracker(defensive(), store)
     provider = partial(issuer.issue, "u")
     tracker.token_request("warm-up", new_flow(), provider)  # loads the Lua script once
-    client = store.client()
     sent: list[str] = []
-    execute = client.execute_command
-
-    def counting(*args: Any, **options: Any) -> Any:
-        sent.append(str(args[0]))
-        return execute(*args, **options)
-
-    client.execute_command = counting  # type: ignore[method-assign]
 
     def count(action: Any) -> int:
-        sent.clear()
-        action()
-        return len(sent)
+        with commands_sent(store.client()) as seen:
+            action()
+        sent[:] = seen
+        return len(seen)
 
     flow = new_flow()
     assert count(lambda: tracker.token_request("v", flow, provider)) == 2
