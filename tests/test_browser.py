@@ -129,8 +129,17 @@ def test_two_tabs_at_once_make_one_login(context: Any, host: Host) -> None:
     first.goto(host.url + "/?manual")
     second.goto(host.url + "/?manual")
     sign_in(context, host, "visitor-2")
+    # Both tabs wait for one signal (a storage event reaches every other tab of the origin at
+    # once), so their page loads' activations really start together.
     for page in (first, second):
-        page.evaluate("() => { window.pageActivation = run(); }")
+        page.evaluate(
+            """() => { window.pageActivation = new Promise(resolve => {
+                   window.addEventListener("storage", () => resolve(run()), { once: true });
+               }); }"""
+        )
+    starter = context.new_page()
+    starter.goto(host.url + "/?manual")
+    starter.evaluate("() => localStorage.setItem('go', String(Date.now()))")
     outcomes = sorted(
         page.evaluate("() => window.pageActivation.then(r => r.outcome + '|' + (r.reason || ''))")
         for page in (first, second)
