@@ -53,6 +53,12 @@ def test_readme_walkthrough_runs_in_order_from_a_fresh_directory(tmp_path: Path)
     assert not any(p.name.startswith("token") for p in tmp_path.iterdir())  # nothing left behind
 
 
+def test_files_named_by_ci_and_readme_exist() -> None:
+    for text in ((ROOT / ".ci" / "run").read_text(), (ROOT / "README.md").read_text()):
+        for path in re.findall(r"\b((?:tests|bench|docs|examples|statemachine)/[\w/]+\.\w+)", text):
+            assert (ROOT / path).exists(), path
+
+
 def test_readme_serve_command() -> None:
     readme = (ROOT / "README.md").read_text()
     assert re.search(
