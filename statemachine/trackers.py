@@ -108,6 +108,15 @@ class _Tracker:
         record.core.hold_events()
         return record
 
+    def _committed(self, key: str, current: Versioned | None, record: Restored) -> list[Any]:
+        """The store accepted the step: remember its version, publish its events.
+
+        Returns what async listeners gave back, for the face to await its own way.
+        """
+        self._remember(key, current)
+        record.core.flush()
+        return record.core.take_awaiting()
+
     def _reused(self, record: Restored) -> Restored:
         """The record this tracker just wrote, as it wrote it: no need to parse it back."""
         record.core.listeners = self._listeners
@@ -259,9 +268,7 @@ class AsyncActivationTracker(_Tracker):
             ok, current = await store.acompare_and_set(key, expected, self._dump(record), self._ttl)
             fresh = True
             if ok:
-                self._remember(key, current)
-                record.core.flush()
-                for pending in record.core.take_awaiting():
+                for pending in self._committed(key, current, record):
                     try:
                         await pending
                     except Exception as error:  # noqa: BLE001 - listeners change no outcome
@@ -342,9 +349,7 @@ class ActivationTracker(_Tracker):
             ok, current = store.compare_and_set(key, expected, self._dump(record), self._ttl)
             fresh = True
             if ok:
-                self._remember(key, current)
-                record.core.flush()
-                for pending in record.core.take_awaiting():
+                for pending in self._committed(key, current, record):
                     try:
                         run_awaitable(pending)
                     except Exception as error:  # noqa: BLE001 - listeners change no outcome
