@@ -174,6 +174,22 @@ def wait_blocking(
     return outcome
 
 
+def call_pooled(
+    fn: Callable[..., Any],
+    is_async: bool,
+    args: tuple[Any, ...],
+    timeout: float,
+    pool: WorkerPool | None = None,
+    wake: threading.Event | None = None,
+) -> Outcome | None:
+    """A blocking host call on a pooled worker under ``timeout``; ``None`` if ``wake`` fired."""
+    pool = pool or default_pool()
+    job = pool.submit(call_blocking, fn, is_async, args)
+    if job is None:
+        return Outcome(error=WorkersExhausted())
+    return wait_blocking(job, timeout, pool, wake)
+
+
 def call_blocking_timed(
     fn: Callable[..., Any],
     is_async: bool,
@@ -184,10 +200,6 @@ def call_blocking_timed(
     """``call_blocking`` under ``timeout``: past it the call is left to its worker, not joined."""
     if timeout is None:
         return call_blocking(fn, is_async, args)
-    pool = pool or default_pool()
-    job = pool.submit(call_blocking, fn, is_async, args)
-    if job is None:
-        return Outcome(error=WorkersExhausted())
-    outcome = wait_blocking(job, timeout, pool)
-    assert outcome is not None
+    outcome = call_pooled(fn, is_async, args, timeout, pool)
+    assert outcome is not None  # only a wake interrupts, and none was given
     return outcome

@@ -17,7 +17,13 @@ from typing import Any, Final, NamedTuple
 from statemachine import logs
 from statemachine.effects import BackOff, CallActivator, Effect, FetchToken, Finish, Outcome
 from statemachine.errors import ActivationError, TransitionNotAllowed
-from statemachine.events import DEFAULT_LISTENERS, Listener, TransitionEvent, log_transition
+from statemachine.events import (
+    DEFAULT_LISTENERS,
+    Listener,
+    TransitionEvent,
+    log_listener_error,
+    log_transition,
+)
 from statemachine.machine import Edge, compiled_for
 from statemachine.options import SECURED, AuthenticationOption
 from statemachine.policy import ActivationPolicy, Profile, session_lifetime
@@ -428,7 +434,7 @@ class ActivationCore:
             try:
                 value = listener(event)
             except Exception as error:  # noqa: BLE001 - a listener must not change an outcome
-                logs.emit(logs.PROXY.error, logs.LISTENER_ERROR, error_type=type(error).__name__)
+                log_listener_error(error)
                 continue
             if value is not None and inspect.isawaitable(value):
                 if self._awaiting is None:

@@ -77,3 +77,28 @@ def log_transition(event: TransitionEvent, logger: Any = None) -> None:
 
 
 DEFAULT_LISTENERS: Final[tuple[Listener, ...]] = (log_transition,)
+
+
+def log_listener_error(error: Exception) -> None:
+    """A listener failed: say so (its type only: the message is host code's) and go on."""
+    logs.emit(logs.PROXY.error, logs.LISTENER_ERROR, error_type=type(error).__name__)
+
+
+async def await_listeners(pending: list[Any]) -> None:
+    """Await what async listeners returned; a failure is logged and changes nothing."""
+    for awaitable in pending:
+        try:
+            await awaitable
+        except Exception as error:  # noqa: BLE001 - a listener must not change an outcome
+            log_listener_error(error)
+
+
+def run_listeners(pending: list[Any]) -> None:
+    """``await_listeners`` for blocking drivers."""
+    from statemachine.calls import run_awaitable
+
+    for awaitable in pending:
+        try:
+            run_awaitable(awaitable)
+        except Exception as error:  # noqa: BLE001 - a listener must not change an outcome
+            log_listener_error(error)

@@ -27,7 +27,6 @@ LISTENER_ERROR: Final = "activation.listener_error"
 
 
 PROXY: Any = structlog.get_logger(LOGGER_NAME)
-_PROXY = PROXY
 
 
 def session_logger(session_id: str) -> Any:
@@ -36,7 +35,7 @@ def session_logger(session_id: str) -> Any:
     The lazy proxy defers to whatever configuration the host sets, even after
     import; binding it resolves that configuration for this session.
     """
-    return _PROXY.bind(session_id=session_id)
+    return PROXY.bind(session_id=session_id)
 
 
 def emit(method: Any, event: str, **fields: Any) -> None:

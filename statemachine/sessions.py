@@ -14,27 +14,26 @@ import time
 from collections.abc import Callable
 from typing import Any, Self
 
-from statemachine import logs, snapshots
+from statemachine import snapshots
 from statemachine.activator import Activator
 from statemachine.calls import (
     Callback,
     call_async,
     call_blocking,
+    call_pooled,
     is_async_callable,
     notify_async,
     notify_blocking,
-    run_awaitable,
-    wait_blocking,
 )
 from statemachine.core import ActivationCore
 from statemachine.effects import BackOff, CallActivator, Effect, FetchToken, Finish, Outcome
-from statemachine.events import Listener
+from statemachine.events import Listener, await_listeners, run_listeners
 from statemachine.options import AuthenticationOption
 from statemachine.policy import ActivationPolicy, Fallback, RetryStrategy
 from statemachine.reasons import FailureReason
 from statemachine.results import FAILURE, ActivationResult, HistoryEntry
 from statemachine.states import State, Trigger
-from statemachine.workers import WorkerPool, WorkersExhausted, default_pool
+from statemachine.workers import WorkerPool
 
 TokenProvider = Callable[[], Any]
 
@@ -314,11 +313,7 @@ class AsyncActivationSession(_Session):
         return result
 
     async def _drain(self) -> None:
-        for pending in self._core.take_awaiting():
-            try:
-                await pending
-            except Exception as error:  # noqa: BLE001 - a listener must not change an outcome
-                _log_listener_error(error)
+        await await_listeners(self._core.take_awaiting())
 
     async def _flow(self, trigger: Trigger, callback: Callback | None) -> ActivationResult:
         core = self._core
@@ -386,10 +381,6 @@ def _cancelled(core: ActivationCore) -> ActivationResult:
     return ActivationResult(
         FAILURE, AuthenticationOption.secured(None), core.state, FailureReason.CANCELLED, 0
     )
-
-
-def _log_listener_error(error: Exception) -> None:
-    logs.emit(logs.PROXY.error, logs.LISTENER_ERROR, error_type=type(error).__name__)
 
 
 class _FlowControl:
@@ -483,11 +474,7 @@ class ActivationSession(_Session):
         return result
 
     def _drain(self) -> None:
-        for pending in self._core.take_awaiting():
-            try:
-                run_awaitable(pending)
-            except Exception as error:  # noqa: BLE001 - a listener must not change an outcome
-                _log_listener_error(error)
+        run_listeners(self._core.take_awaiting())
 
     def _flow(self, trigger: Trigger) -> ActivationResult:
         core = self._core
@@ -540,8 +527,4 @@ class ActivationSession(_Session):
         wake = control.fresh_wake()
         if control.cancelled:
             return None
-        pool = self._workers or default_pool()
-        job = pool.submit(call_blocking, fn, is_async, args)
-        if job is None:
-            return Outcome(error=WorkersExhausted())
-        return wait_blocking(job, effect.timeout, pool, wake)
+        return call_pooled(fn, is_async, args, effect.timeout, self._workers, wake)

@@ -24,15 +24,15 @@ from collections.abc import Callable
 from typing import Any, Final, TypeVar
 
 from statemachine import logs, snapshots
-from statemachine.calls import call_async, call_blocking_timed, is_async_callable, run_awaitable
+from statemachine.calls import call_async, call_blocking_timed, is_async_callable
 from statemachine.core import ActivationCore
 from statemachine.effects import Outcome
-from statemachine.events import DEFAULT_LISTENERS, Listener
+from statemachine.events import DEFAULT_LISTENERS, Listener, await_listeners, run_listeners
 from statemachine.options import AuthenticationOption
 from statemachine.policy import ActivationPolicy, Fallback, session_lifetime
 from statemachine.reasons import FailureReason
 from statemachine.replies import Answer, ReportReply, TokenReply, TrackerView
-from statemachine.sessions import TokenProvider, _default_policy, _log_listener_error, _validate
+from statemachine.sessions import TokenProvider, _default_policy, _validate
 from statemachine.snapshots import Restored
 from statemachine.stores.base import AsyncStore, Store, StoreError, Versioned
 from statemachine.stores.memory import MemoryStore
@@ -181,10 +181,9 @@ class _Tracker:
             if len(hints) > HINTS:
                 hints.popitem(last=False)
 
-    def _store_down(self, error: StoreError, record: Restored | None = None) -> TokenReply:
+    def _store_down(self, error: StoreError) -> TokenReply:
         """The policy's answer when the store cannot hold the visitor: nothing was handed out."""
-        logger = (record.core if record else ActivationCore(self.policy, clock=self._clock)).logger
-        logs.emit(logger.error, logs.STORE_ERROR, error=str(error))
+        logs.emit(logs.PROXY.error, logs.STORE_ERROR, error=str(error))
         if Fallback(self.policy.on_token_failure) is Fallback.ANONYMOUS:
             return TokenReply(
                 Answer.ANONYMOUS, None, AuthenticationOption.anonymous(), FailureReason.SERVER_ERROR
@@ -268,11 +267,7 @@ class AsyncActivationTracker(_Tracker):
             ok, current = await store.acompare_and_set(key, expected, self._dump(record), self._ttl)
             fresh = True
             if ok:
-                for pending in self._committed(key, current, record):
-                    try:
-                        await pending
-                    except Exception as error:  # noqa: BLE001 - listeners change no outcome
-                        _log_listener_error(error)
+                await await_listeners(self._committed(key, current, record))
                 return result, current, record
         raise StoreError(f"gave up after {MAX_CONFLICTS} conflicting writes")
 
@@ -349,11 +344,7 @@ class ActivationTracker(_Tracker):
             ok, current = store.compare_and_set(key, expected, self._dump(record), self._ttl)
             fresh = True
             if ok:
-                for pending in self._committed(key, current, record):
-                    try:
-                        run_awaitable(pending)
-                    except Exception as error:  # noqa: BLE001 - listeners change no outcome
-                        _log_listener_error(error)
+                run_listeners(self._committed(key, current, record))
                 return result, current, record
         raise StoreError(f"gave up after {MAX_CONFLICTS} conflicting writes")
 
