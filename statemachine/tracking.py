@@ -141,8 +141,9 @@ def plan_token(record: Restored, flow_id: str, now: float) -> TokenStep:
     changed = expire_lease(record, now)
     state = core.state
     if state is State.AUTHENTICATED and core.expired(now):
-        # The platform session is over: this request re-verifies (a new, claimed flow).
-        effect = core.fire(Trigger.SESSION_EXPIRED)
+        # The platform session is over: the core's ``begin`` takes the session_expired row,
+        # and this request re-verifies (a new, claimed flow).
+        effect: Effect | None = core.begin(Trigger.ACTIVATE, now)
         _end_flow(record, flow_id)
         return _step_after(record, effect, now)
     if state is State.AUTHENTICATED:
