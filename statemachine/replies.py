@@ -85,7 +85,6 @@ class TrackerView:
     history: tuple[HistoryEntry, ...]
     flow_id: str | None
     since: float
-    updated_at: float
     lease_until: float | None
     token_fingerprint: str | None
     policy: str
@@ -100,7 +99,6 @@ class TrackerView:
             "history": [entry.to_dict() for entry in self.history],
             "flow_id": self.flow_id,
             "since": self.since,
-            "updated_at": self.updated_at,
             "lease_until": self.lease_until,
             "token_fingerprint": self.token_fingerprint,
             "policy": self.policy,

@@ -46,7 +46,6 @@ _FIELDS: Final = frozenset(
         "token_fingerprint",
         "since",
         "flow_started_at",
-        "updated_at",
         "lease_until",
         "ended_flows",
         "history",
@@ -91,7 +90,6 @@ def dump(
         "token_fingerprint": core.token_fingerprint,
         "since": core.since,
         "flow_started_at": core.flow_started_at,
-        "updated_at": core.since if not history else max(core.since, history[-1][5]),
         "lease_until": lease_until,
         "ended_flows": list(ended_flows or ())[-ENDED_FLOWS_LIMIT:],
         "history": [
@@ -104,20 +102,18 @@ def dump(
 class Restored:
     """A core rebuilt from a snapshot, with the tracker's fields beside it."""
 
-    __slots__ = ("core", "ended_flows", "flow_id", "lease_until", "updated_at")
+    __slots__ = ("core", "ended_flows", "flow_id", "lease_until")
 
     def __init__(
         self,
         core: ActivationCore,
         flow_id: str | None,
         lease_until: float | None,
-        updated: float,
         ended_flows: list[str] | None = None,
     ) -> None:
         self.core = core
         self.flow_id = flow_id
         self.lease_until = lease_until
-        self.updated_at = updated
         self.ended_flows = ended_flows if ended_flows is not None else []
 
 
@@ -162,7 +158,6 @@ def load(
     since = _time(data["since"], "since")
     started = data["flow_started_at"]
     flow_started_at = None if started is None else _time(started, "flow_started_at")
-    updated_at = _time(data["updated_at"], "updated_at")
     lease_until = None if data["lease_until"] is None else _time(data["lease_until"], "lease_until")
     ended = data["ended_flows"]
     if not isinstance(ended, list) or len(ended) > ENDED_FLOWS_LIMIT:
@@ -183,7 +178,7 @@ def load(
     core.since = since
     core.flow_started_at = flow_started_at
     core._history = history or None
-    return Restored(core, flow_id, lease_until, updated_at, list(ended))
+    return Restored(core, flow_id, lease_until, list(ended))
 
 
 def _show(value: object) -> str:

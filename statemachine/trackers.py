@@ -125,9 +125,7 @@ class _Tracker:
 
     def _restore(self, current: Versioned | None) -> Restored:
         if current is None or current.version == 0:
-            return Restored(
-                ActivationCore(self.policy, clock=self._clock), None, None, self._clock()
-            )
+            return Restored(ActivationCore(self.policy, clock=self._clock), None, None)
         try:
             data = json.loads(current.data)
         except ValueError:
@@ -159,7 +157,6 @@ class _Tracker:
             history=core.history,
             flow_id=record.flow_id,
             since=core.since,
-            updated_at=record.updated_at,
             lease_until=record.lease_until,
             token_fingerprint=core.token_fingerprint,
             policy=str(self.policy.name),

@@ -51,7 +51,7 @@ def inspector_routes(
             view = await tracker.view(key)
             if view is not None:
                 found.append((key, view))
-        found.sort(key=lambda item: item[1].updated_at, reverse=True)
+        found.sort(key=lambda item: item[1].since, reverse=True)
         return found
 
     async def index(_request: Request) -> Response:
