@@ -12,7 +12,13 @@ from policies.errors import PolicyError
 from statemachine.reasons import FailureReason
 
 DEFAULT_RETRY_ON: Final = frozenset(
-    {FailureReason.SERVER_ERROR, FailureReason.ACTIVATION_TIMEOUT, FailureReason.EXPIRED_TOKEN}
+    {
+        FailureReason.SERVER_ERROR,
+        FailureReason.ACTIVATION_TIMEOUT,
+        FailureReason.EXPIRED_TOKEN,
+        # The tag retries without saying why: an inferred retry is recorded as UNKNOWN.
+        FailureReason.UNKNOWN,
+    }
 )
 
 NEVER_RETRIED: Final = frozenset(
