@@ -26,6 +26,7 @@ import shutil
 import socket
 import sys
 import tempfile
+from html import escape
 from importlib import resources
 from pathlib import Path
 from typing import Any, Final
@@ -157,8 +158,10 @@ def create_app() -> Starlette:
         return response
 
     async def index(request: Request) -> Response:
-        html = page.replace("__POLICY__", str(policy.name))
-        return with_visitor(HTMLResponse(html, headers={"Cache-Control": "no-store"}), request)
+        signed = cookies.read(request.cookies.get(USER_COOKIE))
+        user = escape(signed[0], quote=True) if signed else ""
+        text = page.replace("__POLICY__", str(policy.name)).replace("__USER__", user)
+        return with_visitor(HTMLResponse(text, headers={"Cache-Control": "no-store"}), request)
 
     async def login(request: Request) -> Response:
         try:

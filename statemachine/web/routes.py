@@ -22,6 +22,7 @@ from statemachine.sessions import TokenProvider
 from statemachine.stores.base import StoreError
 from statemachine.trackers import AsyncActivationTracker
 from statemachine.tracking import TrackerInputError
+from statemachine.web.shoppers import mark_not_signed_in, nobody_signed_in
 
 MAX_BODY: Final = 64 * 1024
 """Bytes a request body may have: a flow id and the tag's callback object are far smaller."""
@@ -124,8 +125,16 @@ def activation_routes(
         async def work(request: Request) -> Response:
             who = await visitor(request)
             body = await json_body(request)
-            provider = await _call(token_provider, request) or _no_token
-            reply = await tracker.token_request(who, _text(body, "flow"), provider)
+            flow = _text(body, "flow")
+            provider = await _call(token_provider, request)
+            if provider is None:  # nobody signed in: defensive answers without a write
+                answer = nobody_signed_in(tracker.policy, await tracker.view(who))
+                if answer is not None:
+                    return JSONResponse(answer, headers=NO_STORE)
+                reply = await tracker.token_request(who, flow, _no_token)
+                shape = mark_not_signed_in(reply.to_dict())
+                return JSONResponse(shape, status_code=reply.status_code, headers=NO_STORE)
+            reply = await tracker.token_request(who, flow, provider)
             return JSONResponse(reply.to_dict(), status_code=reply.status_code, headers=NO_STORE)
 
         return await handle(request, work)
