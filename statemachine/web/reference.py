@@ -26,6 +26,7 @@ import shutil
 import socket
 import sys
 import tempfile
+from collections import OrderedDict
 from html import escape
 from importlib import resources
 from pathlib import Path
@@ -109,6 +110,28 @@ class Cookies:
             return None
 
 
+class SignIns:
+    """Who signed in on which visitor, for the inspector's lookup box (user id -> visitor).
+
+    The demo keeps the most recent sign-ins of this worker, bounded; a brand's own
+    ``lookup`` would ask its session store instead.
+    """
+
+    LIMIT: Final = 10_000
+
+    def __init__(self) -> None:
+        self._visitors: OrderedDict[str, str] = OrderedDict()
+
+    def remember(self, user_id: str, visitor_id: str) -> None:
+        self._visitors[user_id] = visitor_id
+        self._visitors.move_to_end(user_id)
+        while len(self._visitors) > self.LIMIT:
+            self._visitors.popitem(last=False)
+
+    def lookup(self, user_id: str) -> str | None:
+        return self._visitors.get(user_id)
+
+
 def create_app() -> Starlette:
     """The ASGI app of one worker, configured from the environment ``serve`` prepared."""
     keys = Path(os.environ[ENV_KEYS])
@@ -131,6 +154,7 @@ def create_app() -> Starlette:
         TokenVerifier(keys / "platform_private.pem", keys / "brand_public.pem", issuer=ISSUER)
     )
     cookies = Cookies(bytes.fromhex(os.environ[ENV_SECRET]))
+    signed_in = SignIns()
     static = resources.files("statemachine.web").joinpath("static")
     page = static.joinpath("page.html").read_text("utf-8")
     tag = static.joinpath("tag.js").read_text("utf-8")
@@ -150,11 +174,13 @@ def create_app() -> Starlette:
 
         return mint
 
-    def with_visitor(response: Response, request: Request) -> Response:
-        if visitor_id(request) is None:
-            response.set_cookie(
-                VISITOR_COOKIE, secrets.token_hex(16), httponly=True, samesite="lax"
-            )
+    def with_visitor(response: Response, request: Request, user_id: str | None = None) -> Response:
+        visitor = visitor_id(request)
+        if visitor is None:
+            visitor = secrets.token_hex(16)
+            response.set_cookie(VISITOR_COOKIE, visitor, httponly=True, samesite="lax")
+        if user_id is not None:
+            signed_in.remember(user_id, visitor)
         return response
 
     async def index(request: Request) -> Response:
@@ -177,7 +203,7 @@ def create_app() -> Starlette:
         response.set_cookie(
             USER_COOKIE, cookies.sign(user_id, wrong), httponly=True, samesite="lax"
         )
-        return with_visitor(response, request)
+        return with_visitor(response, request, user_id)
 
     async def signout(_request: Request) -> Response:
         response = Response(status_code=204)
@@ -213,7 +239,7 @@ def create_app() -> Starlette:
         Route("/tag.js", tag_script, methods=["GET"]),
         Route("/platform/activate", platform, methods=["POST"]),
         *activation_routes(tracker, visitor_id=visitor_id, token_provider=token_provider),
-        *inspector_routes(tracker, metrics=metrics),
+        *inspector_routes(tracker, metrics=metrics, secret=cookies.secret, lookup=signed_in.lookup),
     ]
     return Starlette(routes=routes)
 
