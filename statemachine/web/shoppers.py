@@ -4,11 +4,13 @@ A retail page calls ``SecuredActivation.activate()`` on every page load, signed 
 or not. When the host's provider callable gives ``None`` (nobody signed in), the
 defensive policy does not activate the tag, and that answer needs no record:
 nothing is in flight and nothing was handed out, so the store is not written
-(a forged cookie costs one read). The anonymous policy activates anonymously,
+(a forged cookie costs the store nothing). The anonymous policy activates anonymously,
 which is a flow the tracker follows like any other. Either way the answer says
 ``"signedIn": false``, so the page shows "not signed in" rather than an alarm.
 
-Framework-neutral: the adapters read the visitor's view and pass it here.
+Framework-neutral: the HTTP core asks it before the tracker. A visitor who signs
+out of the brand should be logged out of the chat too (``SecuredActivation.logout()``),
+since a session the store still holds is not ended by this answer.
 """
 
 from __future__ import annotations
@@ -17,24 +19,18 @@ from typing import Any, Final
 
 from statemachine.policy import ActivationPolicy, Fallback
 from statemachine.reasons import FailureReason
-from statemachine.replies import TrackerView
-from statemachine.states import State
 
 SIGNED_IN: Final = "signedIn"
 
-_NO_RECORD_NEEDED: Final = frozenset({State.UNAUTHENTICATED, State.BLOCKED})
 
-
-def nobody_signed_in(policy: ActivationPolicy, view: TrackerView | None) -> dict[str, Any] | None:
+def nobody_signed_in(policy: ActivationPolicy) -> dict[str, Any] | None:
     """The answer without touching the store, or ``None`` when the tracker must decide.
 
-    The tracker decides under the anonymous policy (an anonymous activation is a
-    flow), and for a visitor it holds in flight, authenticated or anonymous (a flow
-    to refuse, or a session to end by the policy's rules).
+    Under a policy that blocks when no token can be had, nobody signed in means
+    "do not activate": no read, no write. A policy that falls back runs the
+    flow (its anonymous activation is tracked like any other).
     """
     if Fallback(policy.on_token_failure) is Fallback.ANONYMOUS:
-        return None
-    if view is not None and view.state not in _NO_RECORD_NEEDED:
         return None
     return {
         "activate": False,
