@@ -175,7 +175,7 @@ class _Tracker(Generic[S]):
 
     def _logout_flow(self, visitor_id: str) -> Flow[TrackerView | None]:
         key = check_visitor_id(visitor_id)
-        _, current, _ = yield from self._step(key, lambda r, _now: (apply_logout(r), None))
+        _, current, _ = yield from self._step(key, lambda r, now: (apply_logout(r, now), None))
         return self._view(current)
 
     def _step(

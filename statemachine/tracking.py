@@ -15,12 +15,14 @@ is told apart from another tab or page load (another flow).
 from __future__ import annotations
 
 import re
+import time
 from collections.abc import Mapping
 from typing import Final, NamedTuple
 
+from statemachine.core import HISTORY_LIMIT
 from statemachine.effects import BackOff, CallActivator, Effect, FetchToken, Finish, Outcome
 from statemachine.options import ANONYMOUS, SECURED, AuthenticationOption
-from statemachine.policy import ActivationPolicy
+from statemachine.policy import ActivationPolicy, session_lifetime
 from statemachine.reasons import FailureReason
 from statemachine.records import ENDED_FLOWS_LIMIT, FLOW_ID, VisitorRecord
 from statemachine.replies import Answer, ReportReply, TokenReply
@@ -118,9 +120,7 @@ def parse_report(activation: object) -> Report:
         )
     succeeded = status == SUCCESS
     reason = (
-        FailureReason.SERVER_ERROR
-        if reason_text is None
-        else FailureReason.from_message(reason_text)
+        FailureReason.UNKNOWN if reason_text is None else FailureReason.from_message(reason_text)
     )
     return Report(succeeded, str(option_type), reason)
 
@@ -156,7 +156,8 @@ def plan_token(record: VisitorRecord, flow_id: str, now: float) -> TokenStep:
             reply = TokenReply(Answer.ANONYMOUS, state, option, core.reason, core.attempts)
             return TokenStep(changed, reply, None, False)
         # The same flow asks again: the tag's attempt failed and it retries.
-        effect = core.fire(Trigger.ACTIVATION_FAILED, reason=FailureReason.SERVER_ERROR)
+        # The tag does not say why it retries: record that, not a reason nobody reported.
+        effect = core.fire(Trigger.ACTIVATION_FAILED, reason=FailureReason.UNKNOWN)
         if isinstance(effect, BackOff):  # the tag waited already; ask for a fresh token now
             effect = core.fire(Trigger.BACKOFF_ELAPSED)
         return _step_after(record, effect, now)
@@ -234,23 +235,45 @@ def apply_report(
     return True, ReportReply(True, core.state, following, core.reason)
 
 
-def apply_logout(record: VisitorRecord) -> bool:
+def trail_retention(policy: ActivationPolicy) -> float:
+    """How long a logged-out visitor's trail stays in the record: one platform session.
+
+    The record itself lives as long in the store; the trail is also capped in
+    entries by the snapshot, so it stays bounded however often a visitor returns.
+    """
+    return session_lifetime(policy)
+
+
+def apply_logout(record: VisitorRecord, now: float | None = None) -> bool:
     """Forget the visitor (a flow in flight is cancelled first); True if the record moved.
 
-    The last flow id is kept, and nothing else: a tab still retrying the
-    logged-out flow is told not to activate instead of starting it again.
+    The last flow id is kept, and the trail (the history of the flows that
+    ended, within ``trail_retention``), so a support team still sees what
+    happened before the logout; nothing else.
     """
     core = record.core
+    trail = list(core._history or ())
     changed = False
     if core.state.in_flight:
         core.cancel()
         changed = True
+    logged_out = None
     if core.state is not State.UNAUTHENTICATED:
+        logged_out = core.state
         core.fire(Trigger.LOGOUT)
         changed = True
     if record.lease_until is not None:
         record.lease_until = None
         changed = True
+    if changed and trail:
+        oldest = (time.time() if now is None else now) - trail_retention(core.policy)
+        kept = [entry for entry in trail if entry[5] >= oldest]
+        if logged_out is not None:  # the trail says where it ended (the core keeps no such row)
+            kept.append(
+                (logged_out.value, State.UNAUTHENTICATED.value, Trigger.LOGOUT, 0, None, core.since)
+            )
+        joined = kept + list(core._history or ())
+        core._history = joined[-HISTORY_LIMIT:] or None
     return changed
 
 

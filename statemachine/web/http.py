@@ -801,8 +801,8 @@ class InspectorHttp(_Inspector):
         super().__init__(
             tracker, metrics=metrics, prefix=prefix, guard=guard, secret=secret, lookup=lookup
         )
-        keys = tracker.store.keys
-        self._limited = "limit" in inspect.signature(keys).parameters
+        store: Any = tracker.store  # keys() is not part of the Store protocol
+        self._limited = "limit" in inspect.signature(store.keys).parameters
 
     def handle(self, request: HttpRequest) -> HttpResponse:
         try:
