@@ -198,6 +198,7 @@ def test_a_second_tab_activates_by_itself(context: Any, host: PageHost) -> None:
     starter.evaluate("() => localStorage.setItem('go', String(Date.now()))")
     results = [page.evaluate("() => window.pageActivation") for page in (first, second)]
     elapsed = time.monotonic() - started
+    print(f"both tabs activated {elapsed:.2f} s after the signal")
     assert elapsed < 15
     assert [r["outcome"] for r in results] == ["activated", "activated"]
     assert sorted(bool(r.get("waited")) for r in results) == [False, True]
@@ -245,8 +246,17 @@ def test_inspector_under_a_prefix_with_colours_lookup_and_counts(
     sign_in(context, host, "alice")
     assert load(page, host.url + "/")["state"] == "authenticated"
     inspector = context.new_page()
+    polls: list[float] = []
+    inspector.on(
+        "request",
+        lambda request: (
+            polls.append(time.monotonic()) if "/inspect/visitors" in request.url else None
+        ),
+    )
     inspector.goto(host.url + "/admin/inspect")
     inspector.wait_for_selector("body[data-ready='yes']", timeout=WAIT)
+    inspector.wait_for_timeout(3_000)
+    assert 2 <= len(polls) <= polls[-1] - polls[0] + 2  # one request a second, at most
     counts = inspector.inner_text("#counts")
     assert "authenticated" in counts
     assert "visitors" in counts
@@ -337,6 +347,7 @@ def test_a_forged_result_from_a_foreign_frame_changes_nothing(
     chat = next(f for f in page.frames if f.url.startswith(frame_url))
     foreign = next(f for f in page.frames if f.url.startswith(foreign_url))
     assert chat.evaluate("() => window.tokensReceived") == 4  # the tag's retries asked again
+    foreign.wait_for_function("() => window.asked >= 3", timeout=WAIT)  # it forged its result
     assert foreign.evaluate("() => window.received") == []
     state = page.evaluate("() => SecuredActivation.state()")
     assert state["state"] == "blocked"
