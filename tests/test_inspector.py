@@ -292,3 +292,39 @@ def test_an_async_lookup_that_fails_finds_nobody(issuer: TokenIssuer) -> None:
         answer = client.post("/admin/inspect/lookup", json={"query": "alice"})
         assert answer.status_code == 404
         assert "directory" not in answer.text
+
+
+def test_an_unexplained_failure_is_unknown_drawn_and_counted(issuer: TokenIssuer) -> None:
+    """The tag retried three times and reported a failure without a reason: every one of
+    those is UNKNOWN in the trail, the counts, the remediation and the metrics."""
+    from statemachine.metrics import ActivationMetrics
+
+    tracker = AsyncActivationTracker(DefensivePolicy(), MemoryStore())
+    metrics = ActivationMetrics()
+    tracker.add_listener(metrics)
+    who = {"x-visitor": VISITOR, "x-user": "alice"}
+    with TestClient(
+        app(tracker, issuer, {"alice": VISITOR}.get), base_url="http://127.0.0.1", client=LOOPBACK
+    ) as client:
+        for _ in range(4):  # the first attempt and the tag's 3 retries
+            assert (
+                client.post("/activation/token", json={"flow": "f1"}, headers=who).status_code
+                == 200
+            )
+        failed = {
+            "authentication": {
+                "option": {"type": "SECURED_AUTHENTICATION"},
+                "status": "authentication-failure",
+            }
+        }
+        client.post("/activation/report", json={"flow": "f1", "activation": failed}, headers=who)
+        body = client.get("/admin/inspect/visitors").json()
+        assert body["counts"]["reasons"] == {"UNKNOWN": 1}
+        detail = client.post("/admin/inspect/lookup", json={"query": "alice"}).json()
+    assert detail["state"] == "blocked"
+    assert detail["reason"]["name"] == "UNKNOWN"
+    assert detail["reason"]["remediation"] == FailureReason.UNKNOWN.remediation
+    reasons = [e["reason"]["name"] for e in detail["history"] if e["reason"]]
+    assert reasons == ["UNKNOWN"] * 4
+    assert "SERVER_ERROR" not in str(detail)
+    assert b'reason="UNKNOWN"' in metrics.render()
