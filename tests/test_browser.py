@@ -353,3 +353,53 @@ def test_a_forged_result_from_a_foreign_frame_changes_nothing(
     assert state["state"] == "blocked"
     assert "activation_succeeded" not in [e["trigger"] for e in state["history"]]
     shot(page, "boxed-tag-wrong-key")
+
+
+def test_a_tab_refused_by_another_device_polls_then_follows_or_gives_up(
+    context: Any, host: PageHost
+) -> None:
+    """The flow in flight belongs to no tab of this browser (another device, say): no message
+    will come, so the refused tab polls the state endpoint; it follows the outcome once the
+    flow ends, and gives up after its bound when it never does — never a second login."""
+    sign_in(context, host, "visitor-5")
+    page = context.new_page()
+    page.goto(host.url + "/?manual")
+    headers = {"Content-Type": "application/json", "Origin": host.url}
+
+    def token(flow: str) -> Any:
+        return context.request.post(
+            host.url + "/activation/token", data=json.dumps({"flow": flow}), headers=headers
+        )
+
+    assert token("other-device").status == 200  # that flow holds the visitor now
+    page.evaluate("() => { window.waiting = SecuredActivation.activate({ waitMs: 20000 }); }")
+    page.wait_for_timeout(1_500)  # the tab was refused and is polling
+    done = {
+        "authentication": {
+            "option": {"type": "SECURED_AUTHENTICATION"},
+            "status": "authentication-success",
+        }
+    }
+    report = context.request.post(
+        host.url + "/activation/report",
+        data=json.dumps({"flow": "other-device", "activation": done}),
+        headers=headers,
+    )
+    assert report.json()["state"] == "authenticated"
+    result = page.evaluate("() => window.waiting")
+    assert result["outcome"] == "activated"
+    assert result["waited"] is True
+    assert page.evaluate("() => window.iAdvize.activated") == "SECURED_AUTHENTICATION"
+    state = page.evaluate("() => SecuredActivation.state()")
+    assert [e["trigger"] for e in state["history"]].count("activate") == 1
+    # A flow that never ends: the tab gives up after its bound, having logged in nobody.
+    page.evaluate("() => SecuredActivation.logout()")
+    assert token("a-silent-device").status == 200
+    started = time.monotonic()
+    result = page.evaluate("() => SecuredActivation.activate({ waitMs: 2000 })")
+    assert time.monotonic() - started < 15
+    assert result["outcome"] == "error"
+    assert result["reason"] == "A login is already ongoing"
+    state = page.evaluate("() => SecuredActivation.state()")
+    assert state["state"] == "activating"  # still the other device's flow, untouched
+    assert page.evaluate("() => window.iAdvize.calls") == 1  # the tag was not called again
