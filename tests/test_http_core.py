@@ -581,6 +581,12 @@ def test_headers_are_case_insensitive_and_keep_repeats() -> None:
     assert headers.get("missing", "x") == "x"
     assert "secret" not in repr(headers)
     assert "secret" not in repr(HttpRequest("POST", "/x", headers, b'{"token": "secret"}'))
+    raw = Headers.from_latin1([(b"Origin", b"a"), (b"x", b"\xe9"), (b"origin", b"b")])
+    assert raw.get_all("ORIGIN") == ["a", "b"]
+    assert (raw.get("x"), raw.count("origin"), raw.count("x")) == ("é", 2, 1)
+    assert sorted(raw) == [("origin", "a"), ("origin", "b"), ("x", "é")]
+    single = Headers.from_latin1([(b"Content-Type", b"application/json")])
+    assert single.get("content-type") == "application/json"
 
 
 @pytest.mark.parametrize(
