@@ -491,3 +491,61 @@ def test_fuzz_the_reference_host_never_a_500(
     reference: Starlette, loop: asyncio.AbstractEventLoop, data: st.DataObject
 ) -> None:
     fuzz(reference, REFERENCE_ROUTES, data, loop)
+
+
+# -- the README's web sample, as written ----------------------------------------------------------
+
+
+@pytest.fixture
+def readme_app(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Any:
+    """The README's web sample run as written, in a directory with its keys."""
+    import re
+
+    from statemachine.tokens.keys import generate_rsa, private_pem, public_pem
+
+    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text()
+    (code,) = [
+        block
+        for block in re.findall(r"```python\n(.*?)```", readme, re.S)
+        if "SessionMiddleware" in block
+    ]
+    keys = tmp_path / "keys"
+    keys.mkdir()
+    brand, platform = generate_rsa(), generate_rsa()
+    (keys / "brand_private.pem").write_bytes(private_pem(brand))
+    (keys / "platform_public.pem").write_bytes(public_pem(platform))
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("SESSION_SECRET", "s" * 64)
+    namespace: dict[str, Any] = {}
+    exec(compile(code, "README.md", "exec"), namespace)
+    return namespace["app"]
+
+
+def session_cookie(data: dict[str, str]) -> str:
+    """A session as the app's own sign-in would write it (signed with the shared secret)."""
+    import base64
+
+    import itsdangerous
+
+    payload = base64.b64encode(json.dumps(data).encode())
+    return itsdangerous.TimestampSigner("s" * 64).sign(payload).decode()
+
+
+def test_the_readme_sample_mints_only_for_a_signed_session(readme_app: Any) -> None:
+    flow = {"flow": "f1"}
+    with TestClient(readme_app, base_url=BASE, client=REMOTE) as client:
+        for forged in ({"user_id": "victim"}, {"demo_user": "victim"}, {"session": "e30=.x.y"}):
+            client.cookies.clear()
+            for name, value in forged.items():
+                client.cookies.set(name, value)
+            answer = client.post("/activation/token", json=flow, headers=SAME)
+            assert answer.json()["activate"] is False  # nobody signed in: the policy answers
+        client.cookies.clear()
+        client.cookies.set("session", session_cookie({"user_id": "visitor-42"}))
+        answer = client.post("/activation/token", json=flow, headers=SAME)
+        assert answer.json()["authenticationOption"]["type"] == "SECURED_AUTHENTICATION"
+        assert "httponly" in answer.headers["set-cookie"].lower()  # the visitor joined the session
+        assert client.get("/metrics").status_code == 403  # a remote client, not an admin
+        client.cookies.clear()
+        client.cookies.set("session", session_cookie({"role": "admin"}))
+        assert client.get("/inspect/visitors").status_code == 200
