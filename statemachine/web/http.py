@@ -205,7 +205,9 @@ class Route(NamedTuple):
 class Refused(Exception):
     """A request the core answers with a 4xx JSON error; nothing changed."""
 
-    def __init__(self, status: int, message: str, headers: tuple[tuple[str, str], ...] = ()):
+    def __init__(
+        self, status: int, message: str, headers: tuple[tuple[str, str], ...] = ()
+    ) -> None:
         super().__init__(message)
         self.status = status
         self.message = message
@@ -229,7 +231,10 @@ def error_response(
 
 
 def last_resort(error: BaseException, where: str) -> HttpResponse:
-    """What escaped every rule: logged by type (a message could quote a token), answered 400."""
+    """What escaped every rule: logged by type (a message could quote a token), answered 400.
+
+    ``where`` is a route template, never the request's own path (which the client chose).
+    """
     logs.emit(logs.PROXY.error, HTTP_ERROR, route=where, error_type=type(error).__name__)
     return error_response(400, LAST_RESORT)
 
@@ -237,13 +242,9 @@ def last_resort(error: BaseException, where: str) -> HttpResponse:
 # -- the rules ---------------------------------------------------------------------------------
 
 
-def origin_of(text: str) -> str | None:
-    """``scheme://host[:port]`` in canonical form (lower case, default port dropped), or None."""
-    return _origin(text)
-
-
 @lru_cache(maxsize=512)
 def _origin(text: str) -> str | None:
+    """``scheme://host[:port]`` in canonical form (lower case, default port dropped), or None."""
     if not text.isascii() or len(text) > 2048:
         return None
     try:
@@ -477,15 +478,14 @@ class _Activation:
             raise Refused(400, "the visitor id must be a string")
         return found
 
-    @staticmethod
-    def _failed(error: Exception, request: HttpRequest) -> HttpResponse:
+    def _failed(self, error: Exception, request: HttpRequest) -> HttpResponse:
         if isinstance(error, Refused):
             return error_response(error.status, error.message, error.headers)
         if isinstance(error, TrackerInputError):
             return error_response(400, str(error))
         if isinstance(error, StoreError):
             return error_response(503, _UNAVAILABLE)
-        return last_resort(error, request.path)
+        return last_resort(error, request.path if request.path in self._names else "unknown")
 
     def _host_failed(self, error: Exception, what: str) -> None:
         logs.emit(logs.PROXY.error, HTTP_ERROR, route=what, error_type=type(error).__name__)
@@ -640,6 +640,7 @@ class _Inspector:
         if metrics is not None:
             routes.append(Route("/metrics", _GET))
         self.routes = tuple(routes)
+        self._paths = frozenset(route.path for route in routes)
         page = content.page_html().encode("utf-8")
         self._page = HttpResponse(
             200,
@@ -691,7 +692,10 @@ class _Inspector:
             return error_response(error.status, error.message, error.headers)
         if isinstance(error, StoreError):
             return error_response(503, "the activation store is unavailable")
-        return last_resort(error, request.path)
+        where = request.path
+        if where.startswith(f"{self.prefix}/visitor/"):
+            where = f"{self.prefix}/visitor/{{ref}}"
+        return last_resort(error, where if where in self._paths else "unknown")
 
     def _guard_failed(self, error: Exception) -> None:
         logs.emit(logs.PROXY.error, HTTP_ERROR, route="guard", error_type=type(error).__name__)
