@@ -54,6 +54,7 @@ from __future__ import annotations
 import inspect
 import ipaddress
 import json
+import math
 import re
 from collections.abc import Awaitable, Callable, Iterable, Iterator, Sequence
 from functools import lru_cache
@@ -405,21 +406,29 @@ _UNKNOWN_VISITOR: Final = {
 }
 
 
-_RETRY_AFTER: dict[type, bool] = {}
+_REPLY_HEADERS: dict[type, str | None] = {}
 
 
 def token_response(reply: TokenReply) -> HttpResponse:
-    """The token endpoint's answer; ``Retry-After`` when the reply carries one."""
+    """The token endpoint's answer, with the headers the reply asks for (``Retry-After``).
+
+    A reply names them in ``headers`` (a mapping), or gives ``retry_after`` in seconds
+    (rounded up, at least 1). Which of the two a reply type has is looked up once: a
+    missing attribute costs an exception on every request otherwise.
+    """
     kind = type(reply)
-    has_retry = _RETRY_AFTER.get(kind)
-    if has_retry is None:  # asked once per reply type: a missing attribute costs an exception
-        has_retry = _RETRY_AFTER[kind] = hasattr(kind, "retry_after")
-    retry_after = reply.retry_after if has_retry else None  # type: ignore[attr-defined]
-    if retry_after is None:
-        return json_response(reply.status_code, reply.to_dict())
-    return json_response(
-        reply.status_code, reply.to_dict(), (("Retry-After", str(int(retry_after))),)
-    )
+    if kind not in _REPLY_HEADERS:
+        found = [name for name in ("headers", "retry_after") if hasattr(kind, name)]
+        _REPLY_HEADERS[kind] = found[0] if found else None
+    source = _REPLY_HEADERS[kind]
+    extra: tuple[tuple[str, str], ...] = ()
+    if source == "headers":
+        extra = tuple((str(k), str(v)) for k, v in getattr(reply, "headers").items())  # noqa: B009
+    elif source == "retry_after":
+        seconds = getattr(reply, "retry_after")  # noqa: B009
+        if seconds is not None:
+            extra = (("Retry-After", str(max(1, math.ceil(seconds)))),)
+    return json_response(reply.status_code, reply.to_dict(), extra)
 
 
 class _Activation:
