@@ -54,8 +54,9 @@ from __future__ import annotations
 import inspect
 import ipaddress
 import json
+import math
 import re
-from collections.abc import Awaitable, Callable, Iterable, Iterator
+from collections.abc import Awaitable, Callable, Iterable, Iterator, Sequence
 from functools import lru_cache
 from importlib import resources
 from typing import Any, Final, NamedTuple
@@ -67,6 +68,7 @@ from statemachine.metrics import CONTENT_TYPE, ActivationMetrics
 from statemachine.policy import Profile
 from statemachine.replies import TokenReply
 from statemachine.stores.base import StoreError
+from statemachine.tokens.verifier import strict_json
 from statemachine.trackers import ActivationTracker, AsyncActivationTracker
 from statemachine.tracking import TrackerInputError
 from statemachine.web import inspector as content
@@ -91,30 +93,71 @@ LAST_RESORT: Final = "the request could not be handled"
 
 
 class Headers:
-    """Request headers: names case-insensitive, repeated headers kept in order."""
+    """Request headers: names case-insensitive, repeated headers kept in order.
 
-    __slots__ = ("_pairs", "_values")
+    Made from text pairs, or with ``from_latin1`` from the byte pairs an ASGI or WSGI server
+    hands over; then a value is decoded (latin-1, as HTTP defines it) only when asked for.
+    """
+
+    __slots__ = ("_values",)
 
     def __init__(self, pairs: Iterable[tuple[str, str]] = ()) -> None:
-        self._pairs = tuple((name.lower(), value) for name, value in pairs)
-        values: dict[str, list[str]] = {}
-        for name, value in self._pairs:
-            values.setdefault(name, []).append(value)
+        values: dict[str, list[str | bytes]] = {}
+        for name, value in pairs:
+            key = name.lower()
+            found = values.get(key)
+            if found is None:
+                values[key] = [value]
+            else:
+                found.append(value)
         self._values = values
+
+    @classmethod
+    def from_latin1(cls, pairs: Sequence[tuple[bytes, bytes]]) -> Headers:
+        made = cls()
+        values: dict[str, list[str | bytes]] = {
+            name.decode("latin-1").lower(): [value] for name, value in pairs
+        }
+        if len(values) == len(pairs):  # no repeated header: the common case, done
+            made._values = values
+            return made
+        values = made._values
+        for name, value in pairs:
+            key = name.decode("latin-1").lower()
+            found = values.get(key)
+            if found is None:
+                values[key] = [value]
+            else:
+                found.append(value)
+        return made
 
     def get(self, name: str, default: str | None = None) -> str | None:
         """The first value of ``name``, or ``default``."""
-        found = self._values.get(name.lower())
-        return found[0] if found else default
+        found = self._values.get(name)
+        if found is None:
+            found = self._values.get(name.lower())
+            if found is None:
+                return default
+        value = found[0]
+        return value if isinstance(value, str) else value.decode("latin-1")
 
     def get_all(self, name: str) -> list[str]:
-        return list(self._values.get(name.lower(), ()))
+        return [
+            value if isinstance(value, str) else value.decode("latin-1")
+            for value in self._values.get(name.lower(), ())
+        ]
+
+    def count(self, name: str) -> int:
+        """How many times ``name`` (lower case) was sent."""
+        return len(self._values.get(name, ()))
 
     def __contains__(self, name: object) -> bool:
         return isinstance(name, str) and name.lower() in self._values
 
     def __iter__(self) -> Iterator[tuple[str, str]]:
-        return iter(self._pairs)
+        for name, values in self._values.items():
+            for value in values:
+                yield name, value if isinstance(value, str) else value.decode("latin-1")
 
     def __repr__(self) -> str:  # values may hold cookies: names only
         return f"Headers({sorted(self._values)})"
@@ -164,18 +207,23 @@ class Route(NamedTuple):
 class Refused(Exception):
     """A request the core answers with a 4xx JSON error; nothing changed."""
 
-    def __init__(self, status: int, message: str, headers: tuple[tuple[str, str], ...] = ()):
+    def __init__(
+        self, status: int, message: str, headers: tuple[tuple[str, str], ...] = ()
+    ) -> None:
         super().__init__(message)
         self.status = status
         self.message = message
         self.headers = headers
 
 
+_ENCODE: Final = json.JSONEncoder(ensure_ascii=False, separators=(",", ":")).encode
+
+
 def json_response(
     status: int, body: object, headers: tuple[tuple[str, str], ...] = ()
 ) -> HttpResponse:
-    data = json.dumps(body, ensure_ascii=False, separators=(",", ":")).encode("utf-8")
-    return HttpResponse(status, _JSON_HEADERS + headers, data)
+    data = _ENCODE(body).encode("utf-8")
+    return HttpResponse(status, _JSON_HEADERS + headers if headers else _JSON_HEADERS, data)
 
 
 def error_response(
@@ -185,7 +233,10 @@ def error_response(
 
 
 def last_resort(error: BaseException, where: str) -> HttpResponse:
-    """What escaped every rule: logged by type (a message could quote a token), answered 400."""
+    """What escaped every rule: logged by type (a message could quote a token), answered 400.
+
+    ``where`` is a route template, never the request's own path (which the client chose).
+    """
     logs.emit(logs.PROXY.error, HTTP_ERROR, route=where, error_type=type(error).__name__)
     return error_response(400, LAST_RESORT)
 
@@ -193,13 +244,9 @@ def last_resort(error: BaseException, where: str) -> HttpResponse:
 # -- the rules ---------------------------------------------------------------------------------
 
 
-def origin_of(text: str) -> str | None:
-    """``scheme://host[:port]`` in canonical form (lower case, default port dropped), or None."""
-    return _origin(text)
-
-
 @lru_cache(maxsize=512)
 def _origin(text: str) -> str | None:
+    """``scheme://host[:port]`` in canonical form (lower case, default port dropped), or None."""
     if not text.isascii() or len(text) > 2048:
         return None
     try:
@@ -234,29 +281,31 @@ def allowed_origin_set(allowed_origins: Iterable[str]) -> frozenset[str]:
 
 def check_same_origin(request: HttpRequest, allowed: frozenset[str] = frozenset()) -> None:
     """Refuse (403) a state change another site's page could have sent."""
-    origins = request.headers.get_all("origin")
-    if origins:
-        if len(origins) > 1:
+    headers = request.headers
+    sent = headers.get("origin")
+    if sent is not None:
+        if headers.count("origin") > 1:
             raise Refused(403, "one Origin header, please: cross-origin state changes are refused")
-        sent = origins[0]
-        if sent == f"{request.scheme}://{request.host}":
+        own = f"{request.scheme}://{request.host}"
+        if sent == own:
             return  # the common case, without parsing
         origin = _origin(sent)
-        if origin is None or (
-            origin != _origin(f"{request.scheme}://{request.host}") and origin not in allowed
-        ):
+        if origin is None or (origin != _origin(own) and origin not in allowed):
             raise Refused(403, "cross-origin state changes are refused")
         return
-    site = request.headers.get("sec-fetch-site")
+    site = headers.get("sec-fetch-site")
     if site is not None and site.strip().lower() in _CROSS_SITE:
         raise Refused(403, "cross-site state changes are refused")
 
 
 def check_json_type(request: HttpRequest) -> None:
     """Refuse (415) a body that is not declared JSON: an HTML form cannot declare it."""
-    kinds = request.headers.get_all("content-type")
-    kind = kinds[0].split(";")[0].strip().lower() if len(kinds) == 1 else ""
-    if kind != JSON:
+    kind = request.headers.get("content-type")
+    if (
+        kind is None
+        or request.headers.count("content-type") != 1
+        or (kind != JSON and kind.split(";")[0].strip().lower() != JSON)
+    ):
         raise Refused(415, "the body must be JSON (Content-Type: application/json)")
 
 
@@ -264,11 +313,14 @@ def check_state_change(request: HttpRequest, allowed: frozenset[str] = frozenset
     """A state-changing request: same origin, declared JSON, within the size cap."""
     check_same_origin(request, allowed)
     check_json_type(request)
-    declared = request.headers.get_all("content-length")
-    if declared:
-        if len(declared) > 1 or not declared[0].isascii() or not declared[0].strip().isdigit():
+    headers = request.headers
+    declared = headers.get("content-length")
+    if declared is not None:
+        if headers.count("content-length") > 1 or not declared.isascii():
             raise Refused(400, "Content-Length must be one number")
-        if int(declared[0]) > MAX_BODY:
+        if not declared.strip().isdigit():
+            raise Refused(400, "Content-Length must be one number")
+        if int(declared) > MAX_BODY:
             raise Refused(413, f"the body is over {MAX_BODY} bytes")
     if len(request.body) > MAX_BODY:
         raise Refused(413, f"the body is over {MAX_BODY} bytes")
@@ -276,8 +328,6 @@ def check_state_change(request: HttpRequest, allowed: frozenset[str] = frozenset
 
 def json_object(request: HttpRequest, *, empty_ok: bool = False) -> dict[str, Any]:
     """The body as a JSON object, strictly parsed (UTF-8, no duplicate keys, bounded nesting)."""
-    from statemachine.tokens.verifier import strict_json
-
     if empty_ok and not request.body.strip():
         return {}
     try:
@@ -357,14 +407,31 @@ _UNKNOWN_VISITOR: Final = {
 }
 
 
+_REPLY_HEADERS: dict[type, str | None] = {}
+
+
 def token_response(reply: TokenReply, *, signed_in: bool = True) -> HttpResponse:
-    """The token endpoint's answer; ``Retry-After`` when the reply carries one.
+    """The token endpoint's answer, with the headers the reply asks for (``Retry-After``).
 
     ``signed_in=False`` marks the answer for a visitor nobody signed in, so the
     page says "not signed in" rather than raising an alarm.
+
+    A reply names them in ``headers`` (a mapping), or gives ``retry_after`` in seconds
+    (rounded up, at least 1). Which of the two a reply type has is looked up once: a
+    missing attribute costs an exception on every request otherwise.
     """
-    retry_after = getattr(reply, "retry_after", None)
-    extra = () if retry_after is None else (("Retry-After", str(int(retry_after))),)
+    kind = type(reply)
+    if kind not in _REPLY_HEADERS:
+        found = [name for name in ("headers", "retry_after") if hasattr(kind, name)]
+        _REPLY_HEADERS[kind] = found[0] if found else None
+    source = _REPLY_HEADERS[kind]
+    extra: tuple[tuple[str, str], ...] = ()
+    if source == "headers":
+        extra = tuple((str(k), str(v)) for k, v in getattr(reply, "headers").items())  # noqa: B009
+    elif source == "retry_after":
+        seconds = getattr(reply, "retry_after")  # noqa: B009
+        if seconds is not None:
+            extra = (("Retry-After", str(max(1, math.ceil(seconds)))),)
     body = reply.to_dict() if signed_in else mark_not_signed_in(reply.to_dict())
     return json_response(reply.status_code, body, extra)
 
@@ -425,15 +492,14 @@ class _Activation:
             raise Refused(400, "the visitor id must be a string")
         return found
 
-    @staticmethod
-    def _failed(error: Exception, request: HttpRequest) -> HttpResponse:
+    def _failed(self, error: Exception, request: HttpRequest) -> HttpResponse:
         if isinstance(error, Refused):
             return error_response(error.status, error.message, error.headers)
         if isinstance(error, TrackerInputError):
             return error_response(400, str(error))
         if isinstance(error, StoreError):
             return error_response(503, _UNAVAILABLE)
-        return last_resort(error, request.path)
+        return last_resort(error, request.path if request.path in self._names else "unknown")
 
     def _host_failed(self, error: Exception, what: str) -> None:
         logs.emit(logs.PROXY.error, HTTP_ERROR, route=what, error_type=type(error).__name__)
@@ -614,6 +680,7 @@ class _Inspector:
         if metrics is not None:
             routes.append(Route("/metrics", _GET))
         self.routes = tuple(routes)
+        self._paths = frozenset(route.path for route in routes)
         page = content.page_html().encode("utf-8")
         self._page = HttpResponse(
             200,
@@ -679,7 +746,10 @@ class _Inspector:
             return error_response(error.status, error.message, error.headers)
         if isinstance(error, StoreError):
             return error_response(503, "the activation store is unavailable")
-        return last_resort(error, request.path)
+        where = request.path
+        if where.startswith(f"{self.prefix}/visitor/"):
+            where = f"{self.prefix}/visitor/{{ref}}"
+        return last_resort(error, where if where in self._paths else "unknown")
 
     def _guard_failed(self, error: Exception) -> None:
         logs.emit(logs.PROXY.error, HTTP_ERROR, route="guard", error_type=type(error).__name__)
