@@ -8,22 +8,15 @@ step it one event at a time.
 
 from __future__ import annotations
 
-import inspect
 import os
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any, Final, NamedTuple
 
 from statemachine import logs
 from statemachine.effects import BackOff, CallActivator, Effect, FetchToken, Finish, Outcome
 from statemachine.errors import ActivationError, TransitionNotAllowed
-from statemachine.events import (
-    DEFAULT_LISTENERS,
-    Listener,
-    TransitionEvent,
-    log_listener_error,
-    log_transition,
-)
+from statemachine.events import TransitionEvent
 from statemachine.machine import Edge, compiled_for
 from statemachine.options import SECURED, AuthenticationOption
 from statemachine.policy import ActivationPolicy, Profile, session_lifetime
@@ -103,9 +96,8 @@ class ActivationCore:
     """One visitor's activation state; the model the shared machine moves."""
 
     __slots__ = (
-        "_awaiting",
-        "_buffer",
         "_clock",
+        "_dispatch",
         "_events",
         "_fingerprint",
         "_fsm_state",
@@ -117,7 +109,6 @@ class ActivationCore:
         "attempts",
         "flow",
         "flow_started_at",
-        "listeners",
         "option",
         "policy",
         "reason",
@@ -132,7 +123,7 @@ class ActivationCore:
         session_id: str | None = None,
         clock: Callable[[], float] = time.time,
     ) -> None:
-        self._profile, self._events = _shape_of(policy)
+        self._profile, self._dispatch = _shape_of(policy)
         self._clock = clock  # wall-clock seconds: timestamps travel between processes
         self._fsm_state: str = State.UNAUTHENTICATED.value
         self._history: list[Entry] | None = None
@@ -149,9 +140,7 @@ class ActivationCore:
         self._policy_name = str(policy.name)
         self.flow_started_at: float | None = None
         self.refreshing = False  # a refresh runs while the visitor stays authenticated
-        self.listeners: tuple[Listener, ...] = DEFAULT_LISTENERS
-        self._buffer: list[TransitionEvent] | None = None  # set: hold events until flushed
-        self._awaiting: list[Any] | None = None  # what async listeners returned
+        self._events: list[TransitionEvent] | None = None  # what the driver has not taken yet
 
     # -- reading ---------------------------------------------------------
     @property
@@ -285,7 +274,7 @@ class ActivationCore:
         has no row for ``trigger`` in the current state.
         """
         source = self._fsm_state
-        edges = self._events.get(trigger._value_, _NO_EDGES).get(source)
+        edges = self._dispatch.get(trigger._value_, _NO_EDGES).get(source)
         if edges is None:
             state = _STATES[source]
             raise TransitionNotAllowed(
@@ -467,41 +456,25 @@ class ActivationCore:
             self.flow_started_at,
             source in _IN_FLIGHT_NAMES and dest not in _IN_FLIGHT_NAMES,
         )
-        if self._buffer is not None:
-            self._buffer.append(event)
+        events = self._events
+        if events is None:
+            self._events = [event]
         else:
-            self.dispatch(event)
+            events.append(event)
+            if len(events) > HISTORY_LIMIT:  # nobody takes them (a core stepped by hand)
+                del events[0]
 
-    # -- listeners -------------------------------------------------------
-    def hold_events(self) -> None:
-        """Keep events until ``flush``: a tracker publishes only what its store accepted."""
-        self._buffer = []
+    def take_events(self) -> Sequence[TransitionEvent]:
+        """The transitions since the last call, oldest first: the driver publishes them.
 
-    def flush(self) -> None:
-        held, self._buffer = self._buffer or [], None
-        for event in held:
-            self.dispatch(event)
-
-    def dispatch(self, event: TransitionEvent) -> None:
-        """Hand ``event`` to every listener; a failing listener is logged and changes nothing."""
-        for listener in self.listeners:
-            if listener is log_transition:  # the built-in log line, on this session's bound logger
-                log_transition(event, self.logger)
-                continue
-            try:
-                value = listener(event)
-            except Exception as error:  # noqa: BLE001 - a listener must not change an outcome
-                log_listener_error(error)
-                continue
-            if value is not None and inspect.isawaitable(value):
-                if self._awaiting is None:
-                    self._awaiting = []
-                self._awaiting.append(value)
-
-    def take_awaiting(self) -> list[Any]:
-        """What async listeners returned since the last call: the driver awaits them."""
-        awaiting, self._awaiting = self._awaiting or [], None
-        return awaiting
+        The core runs no listener: a session publishes after each step, a
+        tracker only once its store has accepted the step.
+        """
+        events = self._events
+        if events is None:
+            return ()
+        self._events = None
+        return events
 
     def _work_for(self, dest: str) -> Effect | None:
         """The effect the table's ``ON_ENTER`` asks for on entering ``dest``."""

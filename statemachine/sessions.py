@@ -27,7 +27,7 @@ from statemachine.calls import (
 )
 from statemachine.core import ActivationCore
 from statemachine.effects import BackOff, CallActivator, Effect, FetchToken, Finish, Outcome
-from statemachine.events import Listener, await_listeners, run_listeners
+from statemachine.events import Listener, Listeners
 from statemachine.options import AuthenticationOption
 from statemachine.policy import ActivationPolicy, Fallback, RetryStrategy
 from statemachine.reasons import FailureReason
@@ -112,6 +112,7 @@ class _Session:
         "_activate",
         "_activator_is_async",
         "_core",
+        "_listeners",
         "_provider",
         "_provider_is_async",
         "_refresh_ahead",
@@ -148,6 +149,7 @@ class _Session:
         if refresh_ahead is not None:
             _check_seconds("refresh_ahead", refresh_ahead, optional=False, high=MAX_LIFETIME)
         self._core = ActivationCore(policy, session_id)
+        self._listeners = Listeners(one_session=True)
         self._workers = workers
         self._refresh_ahead = refresh_ahead
         self._shared: Any = None  # the refresh in progress, which other callers join
@@ -179,13 +181,10 @@ class _Session:
         A listener that raises is logged (``activation.listener_error``) and
         changes nothing; async ones are awaited by the flow that caused them.
         """
-        if not callable(listener):
-            raise TypeError(f"a listener must be callable, got {type(listener).__name__}")
-        self._core.listeners = (*self._core.listeners, listener)
-        return listener
+        return self._listeners.add(listener)
 
     def remove_listener(self, listener: Listener) -> None:
-        self._core.listeners = tuple(x for x in self._core.listeners if x is not listener)
+        self._listeners.remove(listener)
 
     def _refresh_wanted(self, trigger: Trigger) -> bool:
         """``reverify`` while authenticated, or ``activate`` within ``refresh_ahead`` of expiry."""
@@ -229,9 +228,9 @@ class _Session:
         """
         session = cls(token_provider, activator, policy, workers=workers)
         core = snapshots.load(snapshot, session._core.policy)
-        core.listeners = session._core.listeners
         session._core = core
         core.cancel()
+        session._listeners.publish(core.take_events())  # only the log line listens yet
         return session
 
     def diagram(self) -> str:
@@ -277,6 +276,7 @@ class AsyncActivationSession(_Session):
         """Forget the visitor. A no-op when nothing is activated; refused while a flow runs."""
         if self._core.state is not State.UNAUTHENTICATED:
             self._core.fire(Trigger.LOGOUT)
+            await self._publish()
 
     def cancel(self) -> bool:
         """Cancel the running flow: its ``activate`` returns a CANCELLED result."""
@@ -312,13 +312,15 @@ class AsyncActivationSession(_Session):
             shared.set_result(result)
         return result
 
-    async def _drain(self) -> None:
-        await await_listeners(self._core.take_awaiting())
+    async def _publish(self) -> None:
+        events = self._core.take_events()
+        if events:
+            await self._listeners.apublish(events)
 
     async def _flow(self, trigger: Trigger, callback: Callback | None) -> ActivationResult:
         core = self._core
         effect: Effect | None = core.begin(trigger)
-        await self._drain()
+        await self._publish()
         if isinstance(effect, Finish):  # refused: the running flow is untouched
             await notify_async(callback, effect.result, core.logger)
             return effect.result
@@ -328,7 +330,7 @@ class AsyncActivationSession(_Session):
             while not isinstance(effect, Finish):
                 assert effect is not None  # only logout yields no effect
                 effect = core.complete(effect, await self._perform(effect))
-                await self._drain()
+                await self._publish()
         except asyncio.CancelledError:
             finish = core.cancel()
             ours = self._cancelled_by_us
@@ -336,13 +338,13 @@ class AsyncActivationSession(_Session):
                 await notify_async(callback, finish.result, core.logger)
             task = asyncio.current_task()
             if ours and finish is not None and task is not None and task.uncancel() == 0:
-                await self._drain()
+                await self._publish()
                 return finish.result
-            core.take_awaiting()  # cancelled for good: nothing more is awaited
+            self._listeners.publish(core.take_events())  # cancelled for good: nothing awaited
             raise
         except BaseException:
             core.cancel()  # never leave the machine in flight
-            core.take_awaiting()
+            self._listeners.publish(core.take_events())
             raise
         finally:
             self._task = None
@@ -430,8 +432,11 @@ class ActivationSession(_Session):
     def logout(self) -> None:
         """Forget the visitor. A no-op when nothing is activated; refused while a flow runs."""
         with self._lock:
-            if self._core.state is not State.UNAUTHENTICATED:
-                self._core.fire(Trigger.LOGOUT)
+            if self._core.state is State.UNAUTHENTICATED:
+                return
+            self._core.fire(Trigger.LOGOUT)
+            events = self._core.take_events()
+        self._listeners.publish_blocking(events)
 
     def cancel(self) -> bool:
         """Cancel the running flow (from any thread): its ``activate`` returns CANCELLED."""
@@ -473,16 +478,14 @@ class ActivationSession(_Session):
             shared.done.set()
         return result
 
-    def _drain(self) -> None:
-        run_listeners(self._core.take_awaiting())
-
     def _flow(self, trigger: Trigger) -> ActivationResult:
         core = self._core
         with self._lock:
             effect: Effect | None = core.begin(trigger)
             if not isinstance(effect, Finish):
                 control = self._control = _FlowControl()
-        self._drain()
+            events = core.take_events()
+        self._listeners.publish_blocking(events)
         if isinstance(effect, Finish):  # refused: the running flow is untouched
             return effect.result
         try:
@@ -498,11 +501,13 @@ class ActivationSession(_Session):
                         # In the same critical section: a cancel() from now on finds no
                         # flow and answers False, so True always means CANCELLED.
                         self._control = None
-                self._drain()
+                    events = core.take_events()
+                self._listeners.publish_blocking(events)
         except BaseException:
             with self._lock:
                 core.cancel()  # never leave the machine in flight
-            core.take_awaiting()
+                events = core.take_events()
+            self._listeners.publish(events)
             raise
         finally:
             with self._lock:

@@ -15,6 +15,7 @@ from policies import AnonymousFallbackPolicy, DefensivePolicy, RetryPolicy
 from statemachine import FailureReason, State, TransitionNotAllowed, Trigger
 from statemachine.core import ActivationCore
 from statemachine.effects import BackOff, CallActivator, FetchToken, Finish
+from statemachine.events import Listeners
 from statemachine.policy import Fallback, Profile
 from statemachine.results import FAILURE
 from statemachine.states import FLOW_STARTS
@@ -149,8 +150,12 @@ def test_transition(profile: Profile, row: Row, logs: list[dict[str, Any]]) -> N
 
     before = Snapshot.of(core)
     payload = witness(row, len(path))
+    core.take_events()
     logs.clear()
     effect = apply(core, row, len(path))
+    events = core.take_events()
+    assert [(e.source, e.trigger, e.dest) for e in events] == [(row.source, row.trigger, row.dest)]
+    Listeners(one_session=True).publish(events)  # what a driver does with them
 
     assert core.state is row.dest
     for action in row.actions:
