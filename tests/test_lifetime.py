@@ -26,6 +26,7 @@ from statemachine import (
     LocalActivator,
     State,
     Trigger,
+    sessions,
 )
 from statemachine.events import TransitionEvent
 from statemachine.metrics import ActivationMetrics
@@ -227,16 +228,44 @@ def test_cancel_during_a_refresh_keeps_the_visitor_authenticated(
 
 @pytest.mark.parametrize("face", FACES)
 def test_refresh_ahead_is_single_flight(
-    face: Any, issuer: TokenIssuer, verifier: TokenVerifier
+    face: Any, issuer: TokenIssuer, verifier: TokenVerifier, monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    """Twenty callers during one refresh: one provider call, one result for all.
+
+    No timing assumption: the refresh's provider call waits until every other
+    caller is waiting for the shared refresh (asyncio: ``gather`` runs each
+    caller up to its wait before the provider's answer can be processed;
+    threads: each caller's wait is counted), so a caller that a busy machine
+    starts late cannot arrive after the refresh ended and start a second one.
+    """
     calls = 0
     lock = threading.Lock()
+    joined = threading.Condition()
+    waiting = 0
+
+    class CountedWait(threading.Event):
+        def wait(self, timeout: float | None = None) -> bool:
+            nonlocal waiting
+            with joined:
+                waiting += 1
+                joined.notify_all()
+            return super().wait(timeout)
+
+    class CountedRefresh(sessions._SharedRefresh):
+        def __init__(self) -> None:
+            super().__init__()
+            self.done = CountedWait()
+
+    monkeypatch.setattr(sessions, "_SharedRefresh", CountedRefresh)
 
     def provider() -> str:
         nonlocal calls
         with lock:
             calls += 1
-        time.sleep(0.05)  # long enough for every caller to arrive during the refresh
+            refresh = calls == 2
+        if refresh and face is ActivationSession:
+            with joined:
+                assert joined.wait_for(lambda: waiting == 19, timeout=30), waiting
         return issuer.issue("visitor-9")
 
     session = face(
@@ -261,7 +290,7 @@ def test_refresh_ahead_is_single_flight(
         for thread in threads:
             thread.start()
         for thread in threads:
-            thread.join(10)
+            thread.join(30)
     assert calls == 2  # one refresh for twenty callers
     assert len(results) == 20
     assert {r.state for r in results} == {State.AUTHENTICATED}
