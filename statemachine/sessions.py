@@ -10,7 +10,6 @@ import asyncio
 import functools
 import math
 import threading
-import time
 from collections.abc import Callable
 from typing import Any, Self
 
@@ -18,15 +17,26 @@ from statemachine import snapshots
 from statemachine.activator import Activator
 from statemachine.calls import (
     Callback,
+    activation_answer,
     call_async,
     call_blocking,
     call_pooled,
     is_async_callable,
     notify_async,
     notify_blocking,
+    token_answer,
 )
 from statemachine.core import ActivationCore
-from statemachine.effects import BackOff, CallActivator, Effect, FetchToken, Finish, Outcome
+from statemachine.effects import (
+    ELAPSED,
+    Answer,
+    BackOff,
+    CallActivator,
+    Effect,
+    FetchToken,
+    Finish,
+    Outcome,
+)
 from statemachine.events import Listener, Listeners
 from statemachine.options import AuthenticationOption
 from statemachine.policy import ActivationPolicy, Fallback, RetryStrategy
@@ -188,17 +198,7 @@ class _Session:
 
     def _refresh_wanted(self, trigger: Trigger) -> bool:
         """``reverify`` while authenticated, or ``activate`` within ``refresh_ahead`` of expiry."""
-        core = self._core
-        until = core.authenticated_until
-        if until is None:
-            return False
-        now = time.time()
-        if now >= until:
-            return False  # over: the table's session_expired row re-verifies instead
-        if trigger is Trigger.REVERIFY:
-            return True
-        ahead = self._refresh_ahead
-        return trigger is Trigger.ACTIVATE and ahead is not None and now >= until - ahead
+        return self._core.refreshes(trigger, ahead=self._refresh_ahead)
 
     @property
     def policy(self) -> ActivationPolicy:
@@ -351,22 +351,24 @@ class AsyncActivationSession(_Session):
         await notify_async(callback, effect.result, core.logger)
         return effect.result
 
-    async def _perform(self, effect: Effect) -> Outcome:
+    async def _perform(self, effect: Effect) -> Answer:
         if isinstance(effect, BackOff):
             await asyncio.sleep(effect.delay)
-            return Outcome()
+            return ELAPSED
         if isinstance(effect, FetchToken):
-            return await call_async(
+            outcome = await call_async(
                 self._provider, self._provider_is_async, (), effect.timeout, self._workers
             )
+            return token_answer(outcome, self._core.logger)
         assert isinstance(effect, CallActivator)
-        return await call_async(
+        outcome = await call_async(
             self._activate,
             self._activator_is_async,
             (effect.option,),
             effect.timeout,
             self._workers,
         )
+        return activation_answer(outcome, self._core.logger)
 
 
 class _SharedRefresh:
@@ -491,12 +493,12 @@ class ActivationSession(_Session):
         try:
             while not isinstance(effect, Finish):
                 assert effect is not None
-                outcome = None if control.cancelled else self._perform(effect, control)
+                answer = None if control.cancelled else self._perform(effect, control)
                 with self._lock:
-                    if control.cancelled or outcome is None:
+                    if control.cancelled or answer is None:
                         effect = core.cancel()
                     else:
-                        effect = core.complete(effect, outcome)
+                        effect = core.complete(effect, answer)
                     if isinstance(effect, Finish):
                         # In the same critical section: a cancel() from now on finds no
                         # flow and answers False, so True always means CANCELLED.
@@ -514,18 +516,26 @@ class ActivationSession(_Session):
                 self._control = None
         return effect.result
 
-    def _perform(self, effect: Effect, control: _FlowControl) -> Outcome | None:
+    def _perform(self, effect: Effect, control: _FlowControl) -> Answer | None:
         """Do the effect's I/O; ``None`` means the flow was cancelled meanwhile."""
         if isinstance(effect, BackOff):
             wake = control.fresh_wake()
             if control.cancelled or wake.wait(effect.delay):
                 return None
-            return Outcome()
+            return ELAPSED
+        assert not isinstance(effect, Finish)
+        outcome = self._call(effect, control)
+        if outcome is None:
+            return None
+        if isinstance(effect, FetchToken):
+            return token_answer(outcome, self._core.logger)
+        return activation_answer(outcome, self._core.logger)
+
+    def _call(self, effect: FetchToken | CallActivator, control: _FlowControl) -> Outcome | None:
         args: tuple[Any, ...]
         if isinstance(effect, FetchToken):
             fn, is_async, args = self._provider, self._provider_is_async, ()
         else:
-            assert isinstance(effect, CallActivator)
             fn, is_async, args = self._activate, self._activator_is_async, (effect.option,)
         if effect.timeout is None:
             return call_blocking(fn, is_async, args)

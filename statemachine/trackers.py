@@ -30,7 +30,7 @@ from collections.abc import Callable, Generator
 from typing import Any, Final, Generic, NamedTuple, TypeVar
 
 from statemachine import logs, records
-from statemachine.calls import call_async, call_blocking_timed, is_async_callable
+from statemachine.calls import call_async, call_blocking_timed, is_async_callable, token_answer
 from statemachine.core import ActivationCore
 from statemachine.effects import Outcome
 from statemachine.events import Listener, Listeners, await_listeners, run_listeners
@@ -154,12 +154,14 @@ class _Tracker(Generic[S]):
         if step.fetch is None:
             assert step.reply is not None
             return step.reply
+        fetch = step.fetch
         outcome: Outcome = yield CallProvider(
-            token_provider, is_async_callable(token_provider), step.fetch.timeout
+            token_provider, is_async_callable(token_provider), fetch.timeout
         )
+        answer = token_answer(outcome, claimed.core.logger)
 
         def settle(record: VisitorRecord, now: float) -> tuple[bool, TokenReply]:
-            return settle_token(record, flow, outcome, refresh=step.refresh, now=now)
+            return settle_token(record, flow, fetch, answer, now)
 
         reply, _, _ = yield from self._step(key, settle, hint=current, reuse=claimed)
         return reply
