@@ -31,6 +31,8 @@ from statemachine.results import ActivationResult
 from statemachine.workers import Job, WorkerPool, WorkersExhausted, default_pool
 
 Callback = Callable[[ActivationResult], Any]
+TokenProvider = Callable[[], Any]
+"""The host's token provider (sync or async): no argument; a token, an option or a mapping."""
 
 
 def token_answer(outcome: Outcome, logger: Any) -> TokenReceived | TokenFailed:

@@ -7,10 +7,7 @@ semantics; they differ only in how they wait. Every rule lives in the core.
 from __future__ import annotations
 
 import asyncio
-import functools
-import math
 import threading
-from collections.abc import Callable
 from typing import Any, Self
 
 from statemachine import snapshots
@@ -26,6 +23,7 @@ from statemachine.calls import (
     notify_blocking,
     token_answer,
 )
+from statemachine.calls import TokenProvider as TokenProvider  # re-exported: hosts import it here
 from statemachine.core import ActivationCore
 from statemachine.effects import (
     ELAPSED,
@@ -39,80 +37,11 @@ from statemachine.effects import (
 )
 from statemachine.events import Listener, Listeners
 from statemachine.options import AuthenticationOption
-from statemachine.policy import ActivationPolicy, Fallback, RetryStrategy
+from statemachine.policy import MAX_LIFETIME, ActivationPolicy, check_seconds, checked_policy
 from statemachine.reasons import FailureReason
 from statemachine.results import FAILURE, ActivationResult, HistoryEntry
 from statemachine.states import State, Trigger
 from statemachine.workers import WorkerPool
-
-TokenProvider = Callable[[], Any]
-
-
-def _default_policy() -> ActivationPolicy:
-    # Imported here, not at module level: ``policies`` depends on the engine.
-    from policies import DefensivePolicy
-
-    return DefensivePolicy()
-
-
-def _check_policy(policy: object) -> None:
-    if not isinstance(policy, ActivationPolicy):
-        raise TypeError(
-            "policy must provide name, retry, token_timeout, activation_timeout, "
-            f"on_token_failure and on_activation_failure; got {type(policy).__name__}"
-        )
-    for decision in ("on_token_failure", "on_activation_failure"):
-        try:
-            Fallback(getattr(policy, decision))
-        except ValueError:
-            raise ValueError(
-                f"policy.{decision} must be 'anonymous' or 'block', "
-                f"got {getattr(policy, decision)!r}"
-            ) from None
-    for name in ("token_timeout", "activation_timeout"):
-        _check_seconds(f"policy.{name}", getattr(policy, name), optional=True)
-    lifetime = getattr(policy, "session_lifetime", None)
-    if lifetime is not None:
-        _check_seconds("policy.session_lifetime", lifetime, optional=False, high=MAX_LIFETIME)
-    retry = policy.retry
-    if not isinstance(retry, RetryStrategy):
-        raise TypeError("policy.retry must provide max_retries, should_retry() and delay()")
-    budget = retry.max_retries
-    if type(budget) is not int or not 0 <= budget <= MAX_RETRIES:
-        raise ValueError(f"policy.retry.max_retries must be an integer from 0 to {MAX_RETRIES}")
-    for attempt in range(1, budget + 1):
-        _check_seconds(f"policy.retry.delay({attempt})", retry.delay(attempt), optional=False)
-
-
-MAX_SECONDS = 3600.0
-"""The longest timeout or retry delay a policy may ask for: an hour."""
-MAX_LIFETIME = 7 * 86400.0
-MAX_RETRIES = 10
-
-
-def _check_seconds(name: str, value: object, *, optional: bool, high: float = MAX_SECONDS) -> None:
-    """Refuse at construction what would otherwise fail mid-flow: inf, NaN, negative, absurd."""
-    if value is None and optional:
-        return
-    if isinstance(value, bool) or not isinstance(value, int | float):
-        raise TypeError(f"{name} must be a number of seconds, got {type(value).__name__}")
-    low_ok = value >= 0 if name.startswith("policy.retry") else value > 0
-    if not math.isfinite(value) or not low_ok or value > high:
-        raise ValueError(f"{name} must be a finite number of seconds up to {high:g}, got {value!r}")
-
-
-_check_hashable_policy = functools.lru_cache(maxsize=64)(_check_policy)
-"""A runtime protocol check costs more than the rest of a session's creation;
-policies are immutable and shared, so each is checked once (errors are not cached)."""
-
-
-def _validate(policy: object) -> None:
-    try:
-        hash(policy)
-    except TypeError:
-        _check_policy(policy)
-    else:
-        _check_hashable_policy(policy)
 
 
 class _Session:
@@ -150,14 +79,13 @@ class _Session:
             raise TypeError(
                 f"activator must have an activate(option) method, got {type(activator).__name__}"
             )
-        policy = _default_policy() if policy is None else policy
-        _validate(policy)
+        policy = checked_policy(policy)
         self._provider = token_provider
         self._provider_is_async = is_async_callable(token_provider)
         self._activate = activate
         self._activator_is_async = is_async_callable(activate)
         if refresh_ahead is not None:
-            _check_seconds("refresh_ahead", refresh_ahead, optional=False, high=MAX_LIFETIME)
+            check_seconds("refresh_ahead", refresh_ahead, optional=False, high=MAX_LIFETIME)
         self._core = ActivationCore(policy, session_id)
         self._listeners = Listeners(one_session=True)
         self._workers = workers

@@ -30,16 +30,21 @@ from collections.abc import Callable, Generator
 from typing import Any, Final, Generic, NamedTuple, TypeVar
 
 from statemachine import logs, records
-from statemachine.calls import call_async, call_blocking_timed, is_async_callable, token_answer
+from statemachine.calls import (
+    TokenProvider,
+    call_async,
+    call_blocking_timed,
+    is_async_callable,
+    token_answer,
+)
 from statemachine.core import ActivationCore
 from statemachine.effects import Outcome
 from statemachine.events import Listener, Listeners, await_listeners, run_listeners
 from statemachine.options import AuthenticationOption
-from statemachine.policy import ActivationPolicy, Fallback, session_lifetime
+from statemachine.policy import ActivationPolicy, Fallback, checked_policy, session_lifetime
 from statemachine.reasons import FailureReason
 from statemachine.records import VisitorRecord
 from statemachine.replies import Answer, ReportReply, TokenReply, TrackerView
-from statemachine.sessions import TokenProvider, _default_policy, _validate
 from statemachine.snapshots import SnapshotError
 from statemachine.stores.base import AsyncStore, Store, StoreError, Versioned
 from statemachine.stores.memory import MemoryStore
@@ -114,8 +119,7 @@ class _Tracker(Generic[S]):
         clock: Callable[[], float],
         workers: WorkerPool | None,
     ) -> None:
-        policy = _default_policy() if policy is None else policy
-        _validate(policy)
+        policy = checked_policy(policy)
         self.policy = policy
         self.store: S = store
         self._clock = clock

@@ -29,7 +29,7 @@ from statemachine.effects import (
     TokenReceived,
 )
 from statemachine.options import ANONYMOUS, SECURED, AuthenticationOption
-from statemachine.policy import ActivationPolicy
+from statemachine.policy import ActivationPolicy, longest_backoff
 from statemachine.reasons import FailureReason
 from statemachine.records import ENDED_FLOWS_LIMIT, FLOW_ID, VisitorRecord
 from statemachine.replies import Answer, ReportReply, TokenReply
@@ -70,8 +70,7 @@ def lease_seconds(policy: ActivationPolicy) -> float:
     longest backoff between two attempts, plus a grace period. Every step of
     the flow renews it.
     """
-    retry = policy.retry
-    backoff = float(getattr(retry, "max_delay", 0.0) or 0.0)
+    backoff = longest_backoff(policy.retry)
     token = policy.token_timeout or _UNBOUNDED_WAIT
     activation = policy.activation_timeout or _UNBOUNDED_WAIT
     return float(token) + float(activation) + backoff + LEASE_GRACE
