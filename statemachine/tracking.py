@@ -20,9 +20,18 @@ from collections.abc import Mapping
 from typing import Final, NamedTuple
 
 from statemachine.core import HISTORY_LIMIT
-from statemachine.effects import BackOff, CallActivator, Effect, FetchToken, Finish, Outcome
+from statemachine.effects import (
+    ACTIVATED,
+    BackOff,
+    CallActivator,
+    Effect,
+    FetchToken,
+    Finish,
+    TokenFailed,
+    TokenReceived,
+)
 from statemachine.options import ANONYMOUS, SECURED, AuthenticationOption
-from statemachine.policy import ActivationPolicy, session_lifetime
+from statemachine.policy import ActivationPolicy, longest_backoff, session_lifetime
 from statemachine.reasons import FailureReason
 from statemachine.records import ENDED_FLOWS_LIMIT, FLOW_ID, VisitorRecord
 from statemachine.replies import Answer, ReportReply, TokenReply
@@ -48,7 +57,6 @@ class TokenStep(NamedTuple):
     changed: bool  # the record moved and must be written before anything else happens
     reply: TokenReply | None  # the answer, when no token has to be minted
     fetch: FetchToken | None  # otherwise: call the provider, then ``settle_token``
-    refresh: bool  # the fetch refreshes an authenticated visitor's token
 
 
 class Report(NamedTuple):
@@ -64,8 +72,7 @@ def lease_seconds(policy: ActivationPolicy) -> float:
     longest backoff between two attempts, plus a grace period. Every step of
     the flow renews it.
     """
-    retry = policy.retry
-    backoff = float(getattr(retry, "max_delay", 0.0) or 0.0)
+    backoff = longest_backoff(policy.retry)
     token = policy.token_timeout or _UNBOUNDED_WAIT
     activation = policy.activation_timeout or _UNBOUNDED_WAIT
     return float(token) + float(activation) + backoff + LEASE_GRACE
@@ -140,21 +147,21 @@ def plan_token(record: VisitorRecord, flow_id: str, now: float) -> TokenStep:
     core = record.core
     changed = expire_lease(record, now)
     state = core.state
-    if state is State.AUTHENTICATED and core.expired(now):
-        # The platform session is over: the core's ``begin`` takes the session_expired row,
-        # and this request re-verifies (a new, claimed flow).
-        effect: Effect | None = core.begin(Trigger.ACTIVATE, now)
+    if state is State.AUTHENTICATED:
+        # The core decides: a refresh (nothing is written; the visitor stays authenticated),
+        # or, once the platform session is over, session_expired and a new, claimed flow.
+        effect: Effect | None = core.begin(Trigger.REVERIFY, now)
+        if isinstance(effect, FetchToken) and effect.refresh:
+            return TokenStep(changed, None, effect)
         _end_flow(record, flow_id)
         return _step_after(record, effect, now)
-    if state is State.AUTHENTICATED:
-        return TokenStep(changed, None, FetchToken(core.attempts, core.policy.token_timeout), True)
     if state.in_flight:
         if record.flow_id != flow_id or state is State.FETCHING_TOKEN:
-            return TokenStep(changed, _refused(record), None, False)
+            return TokenStep(changed, _refused(record), None)
         if state is State.ACTIVATING_ANONYMOUS:  # told to fall back already: say it again
             option = AuthenticationOption.anonymous()
             reply = TokenReply(Answer.ANONYMOUS, state, option, core.reason, core.attempts)
-            return TokenStep(changed, reply, None, False)
+            return TokenStep(changed, reply, None)
         # The same flow asks again: the tag's attempt failed and it retries.
         # The tag does not say why it retries: record that, not a reason nobody reported.
         effect = core.fire(Trigger.ACTIVATION_FAILED, reason=FailureReason.UNKNOWN)
@@ -163,7 +170,7 @@ def plan_token(record: VisitorRecord, flow_id: str, now: float) -> TokenStep:
         return _step_after(record, effect, now)
     if flow_id == record.flow_id or flow_id in record.ended_flows:
         # That page load's flow is over: repeat the answer, mint nothing.
-        return TokenStep(changed, _settled_answer(record), None, False)
+        return TokenStep(changed, _settled_answer(record), None)
     effect = core.begin(Trigger.ACTIVATE, now)
     _end_flow(record, flow_id)
     return _step_after(record, effect, now)
@@ -177,23 +184,27 @@ def _end_flow(record: VisitorRecord, next_flow: str) -> None:
 
 
 def settle_token(
-    record: VisitorRecord, flow_id: str, outcome: Outcome, *, refresh: bool, now: float
+    record: VisitorRecord,
+    flow_id: str,
+    fetch: FetchToken,
+    answer: TokenReceived | TokenFailed,
+    now: float,
 ) -> tuple[bool, TokenReply]:
-    """The provider answered: move the record and say what the page gets."""
+    """The provider answered ``fetch`` (classified by ``calls.token_answer``): move the record."""
     core = record.core
-    if refresh:
-        if core.state is not State.AUTHENTICATED:  # logged out (or expired) while minting
+    if fetch.refresh:
+        if not core.refreshing and core.refresh() is None:  # logged out while minting
             return False, _gone(record)
-        token = core.read_token(outcome)
         record.flow_id = flow_id
-        if isinstance(token, FailureReason):
-            effect = core.fire(Trigger.REFRESH_FAILED, reason=token)
-            return True, _answer(record, effect, now)
-        core.fire(Trigger.TOKEN_REFRESHED, option=token)
-        return True, TokenReply(Answer.TOKEN, core.state, token, None, core.attempts)
+        effect = core.complete(fetch, answer)
+        if isinstance(effect, CallActivator) and effect.on_success is Trigger.TOKEN_REFRESHED:
+            # The tag activates the fresh token itself: handing it out completes the refresh.
+            core.complete(effect, ACTIVATED)
+            return True, TokenReply(Answer.TOKEN, core.state, effect.option, None, core.attempts)
+        return True, _answer(record, effect, now)
     if core.state is not State.FETCHING_TOKEN or record.flow_id != flow_id:
         return False, _gone(record)  # the claim was lost meanwhile: this token is never handed out
-    effect = core.complete(FetchToken(core.attempts + 1, None), outcome)
+    effect = core.complete(fetch, answer)
     if isinstance(effect, CallActivator) and effect.option.is_secured:
         record.lease_until = now + lease_seconds(core.policy)
         return True, TokenReply(Answer.TOKEN, core.state, effect.option, None, core.attempts)
@@ -280,8 +291,8 @@ def apply_logout(record: VisitorRecord, now: float | None = None) -> bool:
 def _step_after(record: VisitorRecord, effect: Effect | None, now: float) -> TokenStep:
     if isinstance(effect, FetchToken):
         record.lease_until = now + claim_seconds(record.core.policy)
-        return TokenStep(True, None, effect, False)
-    return TokenStep(True, _answer(record, effect, now), None, False)
+        return TokenStep(True, None, effect)
+    return TokenStep(True, _answer(record, effect, now), None)
 
 
 def _answer(record: VisitorRecord, effect: Effect | None, now: float) -> TokenReply:

@@ -958,5 +958,8 @@ def _query_value(query: str, name: str) -> str:
     """One query-string parameter (the first), or ''; bounded, like every input."""
     if len(query) > 4096:
         raise Refused(414, "the query string is too long")
-    values = parse_qs(query, keep_blank_values=False, max_num_fields=16).get(name)
+    try:
+        values = parse_qs(query, keep_blank_values=False, max_num_fields=16).get(name)
+    except ValueError:  # more fields than any page of ours sends
+        raise Refused(400, "the query string has too many fields") from None
     return values[0] if values else ""
