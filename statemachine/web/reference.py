@@ -6,11 +6,8 @@ runs ``LocalActivator``, the inspector and ``/metrics``. Throwaway keys and the
 cookie secret are made once by ``serve`` and handed to every worker through
 the environment, so that any worker can mint, verify and read any cookie.
 
-One trap is avoided here: uvicorn's multi-worker mode binds its socket without
-naming TCP, and asyncio sets ``TCP_NODELAY`` only on sockets whose protocol is
-``IPPROTO_TCP``, so every response written in two parts waited ~40 ms for a
-delayed ACK (a no-op endpoint: 2.5 ms on one worker, a flat 44 ms on two).
-``serve`` binds the socket itself, as TCP, for any number of workers.
+``serve`` runs it with ``statemachine.web.serving.run_workers``, which binds the
+socket itself, as TCP (``TCP_NODELAY``), for any number of workers.
 """
 
 from __future__ import annotations
@@ -23,7 +20,6 @@ import os
 import re
 import secrets
 import shutil
-import socket
 import sys
 import tempfile
 from importlib import resources
@@ -48,6 +44,7 @@ from statemachine.tokens.keys import generate_rsa, private_pem, public_pem
 from statemachine.trackers import AsyncActivationTracker
 from statemachine.web.inspector import inspector_routes
 from statemachine.web.routes import BadRequest, activation_routes, error, json_body
+from statemachine.web.serving import run_workers
 
 ENV_KEYS: Final = "SECURED_ACTIVATION_KEYS"
 ENV_POLICY: Final = "SECURED_ACTIVATION_POLICY"
@@ -223,17 +220,6 @@ def _callback(kind: Any, status: str, reason: str | None) -> dict[str, Any]:
     return {"authentication": authentication}
 
 
-def listening_socket(host: str, port: int) -> socket.socket:
-    """A TCP listening socket whose accepted connections get ``TCP_NODELAY`` from asyncio."""
-    family = socket.AF_INET6 if ":" in host else socket.AF_INET
-    sock = socket.socket(family, socket.SOCK_STREAM, socket.IPPROTO_TCP)
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    sock.bind((host, port))
-    sock.listen(2048)
-    sock.set_inheritable(True)
-    return sock
-
-
 def serve(*, policy: str, redis: str | None, workers: int, host: str, port: int) -> int:
     """Run the reference host until interrupted; keys and secret live only for this run."""
     policy_from(policy)  # a bad policy fails here, once, with a PolicyError
@@ -264,20 +250,3 @@ def serve(*, policy: str, redis: str | None, workers: int, host: str, port: int)
         return 0
     finally:
         shutil.rmtree(directory, ignore_errors=True)
-
-
-def run_workers(factory: str, *, host: str, port: int, workers: int) -> None:
-    """Run ``factory`` (``module:function`` returning an ASGI app) on ``workers`` processes.
-
-    The socket is bound here, as TCP (see the module's docstring), and shared
-    by every worker; uvicorn's supervisor restarts a worker that dies.
-    """
-    import uvicorn
-    from uvicorn.supervisors import Multiprocess
-
-    sock = listening_socket(host, port)
-    config = uvicorn.Config(factory, factory=True, workers=workers, log_level="warning")
-    if workers > 1:
-        Multiprocess(config, sockets=[sock]).run()
-    else:
-        uvicorn.Server(config).run(sockets=[sock])
