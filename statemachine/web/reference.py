@@ -28,16 +28,13 @@ from typing import Any, Final
 
 from starlette.applications import Starlette
 from starlette.requests import Request
-from starlette.responses import HTMLResponse, JSONResponse, Response
+from starlette.responses import HTMLResponse, Response
 from starlette.routing import Route
 
 from policies import AnonymousFallbackPolicy, DefensivePolicy, load_policy
 from statemachine.activator import LocalActivator
-from statemachine.errors import ActivationError
 from statemachine.metrics import ActivationMetrics
-from statemachine.options import ANONYMOUS, SECURED, AuthenticationOption
 from statemachine.policy import ActivationPolicy
-from statemachine.results import FAILURE, SUCCESS
 from statemachine.stores.memory import MemoryStore
 from statemachine.tokens import TokenIssuer, TokenVerifier
 from statemachine.tokens.keys import generate_rsa, private_pem, public_pem
@@ -45,6 +42,7 @@ from statemachine.trackers import AsyncActivationTracker
 from statemachine.web.inspector import inspector_routes
 from statemachine.web.routes import BadRequest, activation_routes, error, json_body
 from statemachine.web.serving import run_workers
+from statemachine.web.testing import standin_routes
 
 ENV_KEYS: Final = "SECURED_ACTIVATION_KEYS"
 ENV_POLICY: Final = "SECURED_ACTIVATION_POLICY"
@@ -129,7 +127,6 @@ def create_app() -> Starlette:
     cookies = Cookies(bytes.fromhex(os.environ[ENV_SECRET]))
     static = resources.files("statemachine.web").joinpath("static")
     page = static.joinpath("page.html").read_text("utf-8")
-    tag = static.joinpath("tag.js").read_text("utf-8")
 
     def visitor_id(request: Request) -> str | None:
         value = request.cookies.get(VISITOR_COOKIE)
@@ -178,46 +175,15 @@ def create_app() -> Starlette:
         response.delete_cookie(USER_COOKIE)
         return response
 
-    async def tag_script(_request: Request) -> Response:
-        return Response(tag, media_type="text/javascript")
-
-    async def platform(request: Request) -> Response:
-        """The local platform: what the real one does with an activation, offline."""
-        try:
-            body = await json_body(request)
-        except BadRequest as refused:
-            return error(refused.status, refused.message)
-        raw = body.get("authenticationOption")
-        kind = raw.get("type") if isinstance(raw, dict) else None
-        token = raw.get("token") if isinstance(raw, dict) else None
-        if kind not in (SECURED, ANONYMOUS) or (kind == SECURED and not isinstance(token, str)):
-            return JSONResponse(
-                _callback(kind, FAILURE, "A valid authentication option must be provided")
-            )
-        try:
-            activator.activate(AuthenticationOption(kind, token if kind == SECURED else None))
-        except ActivationError as refused:
-            return JSONResponse(_callback(kind, FAILURE, refused.reason.message))
-        return JSONResponse(_callback(kind, SUCCESS, None))
-
     routes = [
         Route("/", index, methods=["GET"]),
         Route("/login", login, methods=["POST"]),
         Route("/signout", signout, methods=["POST"]),
-        Route("/tag.js", tag_script, methods=["GET"]),
-        Route("/platform/activate", platform, methods=["POST"]),
+        *standin_routes(activator),  # the stand-in tag and platform: this host is offline
         *activation_routes(tracker, visitor_id=visitor_id, token_provider=token_provider),
         *inspector_routes(tracker, metrics=metrics),
     ]
     return Starlette(routes=routes)
-
-
-def _callback(kind: Any, status: str, reason: str | None) -> dict[str, Any]:
-    """The tag's callback object; the token is not sent back (the tag has it already)."""
-    authentication: dict[str, Any] = {"option": {"type": kind or SECURED}, "status": status}
-    if reason is not None:
-        authentication["reason"] = reason
-    return {"authentication": authentication}
 
 
 def serve(*, policy: str, redis: str | None, workers: int, host: str, port: int) -> int:
