@@ -57,7 +57,7 @@ from statemachine.web.http import (
     last_resort,
 )
 
-__all__ = ["SETTING", "activation_urls", "inspector_urls", "request_facts"]
+__all__ = ["SETTING", "activation_urls", "adapt", "inspector_urls", "request_facts"]
 
 SETTING: Final = "SECURED_ACTIVATION"
 """The settings dict the keywords may come from."""
@@ -99,7 +99,8 @@ def django_response(answer: HttpResponse) -> DjangoResponse:
     return response
 
 
-def _patterns(templates: Iterable[str], handle: Callable[[HttpRequest], HttpResponse]) -> list[Any]:
+def adapt(templates: Iterable[str], handle: Callable[[HttpRequest], HttpResponse]) -> list[Any]:
+    """URL patterns for a core's ``templates`` (``{name}`` segments), answered by ``handle``."""
     patterns = []
     for template in templates:
 
@@ -161,7 +162,7 @@ def activation_urls(
         token_provider=_setting(token_provider, "token_provider"),
         allowed_origins=_setting(allowed_origins, "allowed_origins", ()),
     )
-    return _patterns((route.path for route in core.routes), core.handle)
+    return adapt((route.path for route in core.routes), core.handle)
 
 
 def inspector_urls(
@@ -184,4 +185,4 @@ def inspector_urls(
         prefix=prefix,
         guard=_setting(guard, "guard", None),
     )
-    return _patterns((route.path for route in core.routes), core.handle)
+    return adapt((route.path for route in core.routes), core.handle)

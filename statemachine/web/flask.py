@@ -43,7 +43,7 @@ from statemachine.web.http import (
     last_resort,
 )
 
-__all__ = ["activation_blueprint", "inspector_blueprint", "request_facts"]
+__all__ = ["activation_blueprint", "adapt", "inspector_blueprint", "request_facts"]
 
 ALL_METHODS: Final = ("GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS")
 """Every rule takes every method, so a wrong one gets the core's JSON 405 like any refusal."""
@@ -85,9 +85,10 @@ def flask_response(answer: HttpResponse) -> Response:
     return response
 
 
-def _blueprint(
+def adapt(
     name: str, templates: Iterable[str], handle: Callable[[HttpRequest], HttpResponse]
 ) -> Blueprint:
+    """A blueprint named ``name`` whose rules are a core's ``templates``, answered by ``handle``."""
     blueprint = Blueprint(name, __name__)
     for template in templates:
         rule = _SEGMENT.sub(r"<\1>", template)
@@ -131,7 +132,7 @@ def activation_blueprint(
         token_provider=token_provider,
         allowed_origins=allowed_origins,
     )
-    return _blueprint(name, (route.path for route in core.routes), core.handle)
+    return adapt(name, (route.path for route in core.routes), core.handle)
 
 
 def inspector_blueprint(
@@ -149,4 +150,4 @@ def inspector_blueprint(
     them (403 otherwise); ``guard(request) -> bool`` is the host's admin check.
     """
     core = InspectorHttp(tracker, metrics=metrics, prefix=prefix, guard=guard)
-    return _blueprint(name, (route.path for route in core.routes), core.handle)
+    return adapt(name, (route.path for route in core.routes), core.handle)
