@@ -19,7 +19,6 @@ from tests.process_host import ProcessHost
 from tests.redis_server import RedisServer
 from tests.test_web_workers import Visitor, run_all
 
-
 SUCCESS = {
     "authentication": {
         "option": {"type": "SECURED_AUTHENTICATION"},
