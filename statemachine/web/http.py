@@ -55,7 +55,7 @@ import inspect
 import ipaddress
 import json
 import re
-from collections.abc import Awaitable, Callable, Iterable, Iterator
+from collections.abc import Awaitable, Callable, Iterable, Iterator, Sequence
 from functools import lru_cache
 from importlib import resources
 from typing import Any, Final, NamedTuple
@@ -67,6 +67,7 @@ from statemachine.metrics import CONTENT_TYPE, ActivationMetrics
 from statemachine.policy import Profile
 from statemachine.replies import TokenReply
 from statemachine.stores.base import StoreError
+from statemachine.tokens.verifier import strict_json
 from statemachine.trackers import ActivationTracker, AsyncActivationTracker
 from statemachine.tracking import TrackerInputError
 from statemachine.web import inspector as content
@@ -90,30 +91,71 @@ LAST_RESORT: Final = "the request could not be handled"
 
 
 class Headers:
-    """Request headers: names case-insensitive, repeated headers kept in order."""
+    """Request headers: names case-insensitive, repeated headers kept in order.
 
-    __slots__ = ("_pairs", "_values")
+    Made from text pairs, or with ``from_latin1`` from the byte pairs an ASGI or WSGI server
+    hands over; then a value is decoded (latin-1, as HTTP defines it) only when asked for.
+    """
+
+    __slots__ = ("_values",)
 
     def __init__(self, pairs: Iterable[tuple[str, str]] = ()) -> None:
-        self._pairs = tuple((name.lower(), value) for name, value in pairs)
-        values: dict[str, list[str]] = {}
-        for name, value in self._pairs:
-            values.setdefault(name, []).append(value)
+        values: dict[str, list[str | bytes]] = {}
+        for name, value in pairs:
+            key = name.lower()
+            found = values.get(key)
+            if found is None:
+                values[key] = [value]
+            else:
+                found.append(value)
         self._values = values
+
+    @classmethod
+    def from_latin1(cls, pairs: Sequence[tuple[bytes, bytes]]) -> Headers:
+        made = cls()
+        values: dict[str, list[str | bytes]] = {
+            name.decode("latin-1").lower(): [value] for name, value in pairs
+        }
+        if len(values) == len(pairs):  # no repeated header: the common case, done
+            made._values = values
+            return made
+        values = made._values
+        for name, value in pairs:
+            key = name.decode("latin-1").lower()
+            found = values.get(key)
+            if found is None:
+                values[key] = [value]
+            else:
+                found.append(value)
+        return made
 
     def get(self, name: str, default: str | None = None) -> str | None:
         """The first value of ``name``, or ``default``."""
-        found = self._values.get(name.lower())
-        return found[0] if found else default
+        found = self._values.get(name)
+        if found is None:
+            found = self._values.get(name.lower())
+            if found is None:
+                return default
+        value = found[0]
+        return value if isinstance(value, str) else value.decode("latin-1")
 
     def get_all(self, name: str) -> list[str]:
-        return list(self._values.get(name.lower(), ()))
+        return [
+            value if isinstance(value, str) else value.decode("latin-1")
+            for value in self._values.get(name.lower(), ())
+        ]
+
+    def count(self, name: str) -> int:
+        """How many times ``name`` (lower case) was sent."""
+        return len(self._values.get(name, ()))
 
     def __contains__(self, name: object) -> bool:
         return isinstance(name, str) and name.lower() in self._values
 
     def __iter__(self) -> Iterator[tuple[str, str]]:
-        return iter(self._pairs)
+        for name, values in self._values.items():
+            for value in values:
+                yield name, value if isinstance(value, str) else value.decode("latin-1")
 
     def __repr__(self) -> str:  # values may hold cookies: names only
         return f"Headers({sorted(self._values)})"
@@ -170,11 +212,14 @@ class Refused(Exception):
         self.headers = headers
 
 
+_ENCODE: Final = json.JSONEncoder(ensure_ascii=False, separators=(",", ":")).encode
+
+
 def json_response(
     status: int, body: object, headers: tuple[tuple[str, str], ...] = ()
 ) -> HttpResponse:
-    data = json.dumps(body, ensure_ascii=False, separators=(",", ":")).encode("utf-8")
-    return HttpResponse(status, _JSON_HEADERS + headers, data)
+    data = _ENCODE(body).encode("utf-8")
+    return HttpResponse(status, _JSON_HEADERS + headers if headers else _JSON_HEADERS, data)
 
 
 def error_response(
@@ -233,29 +278,31 @@ def allowed_origin_set(allowed_origins: Iterable[str]) -> frozenset[str]:
 
 def check_same_origin(request: HttpRequest, allowed: frozenset[str] = frozenset()) -> None:
     """Refuse (403) a state change another site's page could have sent."""
-    origins = request.headers.get_all("origin")
-    if origins:
-        if len(origins) > 1:
+    headers = request.headers
+    sent = headers.get("origin")
+    if sent is not None:
+        if headers.count("origin") > 1:
             raise Refused(403, "one Origin header, please: cross-origin state changes are refused")
-        sent = origins[0]
-        if sent == f"{request.scheme}://{request.host}":
+        own = f"{request.scheme}://{request.host}"
+        if sent == own:
             return  # the common case, without parsing
         origin = _origin(sent)
-        if origin is None or (
-            origin != _origin(f"{request.scheme}://{request.host}") and origin not in allowed
-        ):
+        if origin is None or (origin != _origin(own) and origin not in allowed):
             raise Refused(403, "cross-origin state changes are refused")
         return
-    site = request.headers.get("sec-fetch-site")
+    site = headers.get("sec-fetch-site")
     if site is not None and site.strip().lower() in _CROSS_SITE:
         raise Refused(403, "cross-site state changes are refused")
 
 
 def check_json_type(request: HttpRequest) -> None:
     """Refuse (415) a body that is not declared JSON: an HTML form cannot declare it."""
-    kinds = request.headers.get_all("content-type")
-    kind = kinds[0].split(";")[0].strip().lower() if len(kinds) == 1 else ""
-    if kind != JSON:
+    kind = request.headers.get("content-type")
+    if (
+        kind is None
+        or request.headers.count("content-type") != 1
+        or (kind != JSON and kind.split(";")[0].strip().lower() != JSON)
+    ):
         raise Refused(415, "the body must be JSON (Content-Type: application/json)")
 
 
@@ -263,11 +310,14 @@ def check_state_change(request: HttpRequest, allowed: frozenset[str] = frozenset
     """A state-changing request: same origin, declared JSON, within the size cap."""
     check_same_origin(request, allowed)
     check_json_type(request)
-    declared = request.headers.get_all("content-length")
-    if declared:
-        if len(declared) > 1 or not declared[0].isascii() or not declared[0].strip().isdigit():
+    headers = request.headers
+    declared = headers.get("content-length")
+    if declared is not None:
+        if headers.count("content-length") > 1 or not declared.isascii():
             raise Refused(400, "Content-Length must be one number")
-        if int(declared[0]) > MAX_BODY:
+        if not declared.strip().isdigit():
+            raise Refused(400, "Content-Length must be one number")
+        if int(declared) > MAX_BODY:
             raise Refused(413, f"the body is over {MAX_BODY} bytes")
     if len(request.body) > MAX_BODY:
         raise Refused(413, f"the body is over {MAX_BODY} bytes")
@@ -275,8 +325,6 @@ def check_state_change(request: HttpRequest, allowed: frozenset[str] = frozenset
 
 def json_object(request: HttpRequest, *, empty_ok: bool = False) -> dict[str, Any]:
     """The body as a JSON object, strictly parsed (UTF-8, no duplicate keys, bounded nesting)."""
-    from statemachine.tokens.verifier import strict_json
-
     if empty_ok and not request.body.strip():
         return {}
     try:
@@ -356,11 +404,21 @@ _UNKNOWN_VISITOR: Final = {
 }
 
 
+_RETRY_AFTER: dict[type, bool] = {}
+
+
 def token_response(reply: TokenReply) -> HttpResponse:
     """The token endpoint's answer; ``Retry-After`` when the reply carries one."""
-    retry_after = getattr(reply, "retry_after", None)
-    extra = () if retry_after is None else (("Retry-After", str(int(retry_after))),)
-    return json_response(reply.status_code, reply.to_dict(), extra)
+    kind = type(reply)
+    has_retry = _RETRY_AFTER.get(kind)
+    if has_retry is None:  # asked once per reply type: a missing attribute costs an exception
+        has_retry = _RETRY_AFTER[kind] = hasattr(kind, "retry_after")
+    retry_after = reply.retry_after if has_retry else None  # type: ignore[attr-defined]
+    if retry_after is None:
+        return json_response(reply.status_code, reply.to_dict())
+    return json_response(
+        reply.status_code, reply.to_dict(), (("Retry-After", str(int(retry_after))),)
+    )
 
 
 class _Activation:

@@ -50,39 +50,57 @@ _NO_BODY = frozenset({"GET", "HEAD", "OPTIONS"})
 
 
 async def request_facts(request: Request, path: str | None = None) -> HttpRequest:
-    """The core's facts of a Starlette request; the body is read up to ``MAX_BODY + 1`` bytes."""
+    """The core's facts of a Starlette request; the body is read up to ``MAX_BODY + 1`` bytes.
+
+    The body is read from the ASGI channel here, so a host callable must not read it again.
+    """
     scope = request.scope
-    pairs = [(name.decode("latin-1"), value.decode("latin-1")) for name, value in scope["headers"]]
-    headers = Headers(pairs)
+    headers = Headers.from_latin1(scope["headers"])
     method = str(scope["method"])
     body = b""
-    declared = headers.get("content-length")
-    too_large = declared is not None and declared.isdigit() and int(declared) > MAX_BODY
-    if method not in _NO_BODY and not too_large:
-        chunks: list[bytes] = []
-        size = 0
-        async for chunk in request.stream():
-            chunks.append(chunk)
-            size += len(chunk)
-            if size > MAX_BODY:
-                break
-        body = b"".join(chunks)[: MAX_BODY + 1]
+    if method not in _NO_BODY:
+        declared = headers.get("content-length")
+        if declared is None or not declared.isdigit() or int(declared) <= MAX_BODY:
+            body = await _read_body(request.receive)
     host = headers.get("host")
     if host is None:
         server = scope.get("server")
         host = f"{server[0]}:{server[1]}" if server else ""
     client = scope.get("client")
+    query = scope.get("query_string")
     return HttpRequest(
-        method=method,
-        path=scope["path"] if path is None else path,
-        headers=headers,
-        body=body,
-        client=str(client[0]) if client else None,
-        scheme=str(scope.get("scheme", "http")),
-        host=host,
-        query=scope.get("query_string", b"").decode("latin-1"),
-        native=request,
+        method,
+        scope["path"] if path is None else path,
+        headers,
+        body,
+        str(client[0]) if client else None,
+        str(scope.get("scheme", "http")),
+        host,
+        query.decode("latin-1") if query else "",
+        request,
     )
+
+
+class ClientGone(Exception):
+    """The client went away before its body arrived."""
+
+
+async def _read_body(receive: Receive) -> bytes:
+    """At most ``MAX_BODY + 1`` bytes of the body: enough for the core to refuse more."""
+    chunks: list[bytes] = []
+    size = 0
+    while True:
+        message = await receive()
+        if message["type"] != "http.request":
+            raise ClientGone
+        chunk = message.get("body", b"")
+        if chunk:
+            chunks.append(chunk)
+            size += len(chunk)
+            if size > MAX_BODY:
+                return b"".join(chunks)[: MAX_BODY + 1]
+        if not message.get("more_body", False):
+            return chunks[0] if len(chunks) == 1 else b"".join(chunks)
 
 
 def starlette_response(answer: HttpResponse) -> Response:
@@ -112,7 +130,13 @@ class _Endpoint:
             answer = await self.handle(await request_facts(request, path))
         except Exception as error:  # noqa: BLE001 - a client that went away, say
             answer = last_resort(error, template)
-        await starlette_response(answer)(scope, receive, send)
+        raw = [(b"content-length", str(len(answer.body)).encode())]
+        raw += [
+            (name.lower().encode("latin-1"), value.encode("latin-1"))
+            for name, value in answer.headers
+        ]
+        await send({"type": "http.response.start", "status": answer.status, "headers": raw})
+        await send({"type": "http.response.body", "body": answer.body})
 
 
 def adapt(
