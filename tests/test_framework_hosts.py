@@ -7,14 +7,18 @@ from __future__ import annotations
 import http.client
 import json
 import os
+import re
 import signal
+import subprocess
+import sys
 from collections.abc import Iterator
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import pytest
 
-from tests.framework_hosts import FRAMEWORKS, glue_lines, start
+from tests.framework_hosts import FRAMEWORKS, ROOT, glue_lines, start, write_keys
 from tests.process_host import ProcessHost
 from tests.redis_server import RedisServer
 from tests.test_web_workers import Visitor, run_all
@@ -247,3 +251,21 @@ def test_the_store_down_gets_the_policys_answer_and_503s(served: Served) -> None
     finally:
         served.redis = RedisServer(served.redis.directory, served.redis.port).start()
     assert "Traceback" not in served.host.output()
+
+
+def test_the_readme_testing_kit_sample_runs(tmp_path: Path) -> None:
+    readme = (ROOT / "README.md").read_text()
+    section = readme[readme.index("### Testing kit: ") : readme.index("## Reference")]
+    (code,) = re.findall(r"```python\n(.*?)```", section, re.S)
+    write_keys(tmp_path / "keys")
+    check = "\nprint(sorted(r.path for r in routes), sorted(str(p.pattern) for p in patterns))\n"
+    done = subprocess.run(
+        [sys.executable, "-c", code + check],
+        capture_output=True,
+        text=True,
+        cwd=tmp_path,
+        timeout=120,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert "['/platform/activate', '/tag.js'] ['platform/activate', 'tag.js']" in done.stdout
