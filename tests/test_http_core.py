@@ -457,8 +457,13 @@ def test_a_retry_after_from_the_tracker_reaches_the_header() -> None:
 
     answer = token_response(Throttled())  # type: ignore[arg-type]
     assert answer.status == 429
-    assert ("Retry-After", "17") in answer.headers
+    assert ("Retry-After", "18") in answer.headers  # whole seconds, rounded up
     assert body_of(answer) == {"activate": False, "reason": "too many tokens"}
+
+    class Named(Throttled):
+        headers = {"Retry-After": "5"}  # noqa: RUF012
+
+    assert ("Retry-After", "5") in token_response(Named()).headers  # type: ignore[arg-type]
 
 
 # -- the inspector and /metrics: closed by default ------------------------------------------------

@@ -85,7 +85,7 @@ def host_app(issuer: TokenIssuer, **inspector: Any) -> Starlette:
     )
 
 
-def client_for(app: Starlette, *, client: tuple[str, int] = LOOPBACK, base: str = BASE) -> Any:
+def client_for(app: Any, *, client: tuple[str, int] = LOOPBACK, base: str = BASE) -> Any:
     made = TestClient(app, base_url=base, client=client)
     made.cookies.set("visitor", "v1")
     made.cookies.set("user", "visitor-42")
@@ -549,3 +549,51 @@ def test_the_readme_sample_mints_only_for_a_signed_session(readme_app: Any) -> N
         client.cookies.clear()
         client.cookies.set("session", session_cookie({"role": "admin"}))
         assert client.get("/inspect/visitors").status_code == 200
+
+
+# -- FastAPI ----------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("way", ["include_router", "mount"])
+def test_fastapi_hosts_the_same_routes_and_rules(issuer: TokenIssuer, way: str) -> None:
+    fastapi = pytest.importorskip("fastapi")
+
+    def visitor_id(request: Request) -> str | None:
+        return request.cookies.get("visitor")
+
+    def token_provider(request: Request) -> Any:
+        user = request.cookies.get("user")
+        return None if user is None else partial(issuer.issue, user)
+
+    async def admin(request: Request) -> bool:
+        return request.headers.get("authorization") == "Bearer admin-secret"
+
+    tracker = AsyncActivationTracker(DefensivePolicy(), MemoryStore())
+    app = fastapi.FastAPI()
+    if way == "include_router":
+        routes = activation_routes(tracker, visitor_id=visitor_id, token_provider=token_provider)
+        app.include_router(fastapi.APIRouter(routes=routes))
+        app.include_router(fastapi.APIRouter(routes=inspector_routes(tracker, guard=admin)))
+    else:
+        routes = activation_routes(
+            tracker, visitor_id=visitor_id, token_provider=token_provider, prefix=""
+        )
+        app.mount("/activation", Starlette(routes=routes))
+        app.mount("/inspect", Starlette(routes=inspector_routes(tracker, prefix="", guard=admin)))
+
+    @app.get("/hello")
+    def hello() -> dict[str, str]:
+        return {"hello": "world"}
+
+    with client_for(app) as client:
+        authenticate(client, "/activation")
+        answer = client.post("/activation/logout", json={}, headers={"origin": "http://evil.test"})
+        assert answer.status_code == 403
+        assert state(client, "/activation") == "authenticated"
+        assert client.get("/activation/token").status_code == 405
+        assert client.get("/inspect/visitors").status_code == 403
+        admitted = client.get("/inspect/visitors", headers={"authorization": "Bearer admin-secret"})
+        assert admitted.json()["visitors"][0]["state"] == "authenticated"
+        assert client.get("/hello").json() == {"hello": "world"}
+        assert client.post("/activation/logout", json={}, headers=SAME).status_code == 200
+        assert state(client, "/activation") == "unauthenticated"

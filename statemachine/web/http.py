@@ -54,6 +54,7 @@ from __future__ import annotations
 import inspect
 import ipaddress
 import json
+import math
 import re
 from collections.abc import Awaitable, Callable, Iterable, Iterator, Sequence
 from functools import lru_cache
@@ -205,7 +206,9 @@ class Route(NamedTuple):
 class Refused(Exception):
     """A request the core answers with a 4xx JSON error; nothing changed."""
 
-    def __init__(self, status: int, message: str, headers: tuple[tuple[str, str], ...] = ()):
+    def __init__(
+        self, status: int, message: str, headers: tuple[tuple[str, str], ...] = ()
+    ) -> None:
         super().__init__(message)
         self.status = status
         self.message = message
@@ -229,7 +232,10 @@ def error_response(
 
 
 def last_resort(error: BaseException, where: str) -> HttpResponse:
-    """What escaped every rule: logged by type (a message could quote a token), answered 400."""
+    """What escaped every rule: logged by type (a message could quote a token), answered 400.
+
+    ``where`` is a route template, never the request's own path (which the client chose).
+    """
     logs.emit(logs.PROXY.error, HTTP_ERROR, route=where, error_type=type(error).__name__)
     return error_response(400, LAST_RESORT)
 
@@ -237,13 +243,9 @@ def last_resort(error: BaseException, where: str) -> HttpResponse:
 # -- the rules ---------------------------------------------------------------------------------
 
 
-def origin_of(text: str) -> str | None:
-    """``scheme://host[:port]`` in canonical form (lower case, default port dropped), or None."""
-    return _origin(text)
-
-
 @lru_cache(maxsize=512)
 def _origin(text: str) -> str | None:
+    """``scheme://host[:port]`` in canonical form (lower case, default port dropped), or None."""
     if not text.isascii() or len(text) > 2048:
         return None
     try:
@@ -404,21 +406,29 @@ _UNKNOWN_VISITOR: Final = {
 }
 
 
-_RETRY_AFTER: dict[type, bool] = {}
+_REPLY_HEADERS: dict[type, str | None] = {}
 
 
 def token_response(reply: TokenReply) -> HttpResponse:
-    """The token endpoint's answer; ``Retry-After`` when the reply carries one."""
+    """The token endpoint's answer, with the headers the reply asks for (``Retry-After``).
+
+    A reply names them in ``headers`` (a mapping), or gives ``retry_after`` in seconds
+    (rounded up, at least 1). Which of the two a reply type has is looked up once: a
+    missing attribute costs an exception on every request otherwise.
+    """
     kind = type(reply)
-    has_retry = _RETRY_AFTER.get(kind)
-    if has_retry is None:  # asked once per reply type: a missing attribute costs an exception
-        has_retry = _RETRY_AFTER[kind] = hasattr(kind, "retry_after")
-    retry_after = reply.retry_after if has_retry else None  # type: ignore[attr-defined]
-    if retry_after is None:
-        return json_response(reply.status_code, reply.to_dict())
-    return json_response(
-        reply.status_code, reply.to_dict(), (("Retry-After", str(int(retry_after))),)
-    )
+    if kind not in _REPLY_HEADERS:
+        found = [name for name in ("headers", "retry_after") if hasattr(kind, name)]
+        _REPLY_HEADERS[kind] = found[0] if found else None
+    source = _REPLY_HEADERS[kind]
+    extra: tuple[tuple[str, str], ...] = ()
+    if source == "headers":
+        extra = tuple((str(k), str(v)) for k, v in getattr(reply, "headers").items())  # noqa: B009
+    elif source == "retry_after":
+        seconds = getattr(reply, "retry_after")  # noqa: B009
+        if seconds is not None:
+            extra = (("Retry-After", str(max(1, math.ceil(seconds)))),)
+    return json_response(reply.status_code, reply.to_dict(), extra)
 
 
 class _Activation:
@@ -477,15 +487,14 @@ class _Activation:
             raise Refused(400, "the visitor id must be a string")
         return found
 
-    @staticmethod
-    def _failed(error: Exception, request: HttpRequest) -> HttpResponse:
+    def _failed(self, error: Exception, request: HttpRequest) -> HttpResponse:
         if isinstance(error, Refused):
             return error_response(error.status, error.message, error.headers)
         if isinstance(error, TrackerInputError):
             return error_response(400, str(error))
         if isinstance(error, StoreError):
             return error_response(503, _UNAVAILABLE)
-        return last_resort(error, request.path)
+        return last_resort(error, request.path if request.path in self._names else "unknown")
 
     def _host_failed(self, error: Exception, what: str) -> None:
         logs.emit(logs.PROXY.error, HTTP_ERROR, route=what, error_type=type(error).__name__)
@@ -640,6 +649,7 @@ class _Inspector:
         if metrics is not None:
             routes.append(Route("/metrics", _GET))
         self.routes = tuple(routes)
+        self._paths = frozenset(route.path for route in routes)
         page = content.page_html().encode("utf-8")
         self._page = HttpResponse(
             200,
@@ -691,7 +701,10 @@ class _Inspector:
             return error_response(error.status, error.message, error.headers)
         if isinstance(error, StoreError):
             return error_response(503, "the activation store is unavailable")
-        return last_resort(error, request.path)
+        where = request.path
+        if where.startswith(f"{self.prefix}/visitor/"):
+            where = f"{self.prefix}/visitor/{{ref}}"
+        return last_resort(error, where if where in self._paths else "unknown")
 
     def _guard_failed(self, error: Exception) -> None:
         logs.emit(logs.PROXY.error, HTTP_ERROR, route="guard", error_type=type(error).__name__)
