@@ -269,3 +269,20 @@ def test_the_readme_testing_kit_sample_runs(tmp_path: Path) -> None:
     )
     assert done.returncode == 0, done.stderr[-2000:]
     assert "['/platform/activate', '/tag.js'] ['platform/activate', 'tag.js']" in done.stdout
+
+
+def test_the_readme_installs_from_the_clone_with_real_extras() -> None:
+    import tomllib
+
+    readme = (ROOT / "README.md").read_text()
+    extras = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"][
+        "optional-dependencies"
+    ]
+    assert "pip install 'secured-activation[" not in readme  # not on a package index
+    named = set(re.findall(r"pip install -e '[^']*\[(\w+)\]'", readme))
+    named |= set(re.findall(r"# or \[(\w+)\], \[(\w+)\]", readme)[0])
+    assert {"fastapi", "flask", "django"} <= named
+    assert named <= set(extras), named - set(extras)
+    for framework, package in (("fastapi", "fastapi"), ("flask", "flask"), ("django", "django")):
+        assert any(dep.startswith(package) for dep in extras[framework])
+    assert any(dep.startswith("gunicorn") for dep in extras["flask"] + extras["django"])
