@@ -167,7 +167,7 @@ def _app_target(text: str) -> str:
 
 def _run(args: argparse.Namespace) -> int:
     try:
-        from statemachine.web.serving import run_workers
+        from statemachine.web.serving import TargetError, run_workers
     except ImportError:  # pragma: no cover - uvicorn comes with every web extra
         raise UsageError("run needs uvicorn: pip install -e '.[web]'") from None
     where = f"[{args.host}]" if ":" in args.host else args.host
@@ -177,14 +177,17 @@ def _run(args: argparse.Namespace) -> int:
         file=sys.stderr,
         flush=True,
     )
-    run_workers(
-        args.app,
-        host=args.host,
-        port=args.port,
-        workers=args.workers,
-        factory=args.factory,
-        app_dir=args.app_dir,
-    )
+    try:
+        run_workers(
+            args.app,
+            host=args.host,
+            port=args.port,
+            workers=args.workers,
+            factory=args.factory,
+            app_dir=args.app_dir,
+        )
+    except TargetError as error:
+        raise UsageError(f"cannot load {args.app}: {error}") from None
     return 0
 
 

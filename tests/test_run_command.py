@@ -96,6 +96,19 @@ def test_run_binds_tcp_and_refuses_a_bad_target(tmp_path: Path) -> None:
     assert done.returncode == 2
     assert "MODULE:APP" in done.stderr
     assert "Traceback" not in done.stderr
+    for target, why in (("no_such_module:app", "no_such_module"), ("json:no_such_app", "json")):
+        missing = subprocess.run(  # fails once, in the supervisor, before any worker starts
+            [str(BIN / "secured-activation"), "run", target, "--workers", "2", "--port", "0"],
+            capture_output=True,
+            text=True,
+            timeout=60,
+            check=False,
+            cwd=tmp_path,
+        )
+        assert missing.returncode == 2, missing.stderr
+        assert f"cannot load {target}" in missing.stderr
+        assert why in missing.stderr.splitlines()[-1]
+        assert "Traceback" not in missing.stderr
     from statemachine.web.serving import listening_socket
 
     sock = listening_socket("127.0.0.1", 0)

@@ -45,6 +45,22 @@ def in_worker() -> bool:
     return os.environ.get(WORKER_MARK) is not None
 
 
+class TargetError(Exception):
+    """``MODULE:APP`` could not be loaded; the message says why in one line."""
+
+
+def load_target(target: str) -> object:
+    """Import ``module:attribute`` as the workers will, so that a bad target fails once."""
+    from uvicorn.importer import ImportFromStringError, import_from_string
+
+    try:
+        return import_from_string(target)
+    except ImportFromStringError as error:
+        raise TargetError(str(error).splitlines()[0]) from None
+    except Exception as error:  # noqa: BLE001 - the host's module failed while importing
+        raise TargetError(f"importing {target} failed: {type(error).__name__}") from None
+
+
 def run_workers(
     target: str,
     *,
@@ -58,8 +74,9 @@ def run_workers(
 
     ``factory=True``: the attribute is a function returning the ASGI app (called
     once per worker); ``False``: it is the app. ``app_dir`` is put first on
-    the import path (the workers inherit it). The socket is bound here, as TCP,
-    and shared by every worker; uvicorn's supervisor restarts a worker that
+    the import path (the workers inherit it). The target is imported here once
+    (``TargetError`` if it cannot be), then the socket is bound, as TCP, and
+    shared by every worker; uvicorn's supervisor restarts a worker that
     dies. Called inside a worker (an unguarded call at import time), it
     returns at once.
     """
@@ -72,8 +89,13 @@ def run_workers(
         path = os.path.abspath(app_dir)
         if path not in sys.path:
             sys.path.insert(0, path)
-    sock = listening_socket(host, port)
     os.environ[WORKER_MARK] = str(os.getpid())
+    try:
+        load_target(target)  # here, once: a typo fails now, not in every worker forever
+        sock = listening_socket(host, port)
+    except BaseException:
+        os.environ.pop(WORKER_MARK, None)
+        raise
     try:
         config = uvicorn.Config(target, factory=factory, workers=workers, log_level="warning")
         if workers > 1:
