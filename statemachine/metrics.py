@@ -49,7 +49,10 @@ class ActivationMetrics:
     collector is registered (a fresh one unless given). With
     ``PROMETHEUS_MULTIPROC_DIR`` set, counts go to that directory and
     ``registry`` holds prometheus-client's ``MultiProcessCollector``, which sums
-    every worker's files: ``render()`` is then the machine's aggregate.
+    every worker's files: ``render()`` is then the machine's aggregate (with any
+    other metric the app writes there). Pass no registry in that mode, or one
+    without a ``MultiProcessCollector`` of its own: two would export every series
+    twice.
     """
 
     def __init__(
