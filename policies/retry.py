@@ -24,6 +24,7 @@ NEVER_RETRIED: Final = frozenset(
         FailureReason.ALREADY_ACTIVATED,
         FailureReason.CANCELLED,
         FailureReason.WORKERS_EXHAUSTED,
+        FailureReason.MINT_BUDGET_SPENT,
     }
 )
 

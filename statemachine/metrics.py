@@ -56,8 +56,20 @@ class ActivationMetrics:
         self._outcomes: dict[tuple[str, str, str], int] = {}
         # per (state, policy): a count per bucket (the last is +Inf), and the sum
         self._durations: dict[tuple[str, str], tuple[list[int], list[float]]] = {}
+        self._watched: list[Any] = []  # trackers whose own counters are exported too
         self.registry = registry if registry is not None else CollectorRegistry()
         self.registry.register(self)
+
+    def watch(self, tracker: Any) -> None:
+        """Export what a tracker counts beside transitions: refusals and its store's drops.
+
+        ``tracker.add_listener(metrics)`` calls this. A tracker's budget
+        refusals (``budget_refusals``) and its store's ``evicted`` and
+        ``refused`` counts are attributes read at scrape time, so the
+        request path pays nothing for them.
+        """
+        if all(tracker is not seen for seen in self._watched):
+            self._watched.append(tracker)
 
     def __call__(self, event: TransitionEvent) -> None:
         key = (event.source._value_, event.dest._value_, event.trigger._value_, event.policy)
@@ -119,6 +131,37 @@ class ActivationMetrics:
                 buckets.append((_bound(bound), cumulative))
             histogram.add_metric(list(series), buckets, total)
         yield histogram
+        yield from self._collect_watched()
+
+    def _collect_watched(self) -> Iterator[Any]:
+        from prometheus_client.core import CounterMetricFamily
+
+        name = self.namespace
+        refusals: dict[str, int] = {}
+        stores = {id(t.store): t.store for t in self._watched}
+        for tracker in self._watched:
+            policy = str(tracker.policy.name)
+            refusals[policy] = refusals.get(policy, 0) + int(tracker.budget_refusals)
+        budget = CounterMetricFamily(
+            f"{name}_budget_refusals",
+            "Token requests refused (429) because the visitor's minting budget was spent.",
+            labels=["policy"],
+        )
+        for policy, count in sorted(refusals.items()):
+            budget.add_metric([policy], count)
+        yield budget
+        evicted = CounterMetricFamily(
+            f"{name}_store_evicted",
+            "Settled visitors the memory store dropped to make room for new ones.",
+        )
+        evicted.add_metric([], sum(int(getattr(s, "evicted", 0)) for s in stores.values()))
+        yield evicted
+        refused = CounterMetricFamily(
+            f"{name}_store_full_refusals",
+            "New visitors the memory store refused: full, and every visitor in flight.",
+        )
+        refused.add_metric([], sum(int(getattr(s, "refused", 0)) for s in stores.values()))
+        yield refused
 
     def describe(self) -> list[Any]:
         return []  # families are only known at collect time

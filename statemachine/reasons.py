@@ -20,6 +20,7 @@ class FailureReason(Enum):
     ALREADY_ACTIVATED = "Can't activate twice, please logout first"
     CANCELLED = "The activation was cancelled"
     WORKERS_EXHAUSTED = "Every worker for host calls is busy"
+    MINT_BUDGET_SPENT = "Too many tokens were asked for this visitor; try again later"
 
     @property
     def message(self) -> str:

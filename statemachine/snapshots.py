@@ -51,6 +51,10 @@ _FIELDS: Final = frozenset(
         "history",
     }
 )
+MINTED_LIMIT: Final = 1_000
+"""Mint times a tracked visitor's record may hold: a budget's tokens are capped the same."""
+_OPTIONAL_FIELDS: Final = frozenset({"minted"})
+"""Written only by the tracker, and absent from records written before it was."""
 _STATES: Final = {s.value: s for s in State}
 _TRIGGERS: Final = {t.value: t for t in Trigger}
 _FLOWS: Final = {t.value: t for t in (Trigger.ACTIVATE, Trigger.ACTIVATE_ANONYMOUSLY)}
@@ -75,10 +79,11 @@ def dump(
     flow_id: str | None = None,
     lease_until: float | None = None,
     ended_flows: list[str] | None = None,
+    minted: list[float] | None = None,
 ) -> dict[str, Any]:
-    """The snapshot of ``core``; ``flow_id`` and ``lease_until`` are the tracker's."""
+    """The snapshot of ``core``; ``flow_id``, ``lease_until`` and ``minted`` are the tracker's."""
     history = core._history or ()
-    return {
+    snapshot = {
         "format": SNAPSHOT_FORMAT,
         "session_id": core.session_id,
         "policy": str(core.policy.name),
@@ -97,12 +102,15 @@ def dump(
             for source, dest, trigger, attempt, reason, at in history[-SNAPSHOT_HISTORY_LIMIT:]
         ],
     }
+    if minted:
+        snapshot["minted"] = minted[-MINTED_LIMIT:]
+    return snapshot
 
 
 class Restored:
     """A core rebuilt from a snapshot, with the tracker's fields beside it."""
 
-    __slots__ = ("core", "ended_flows", "flow_id", "lease_until")
+    __slots__ = ("core", "ended_flows", "flow_id", "lease_until", "minted")
 
     def __init__(
         self,
@@ -110,11 +118,13 @@ class Restored:
         flow_id: str | None,
         lease_until: float | None,
         ended_flows: list[str] | None = None,
+        minted: list[float] | None = None,
     ) -> None:
         self.core = core
         self.flow_id = flow_id
         self.lease_until = lease_until
         self.ended_flows = ended_flows if ended_flows is not None else []
+        self.minted = minted if minted is not None else []  # when tokens were asked for
 
 
 def load(
@@ -133,7 +143,7 @@ def load(
     missing = _FIELDS - data.keys()
     if missing:
         raise SnapshotError(min(missing), "missing")
-    unknown = [str(k) for k in data if k not in _FIELDS]
+    unknown = [str(k) for k in data if k not in _FIELDS and k not in _OPTIONAL_FIELDS]
     if unknown:
         raise SnapshotError(min(unknown)[:40], "unknown field")
 
@@ -168,6 +178,10 @@ def load(
         if not isinstance(flow_text, str) or not FLOW_ID.fullmatch(flow_text):
             raise SnapshotError("ended_flows", f"not a flow id: {_show(flow_text)}")
     history = _history(data["history"])
+    minted = data.get("minted", [])
+    if not isinstance(minted, list) or len(minted) > MINTED_LIMIT:
+        raise SnapshotError("minted", f"must be a list of at most {MINTED_LIMIT} times")
+    minted = [_time(at, "minted") for at in minted]
 
     core = ActivationCore(policy, session_id, clock)
     core._fsm_state = state.value
@@ -178,7 +192,7 @@ def load(
     core.since = since
     core.flow_started_at = flow_started_at
     core._history = history or None
-    return Restored(core, flow_id, lease_until, list(ended))
+    return Restored(core, flow_id, lease_until, list(ended), minted)
 
 
 def _show(value: object) -> str:

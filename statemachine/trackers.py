@@ -40,8 +40,11 @@ from statemachine.tracking import (
     TokenStep,
     apply_logout,
     apply_report,
+    budget_left,
     check_flow_id,
+    check_mint_budget,
     check_visitor_id,
+    in_flight_for,
     lease_seconds,
     parse_report,
     plan_token,
@@ -54,6 +57,9 @@ MAX_CONFLICTS: Final = 16
 
 HINTS: Final = 4_096
 """Versions remembered per tracker, to write a known visitor in one round trip."""
+
+BUDGET_LOG_INTERVAL: Final = 60.0
+"""Seconds between two log lines about one visitor's spent budget: a hammering is one line."""
 
 R = TypeVar("R")
 Apply = Callable[[Restored, float], tuple[bool, R]]
@@ -74,6 +80,7 @@ class _Tracker:
     ) -> None:
         policy = _default_policy() if policy is None else policy
         _validate(policy)
+        check_mint_budget(policy)
         self.policy = policy
         self.store = MemoryStore() if store is None else store
         self._clock = clock
@@ -82,6 +89,8 @@ class _Tracker:
         self._hints: OrderedDict[str, Versioned] = OrderedDict()
         self._hints_lock = threading.Lock()
         self._listeners: tuple[Listener, ...] = DEFAULT_LISTENERS
+        self.budget_refusals = 0  # token requests answered 429: the visitor's budget was spent
+        self._budget_logged: OrderedDict[str, float] = OrderedDict()  # visitor -> last log line
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}(policy={self.policy.name!r}, store={self.store!r})"
@@ -97,6 +106,9 @@ class _Tracker:
         if not callable(listener):
             raise TypeError(f"a listener must be callable, got {type(listener).__name__}")
         self._listeners = (*self._listeners, listener)
+        watch = getattr(listener, "watch", None)
+        if callable(watch):  # ActivationMetrics: also export this tracker's own counters
+            watch(self)
         return listener
 
     def remove_listener(self, listener: Listener) -> None:
@@ -141,6 +153,7 @@ class _Tracker:
             flow_id=record.flow_id,
             lease_until=record.lease_until,
             ended_flows=record.ended_flows,
+            minted=record.minted,
         )
         return json.dumps(snapshot, separators=(",", ":"))
 
@@ -161,6 +174,7 @@ class _Tracker:
             token_fingerprint=core.token_fingerprint,
             policy=str(self.policy.name),
             authenticated_until=core.authenticated_until,
+            mint_budget_left=budget_left(record, self._clock()),
         )
 
     def _hint(self, key: str) -> Versioned:
@@ -178,6 +192,41 @@ class _Tracker:
             if len(hints) > HINTS:
                 hints.popitem(last=False)
 
+    def _unsigned(self) -> TokenReply | None:
+        """The answer for a visitor nobody signed in, if it needs no record (defensive policy).
+
+        Nobody can mint for them, and the policy would block the flow: say so
+        without a read or a write, so a flood of forged visitors costs the
+        store nothing. A policy that falls back runs the flow (its anonymous
+        activation is tracked like any other).
+        """
+        if Fallback(self.policy.on_token_failure) is Fallback.BLOCK:
+            return TokenReply(Answer.DO_NOT_ACTIVATE, None, None, FailureReason.TOKEN_UNAVAILABLE)
+        return None
+
+    def _planned(self, key: str, step: TokenStep) -> TokenStep:
+        """Count and log (once a minute per visitor) a request refused for its budget."""
+        if step.reply is not None and step.reply.answer is Answer.OVER_BUDGET:
+            with self._hints_lock:
+                self.budget_refusals += 1
+                now = time.monotonic()
+                logged = self._budget_logged.get(key)
+                quiet = logged is None or now - logged >= BUDGET_LOG_INTERVAL
+                if quiet:
+                    self._budget_logged[key] = now
+                    self._budget_logged.move_to_end(key)
+                    if len(self._budget_logged) > HINTS:
+                        self._budget_logged.popitem(last=False)
+            if quiet:
+                logs.emit(
+                    logs.PROXY.warning,
+                    logs.BUDGET_SPENT,
+                    session_id=key,
+                    policy=str(self.policy.name),
+                    retry_after=step.reply.retry_after,
+                )
+        return step
+
     def _store_down(self, error: StoreError) -> TokenReply:
         """The policy's answer when the store cannot hold the visitor: nothing was handed out."""
         logs.emit(logs.PROXY.error, logs.STORE_ERROR, error=str(error))
@@ -192,10 +241,19 @@ class AsyncActivationTracker(_Tracker):
     """Follows the tag's activation for asyncio hosts (Starlette, FastAPI, aiohttp)."""
 
     async def token_request(
-        self, visitor_id: str, flow: str, token_provider: TokenProvider
+        self, visitor_id: str, flow: str, token_provider: TokenProvider | None
     ) -> TokenReply:
-        """The page's tag asks for a token: start a flow, take its retry, refresh, or refuse."""
+        """The page's tag asks for a token: start a flow, take its retry, refresh, or refuse.
+
+        ``token_provider`` is ``None`` when nobody is signed in: under a policy
+        that blocks, that is answered without touching the store.
+        """
         key, flow = check_visitor_id(visitor_id), check_flow_id(flow)
+        if token_provider is None:
+            unsigned = self._unsigned()
+            if unsigned is not None:
+                return unsigned
+            token_provider = _no_token
         if not callable(token_provider):
             raise TypeError("token_provider must be a callable taking no argument")
         try:
@@ -204,7 +262,7 @@ class AsyncActivationTracker(_Tracker):
             )
             if step.fetch is None:
                 assert step.reply is not None
-                return step.reply
+                return self._planned(key, step).reply or step.reply
             outcome = await call_async(
                 token_provider,
                 is_async_callable(token_provider),
@@ -261,7 +319,13 @@ class AsyncActivationTracker(_Tracker):
                 current, fresh = await store.aload(key), True
                 continue
             expected = 0 if current is None else current.version
-            ok, current = await store.acompare_and_set(key, expected, self._dump(record), self._ttl)
+            ok, current = await store.acompare_and_set(
+                key,
+                expected,
+                self._dump(record),
+                self._ttl,
+                in_flight_for=in_flight_for(record, self._clock()),
+            )
             fresh = True
             if ok:
                 await await_listeners(self._committed(key, current, record))
@@ -273,9 +337,14 @@ class ActivationTracker(_Tracker):
     """The same tracker for blocking hosts (WSGI, Django, Flask); safe across threads."""
 
     def token_request(
-        self, visitor_id: str, flow: str, token_provider: TokenProvider
+        self, visitor_id: str, flow: str, token_provider: TokenProvider | None
     ) -> TokenReply:
         key, flow = check_visitor_id(visitor_id), check_flow_id(flow)
+        if token_provider is None:
+            unsigned = self._unsigned()
+            if unsigned is not None:
+                return unsigned
+            token_provider = _no_token
         if not callable(token_provider):
             raise TypeError("token_provider must be a callable taking no argument")
         try:
@@ -284,7 +353,7 @@ class ActivationTracker(_Tracker):
             )
             if step.fetch is None:
                 assert step.reply is not None
-                return step.reply
+                return self._planned(key, step).reply or step.reply
             outcome: Outcome = call_blocking_timed(
                 token_provider,
                 is_async_callable(token_provider),
@@ -338,7 +407,13 @@ class ActivationTracker(_Tracker):
                 current, fresh = store.load(key), True
                 continue
             expected = 0 if current is None else current.version
-            ok, current = store.compare_and_set(key, expected, self._dump(record), self._ttl)
+            ok, current = store.compare_and_set(
+                key,
+                expected,
+                self._dump(record),
+                self._ttl,
+                in_flight_for=in_flight_for(record, self._clock()),
+            )
             fresh = True
             if ok:
                 run_listeners(self._committed(key, current, record))
@@ -348,3 +423,8 @@ class ActivationTracker(_Tracker):
 
 def _planned(step: TokenStep) -> tuple[bool, TokenStep]:
     return step.changed, step
+
+
+def _no_token() -> None:
+    """The provider for a visitor nobody signed in, under a policy that falls back."""
+    return

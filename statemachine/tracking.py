@@ -24,7 +24,7 @@ from statemachine.policy import ActivationPolicy
 from statemachine.reasons import FailureReason
 from statemachine.replies import Answer, ReportReply, TokenReply
 from statemachine.results import FAILURE, SUCCESS
-from statemachine.snapshots import ENDED_FLOWS_LIMIT, FLOW_ID, Restored
+from statemachine.snapshots import ENDED_FLOWS_LIMIT, FLOW_ID, MINTED_LIMIT, Restored
 from statemachine.states import State, Trigger
 
 LEASE_GRACE: Final = 5.0
@@ -32,6 +32,16 @@ LEASE_GRACE: Final = 5.0
 
 _UNBOUNDED_WAIT: Final = 30.0
 """What a lease counts for a timeout the policy leaves unbounded (None)."""
+
+
+class _Budget(NamedTuple):
+    tokens: int
+    seconds: float
+
+
+_DEFAULT_BUDGET: Final = _Budget(12, 60.0)
+"""For a policy object without ``mint_budget``: ``policies.MintBudget()``'s values."""
+_MAX_BUDGET_SECONDS: Final = 86_400.0
 
 MAX_VISITOR_ID: Final = 256
 MAX_REASON_TEXT: Final = 500
@@ -136,18 +146,35 @@ def expire_lease(record: Restored, now: float) -> bool:
 
 
 def plan_token(record: Restored, flow_id: str, now: float) -> TokenStep:
-    """A token request: start a flow, take the tag's retry, refresh, or refuse."""
+    """A token request: start a flow, take the tag's retry, refresh, or refuse.
+
+    Every request that would ask the provider for a token is first checked
+    against the visitor's minting budget; the token it may mint is counted in
+    the same write that claims the visitor (no extra round trip).
+    """
     core = record.core
     changed = expire_lease(record, now)
     state = core.state
+    if state is State.AUTHENTICATED and refresh_claimed(record, now):
+        return TokenStep(changed, _refused(record), None, False)  # one refresh at a time
     if state is State.AUTHENTICATED and core.expired(now):
         # The platform session is over: the core's ``begin`` takes the session_expired row,
         # and this request re-verifies (a new, claimed flow).
+        wait = budget_wait(record, now)
+        if wait is not None:
+            return TokenStep(changed, _over_budget(record, wait), None, False)
         effect: Effect | None = core.begin(Trigger.ACTIVATE, now)
         _end_flow(record, flow_id)
         return _step_after(record, effect, now)
     if state is State.AUTHENTICATED:
-        return TokenStep(changed, None, FetchToken(core.attempts, core.policy.token_timeout), True)
+        # A refresh claims the visitor the way a first flow does: single-flight across workers.
+        wait = budget_wait(record, now)
+        if wait is not None:
+            return TokenStep(changed, _over_budget(record, wait), None, False)
+        record.flow_id = flow_id
+        record.lease_until = now + claim_seconds(core.policy)
+        _spend(record, now)
+        return TokenStep(True, None, FetchToken(core.attempts, core.policy.token_timeout), True)
     if state.in_flight:
         if record.flow_id != flow_id or state is State.FETCHING_TOKEN:
             return TokenStep(changed, _refused(record), None, False)
@@ -156,6 +183,9 @@ def plan_token(record: Restored, flow_id: str, now: float) -> TokenStep:
             reply = TokenReply(Answer.ANONYMOUS, state, option, core.reason, core.attempts)
             return TokenStep(changed, reply, None, False)
         # The same flow asks again: the tag's attempt failed and it retries.
+        wait = budget_wait(record, now)
+        if wait is not None:
+            return TokenStep(changed, _over_budget(record, wait), None, False)
         effect = core.fire(Trigger.ACTIVATION_FAILED, reason=FailureReason.SERVER_ERROR)
         if isinstance(effect, BackOff):  # the tag waited already; ask for a fresh token now
             effect = core.fire(Trigger.BACKOFF_ELAPSED)
@@ -163,9 +193,105 @@ def plan_token(record: Restored, flow_id: str, now: float) -> TokenStep:
     if flow_id == record.flow_id or flow_id in record.ended_flows:
         # That page load's flow is over: repeat the answer, mint nothing.
         return TokenStep(changed, _settled_answer(record), None, False)
+    wait = budget_wait(record, now)
+    if wait is not None:
+        return TokenStep(changed, _over_budget(record, wait), None, False)
     effect = core.begin(Trigger.ACTIVATE, now)
     _end_flow(record, flow_id)
     return _step_after(record, effect, now)
+
+
+def refresh_claimed(record: Restored, now: float) -> bool:
+    """An authenticated visitor's refresh is under way (its claim has not lapsed)."""
+    return record.lease_until is not None and now < record.lease_until
+
+
+def mint_budget(policy: ActivationPolicy) -> tuple[int, float] | None:
+    """``(tokens, seconds)`` of the policy's minting budget, or ``None`` for no budget.
+
+    An optional policy attribute (``mint_budget``, with ``tokens`` and
+    ``seconds``); a policy without one gets the default of 12 per 60 s.
+    """
+    budget = getattr(policy, "mint_budget", _DEFAULT_BUDGET)
+    if budget is None:
+        return None
+    return int(budget.tokens), float(budget.seconds)
+
+
+def check_mint_budget(policy: ActivationPolicy) -> None:
+    """Refuse at construction a budget the tracker could not apply."""
+    budget = getattr(policy, "mint_budget", _DEFAULT_BUDGET)
+    if budget is None:
+        return
+    tokens, seconds = getattr(budget, "tokens", None), getattr(budget, "seconds", None)
+    if type(tokens) is not int or not 1 <= tokens <= MINTED_LIMIT:
+        raise ValueError(f"policy.mint_budget.tokens must be an integer from 1 to {MINTED_LIMIT}")
+    if (
+        isinstance(seconds, bool)
+        or not isinstance(seconds, int | float)
+        or not 0 < seconds <= _MAX_BUDGET_SECONDS
+    ):
+        raise ValueError(
+            f"policy.mint_budget.seconds must be a number of seconds from 0 to "
+            f"{_MAX_BUDGET_SECONDS:g} (excluded 0)"
+        )
+
+
+def budget_wait(record: Restored, now: float) -> float | None:
+    """``None`` if the visitor may be minted a token now, else the seconds until it may.
+
+    A sliding window over the mint times the record keeps: at most ``tokens``
+    in any ``seconds``-long span, whatever the boundaries. Times older than
+    the window are dropped here, so the record stays within the budget's size.
+    """
+    budget = mint_budget(record.core.policy)
+    if budget is None:
+        if record.minted:
+            record.minted = []
+        return None
+    tokens, seconds = budget
+    minted = record.minted
+    start = now - seconds
+    if minted and minted[0] <= start:
+        minted = record.minted = [at for at in minted if at > start]
+    if len(minted) < tokens:
+        return None
+    return max(0.0, minted[-tokens] + seconds - now)
+
+
+def budget_left(record: Restored, now: float) -> int | None:
+    """Tokens the visitor may still be minted in the current window (None: no budget)."""
+    budget = mint_budget(record.core.policy)
+    if budget is None:
+        return None
+    tokens, seconds = budget
+    return max(0, tokens - sum(1 for at in record.minted if at > now - seconds))
+
+
+def _spend(record: Restored, now: float) -> None:
+    if mint_budget(record.core.policy) is not None:
+        record.minted.append(now)
+
+
+def _over_budget(record: Restored, wait: float) -> TokenReply:
+    core = record.core
+    return TokenReply(
+        Answer.OVER_BUDGET,
+        core.state,
+        None,
+        FailureReason.MINT_BUDGET_SPENT,
+        core.attempts,
+        retry_after=wait,
+    )
+
+
+def in_flight_for(record: Restored, now: float) -> float:
+    """Seconds the visitor stays in flight (a flow or a refresh claim); 0: settled."""
+    if record.lease_until is not None:
+        return max(0.0, record.lease_until - now)
+    if record.core.state.in_flight:
+        return lease_seconds(record.core.policy)
+    return 0.0
 
 
 def _end_flow(record: Restored, next_flow: str) -> None:
@@ -181,10 +307,14 @@ def settle_token(
     """The provider answered: move the record and say what the page gets."""
     core = record.core
     if refresh:
-        if core.state is not State.AUTHENTICATED:  # logged out (or expired) while minting
+        if (
+            core.state is not State.AUTHENTICATED  # logged out (or expired) while minting
+            or record.flow_id != flow_id
+            or record.lease_until is None  # the claim lapsed, and another took the visitor
+        ):
             return False, _gone(record)
         token = core.read_token(outcome)
-        record.flow_id = flow_id
+        record.lease_until = None
         if isinstance(token, FailureReason):
             effect = core.fire(Trigger.REFRESH_FAILED, reason=token)
             return True, _answer(record, effect, now)
@@ -257,6 +387,7 @@ def apply_logout(record: Restored) -> bool:
 def _step_after(record: Restored, effect: Effect | None, now: float) -> TokenStep:
     if isinstance(effect, FetchToken):
         record.lease_until = now + claim_seconds(record.core.policy)
+        _spend(record, now)
         return TokenStep(True, None, effect, False)
     return TokenStep(True, _answer(record, effect, now), None, False)
 

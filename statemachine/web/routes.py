@@ -124,9 +124,10 @@ def activation_routes(
         async def work(request: Request) -> Response:
             who = await visitor(request)
             body = await json_body(request)
-            provider = await _call(token_provider, request) or _no_token
+            provider = await _call(token_provider, request)
             reply = await tracker.token_request(who, _text(body, "flow"), provider)
-            return JSONResponse(reply.to_dict(), status_code=reply.status_code, headers=NO_STORE)
+            headers = {**NO_STORE, **reply.headers}
+            return JSONResponse(reply.to_dict(), status_code=reply.status_code, headers=headers)
 
         return await handle(request, work)
 
