@@ -328,7 +328,8 @@ def test_a_refresh_claim_that_lapses_frees_the_visitor(
     )
     record = tracker._restore(current)
     step = plan_token(record, "dead-worker", clock.now)
-    assert step.refresh and step.changed
+    assert step.refresh
+    assert step.changed
     data = tracker._dump(record)
     if face.kind == "blocking":
         assert tracker.store.compare_and_set("v1", current.version, data, 60)[0]
@@ -395,7 +396,8 @@ def test_the_tracker_tells_the_store_which_visitors_are_in_flight(
         for index in range(40):
             authenticate(face, provider, f"settled-{index}")
         view = face.view("flying")
-        assert view is not None and view.state is State.ACTIVATING
+        assert view is not None
+        assert view.state is State.ACTIVATING
         assert store.evicted == 40 - 3
         assert face.report("flying", flying, callback(True, SECURED)).state is State.AUTHENTICATED
     finally:
