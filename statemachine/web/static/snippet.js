@@ -55,6 +55,9 @@
     if (first.status === 409) {
       return { outcome: "refused", reason: first.data.reason, flow: flow };
     }
+    if (first.status === 429) {  // the visitor's minting budget is spent: nothing was minted
+      return { outcome: "not-activated", reason: first.data.reason, flow: flow };
+    }
     if (first.status !== 200) {
       return { outcome: "error", reason: first.data.error || "HTTP " + first.status, flow: flow };
     }
