@@ -204,9 +204,10 @@ class _Tracker:
             return TokenReply(Answer.DO_NOT_ACTIVATE, None, None, FailureReason.TOKEN_UNAVAILABLE)
         return None
 
-    def _planned(self, key: str, step: TokenStep) -> TokenStep:
-        """Count and log (once a minute per visitor) a request refused for its budget."""
-        if step.reply is not None and step.reply.answer is Answer.OVER_BUDGET:
+    def _answered(self, key: str, step: TokenStep) -> TokenReply:
+        """The planned answer; one refused for its budget is counted and logged (once a minute)."""
+        assert step.reply is not None
+        if step.reply.answer is Answer.OVER_BUDGET:
             with self._hints_lock:
                 self.budget_refusals += 1
                 now = time.monotonic()
@@ -225,7 +226,7 @@ class _Tracker:
                     policy=str(self.policy.name),
                     retry_after=step.reply.retry_after,
                 )
-        return step
+        return step.reply
 
     def _store_down(self, error: StoreError) -> TokenReply:
         """The policy's answer when the store cannot hold the visitor: nothing was handed out."""
@@ -253,16 +254,18 @@ class AsyncActivationTracker(_Tracker):
             unsigned = self._unsigned()
             if unsigned is not None:
                 return unsigned
-            token_provider = _no_token
+            token_provider = _no_token  # nothing can be minted: no budget is spent
         if not callable(token_provider):
             raise TypeError("token_provider must be a callable taking no argument")
+        budgeted = token_provider is not _no_token
         try:
             step, current, claimed = await self._step(
-                key, lambda r, now: _planned(plan_token(r, flow, now)), hint=self._hint(key)
+                key,
+                lambda r, now: _planned(plan_token(r, flow, now, budgeted=budgeted)),
+                hint=self._hint(key),
             )
             if step.fetch is None:
-                assert step.reply is not None
-                return self._planned(key, step).reply or step.reply
+                return self._answered(key, step)
             outcome = await call_async(
                 token_provider,
                 is_async_callable(token_provider),
@@ -344,16 +347,18 @@ class ActivationTracker(_Tracker):
             unsigned = self._unsigned()
             if unsigned is not None:
                 return unsigned
-            token_provider = _no_token
+            token_provider = _no_token  # nothing can be minted: no budget is spent
         if not callable(token_provider):
             raise TypeError("token_provider must be a callable taking no argument")
+        budgeted = token_provider is not _no_token
         try:
             step, current, claimed = self._step(
-                key, lambda r, now: _planned(plan_token(r, flow, now)), hint=self._hint(key)
+                key,
+                lambda r, now: _planned(plan_token(r, flow, now, budgeted=budgeted)),
+                hint=self._hint(key),
             )
             if step.fetch is None:
-                assert step.reply is not None
-                return self._planned(key, step).reply or step.reply
+                return self._answered(key, step)
             outcome: Outcome = call_blocking_timed(
                 token_provider,
                 is_async_callable(token_provider),

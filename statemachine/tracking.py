@@ -145,13 +145,22 @@ def expire_lease(record: Restored, now: float) -> bool:
     return False
 
 
-def plan_token(record: Restored, flow_id: str, now: float) -> TokenStep:
+def plan_token(record: Restored, flow_id: str, now: float, *, budgeted: bool = True) -> TokenStep:
     """A token request: start a flow, take the tag's retry, refresh, or refuse.
 
     Every request that would ask the provider for a token is first checked
     against the visitor's minting budget; the token it may mint is counted in
     the same write that claims the visitor (no extra round trip).
+    ``budgeted=False`` when nothing can be minted (nobody is signed in, and
+    the policy falls back): such a request costs no budget.
     """
+    step = _plan_token(record, flow_id, now, budgeted)
+    if budgeted and step.fetch is not None and mint_budget(record.core.policy) is not None:
+        record.minted.append(now)
+    return step
+
+
+def _plan_token(record: Restored, flow_id: str, now: float, budgeted: bool) -> TokenStep:
     core = record.core
     changed = expire_lease(record, now)
     state = core.state
@@ -160,7 +169,7 @@ def plan_token(record: Restored, flow_id: str, now: float) -> TokenStep:
     if state is State.AUTHENTICATED and core.expired(now):
         # The platform session is over: the core's ``begin`` takes the session_expired row,
         # and this request re-verifies (a new, claimed flow).
-        wait = budget_wait(record, now)
+        wait = budget_wait(record, now) if budgeted else None
         if wait is not None:
             return TokenStep(changed, _over_budget(record, wait), None, False)
         effect: Effect | None = core.begin(Trigger.ACTIVATE, now)
@@ -168,12 +177,11 @@ def plan_token(record: Restored, flow_id: str, now: float) -> TokenStep:
         return _step_after(record, effect, now)
     if state is State.AUTHENTICATED:
         # A refresh claims the visitor the way a first flow does: single-flight across workers.
-        wait = budget_wait(record, now)
+        wait = budget_wait(record, now) if budgeted else None
         if wait is not None:
             return TokenStep(changed, _over_budget(record, wait), None, False)
         record.flow_id = flow_id
         record.lease_until = now + claim_seconds(core.policy)
-        _spend(record, now)
         return TokenStep(True, None, FetchToken(core.attempts, core.policy.token_timeout), True)
     if state.in_flight:
         if record.flow_id != flow_id or state is State.FETCHING_TOKEN:
@@ -183,7 +191,7 @@ def plan_token(record: Restored, flow_id: str, now: float) -> TokenStep:
             reply = TokenReply(Answer.ANONYMOUS, state, option, core.reason, core.attempts)
             return TokenStep(changed, reply, None, False)
         # The same flow asks again: the tag's attempt failed and it retries.
-        wait = budget_wait(record, now)
+        wait = budget_wait(record, now) if budgeted else None
         if wait is not None:
             return TokenStep(changed, _over_budget(record, wait), None, False)
         effect = core.fire(Trigger.ACTIVATION_FAILED, reason=FailureReason.SERVER_ERROR)
@@ -193,7 +201,7 @@ def plan_token(record: Restored, flow_id: str, now: float) -> TokenStep:
     if flow_id == record.flow_id or flow_id in record.ended_flows:
         # That page load's flow is over: repeat the answer, mint nothing.
         return TokenStep(changed, _settled_answer(record), None, False)
-    wait = budget_wait(record, now)
+    wait = budget_wait(record, now) if budgeted else None
     if wait is not None:
         return TokenStep(changed, _over_budget(record, wait), None, False)
     effect = core.begin(Trigger.ACTIVATE, now)
@@ -266,11 +274,6 @@ def budget_left(record: Restored, now: float) -> int | None:
         return None
     tokens, seconds = budget
     return max(0, tokens - sum(1 for at in record.minted if at > now - seconds))
-
-
-def _spend(record: Restored, now: float) -> None:
-    if mint_budget(record.core.policy) is not None:
-        record.minted.append(now)
 
 
 def _over_budget(record: Restored, wait: float) -> TokenReply:
@@ -387,7 +390,6 @@ def apply_logout(record: Restored) -> bool:
 def _step_after(record: Restored, effect: Effect | None, now: float) -> TokenStep:
     if isinstance(effect, FetchToken):
         record.lease_until = now + claim_seconds(record.core.policy)
-        _spend(record, now)
         return TokenStep(True, None, effect, False)
     return TokenStep(True, _answer(record, effect, now), None, False)
 

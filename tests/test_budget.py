@@ -141,11 +141,18 @@ def test_nobody_signed_in_costs_no_store_access_under_the_defensive_policy(
 def test_nobody_signed_in_under_the_fallback_policy_activates_anonymously(
     face_kind: str, clock: Clock
 ) -> None:
-    face = Face(face_kind, anonymous(), MemoryStore(), clock)
+    face = Face(face_kind, anonymous(mint_budget=MintBudget(2, 60)), MemoryStore(), clock)
     try:
-        reply = face.token("v1", new_flow(), None)
-        assert reply.answer is Answer.ANONYMOUS
-        assert reply.reason is FailureReason.TOKEN_UNAVAILABLE
+        for _ in range(5):  # page loads past the budget: nothing is minted, nothing is spent
+            started = new_flow()
+            reply = face.token("v1", started, None)
+            assert reply.answer is Answer.ANONYMOUS
+            assert reply.reason is FailureReason.TOKEN_UNAVAILABLE
+            face.report("v1", started, callback(True, "ANONYMOUS_AUTHENTICATION"))
+            clock.now += 1
+        view = face.view("v1")
+        assert view is not None
+        assert (view.state, view.mint_budget_left) == (State.ANONYMOUS, 2)
     finally:
         face.close()
 
