@@ -77,6 +77,28 @@ def new_session_id() -> str:
     return os.urandom(8).hex()
 
 
+Entry = tuple[str, str, Trigger, int, FailureReason | None, float]
+"""One history entry as the core keeps it: source, dest, trigger, attempt, reason, at."""
+
+
+class CoreState(NamedTuple):
+    """Everything a core knows apart from its policy and clock: what a snapshot carries.
+
+    The token is never part of it, only its fingerprint: a restored core knows
+    which token it was authenticated with, not the token.
+    """
+
+    session_id: str
+    state: State
+    flow: Trigger | None
+    attempts: int
+    reason: FailureReason | None
+    token_fingerprint: str | None
+    since: float  # when ``state`` was entered (epoch seconds)
+    flow_started_at: float | None
+    history: tuple[Entry, ...]  # oldest first
+
+
 class ActivationCore:
     """One visitor's activation state; the model the shared machine moves."""
 
@@ -113,7 +135,7 @@ class ActivationCore:
         self._profile, self._events = _shape_of(policy)
         self._clock = clock  # wall-clock seconds: timestamps travel between processes
         self._fsm_state: str = State.UNAUTHENTICATED.value
-        self._history: list[_Entry] | None = None
+        self._history: list[Entry] | None = None
         self._log: Any = None
         self.policy = policy
         self.session_id = session_id or new_session_id()
@@ -175,6 +197,41 @@ class ActivationCore:
             f"ActivationCore(session_id={self.session_id!r}, state={self._fsm_state!r}, "
             f"policy={self.policy.name!r}, attempts={self.attempts})"
         )
+
+    # -- export and restore ----------------------------------------------
+    def export(self, history_limit: int = HISTORY_LIMIT) -> CoreState:
+        """This core's state, with the newest ``history_limit`` entries of its history."""
+        history = self._history
+        return CoreState(
+            self.session_id,
+            _STATES[self._fsm_state],
+            self.flow,
+            self.attempts,
+            self.reason,
+            self.token_fingerprint,
+            self.since,
+            self.flow_started_at,
+            tuple(history[-history_limit:]) if history and history_limit > 0 else (),
+        )
+
+    @classmethod
+    def restore(
+        cls,
+        saved: CoreState,
+        policy: ActivationPolicy,
+        clock: Callable[[], float] = time.time,
+    ) -> ActivationCore:
+        """A core that goes on from ``saved`` (checked by whoever read it) under ``policy``."""
+        core = cls(policy, saved.session_id, clock)
+        core._fsm_state = saved.state._value_
+        core.flow = saved.flow
+        core.attempts = saved.attempts
+        core.reason = saved.reason
+        core._fingerprint = saved.token_fingerprint
+        core.since = saved.since
+        core.flow_started_at = saved.flow_started_at
+        core._history = list(saved.history[-HISTORY_LIMIT:]) or None
+        return core
 
     # -- events ----------------------------------------------------------
     def begin(self, trigger: Trigger, now: float | None = None) -> Effect:
@@ -495,8 +552,6 @@ class ActivationCore:
         logs.emit(self.logger.warning, logs.ACTIVATOR_ERROR, error_type=type(error).__name__)
         return FailureReason.SERVER_ERROR
 
-
-_Entry = tuple[str, str, Trigger, int, FailureReason | None, float]
 
 _Step = tuple[str, tuple[Any, ...], tuple[Any, ...]]
 _Dispatch = dict[str, dict[str, tuple[_Step, ...]]]

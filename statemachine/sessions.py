@@ -228,10 +228,10 @@ class _Session:
         ``authenticated`` session knows its fingerprint only.
         """
         session = cls(token_provider, activator, policy, workers=workers)
-        restored = snapshots.load(snapshot, session._core.policy)
-        restored.core.listeners = session._core.listeners
-        session._core = restored.core
-        restored.core.cancel()
+        core = snapshots.load(snapshot, session._core.policy)
+        core.listeners = session._core.listeners
+        session._core = core
+        core.cancel()
         return session
 
     def diagram(self) -> str:

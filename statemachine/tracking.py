@@ -3,7 +3,7 @@
 In a web backend the browser's tag activates (and retries) by itself; the
 server sees only its token requests, the page's report of the tag's callback,
 and logouts, each possibly on another worker. These functions translate each
-of those into rows of the table, on a visitor record rebuilt from a snapshot.
+of those into rows of the table, on the visitor's record (``records``).
 They do no I/O, so the asyncio and blocking trackers share them, and tests
 can step them directly.
 
@@ -22,9 +22,9 @@ from statemachine.effects import BackOff, CallActivator, Effect, FetchToken, Fin
 from statemachine.options import ANONYMOUS, SECURED, AuthenticationOption
 from statemachine.policy import ActivationPolicy
 from statemachine.reasons import FailureReason
+from statemachine.records import ENDED_FLOWS_LIMIT, FLOW_ID, MINTED_LIMIT, VisitorRecord
 from statemachine.replies import Answer, ReportReply, TokenReply
 from statemachine.results import FAILURE, SUCCESS
-from statemachine.snapshots import ENDED_FLOWS_LIMIT, FLOW_ID, MINTED_LIMIT, Restored
 from statemachine.states import State, Trigger
 
 LEASE_GRACE: Final = 5.0
@@ -135,7 +135,7 @@ def parse_report(activation: object) -> Report:
     return Report(succeeded, str(option_type), reason)
 
 
-def expire_lease(record: Restored, now: float) -> bool:
+def expire_lease(record: VisitorRecord, now: float) -> bool:
     """Let a silent flow go (the ``lease_expired`` row); True if the record moved."""
     core = record.core
     if core.state.in_flight and record.lease_until is not None and now >= record.lease_until:
@@ -145,7 +145,9 @@ def expire_lease(record: Restored, now: float) -> bool:
     return False
 
 
-def plan_token(record: Restored, flow_id: str, now: float, *, budgeted: bool = True) -> TokenStep:
+def plan_token(
+    record: VisitorRecord, flow_id: str, now: float, *, budgeted: bool = True
+) -> TokenStep:
     """A token request: start a flow, take the tag's retry, refresh, or refuse.
 
     Every request that would ask the provider for a token is first checked
@@ -160,7 +162,7 @@ def plan_token(record: Restored, flow_id: str, now: float, *, budgeted: bool = T
     return step
 
 
-def _plan_token(record: Restored, flow_id: str, now: float, budgeted: bool) -> TokenStep:
+def _plan_token(record: VisitorRecord, flow_id: str, now: float, budgeted: bool) -> TokenStep:
     core = record.core
     changed = expire_lease(record, now)
     state = core.state
@@ -209,7 +211,7 @@ def _plan_token(record: Restored, flow_id: str, now: float, budgeted: bool) -> T
     return _step_after(record, effect, now)
 
 
-def refresh_claimed(record: Restored, now: float) -> bool:
+def refresh_claimed(record: VisitorRecord, now: float) -> bool:
     """An authenticated visitor's refresh is under way (its claim has not lapsed)."""
     return record.lease_until is not None and now < record.lease_until
 
@@ -245,7 +247,7 @@ def check_mint_budget(policy: ActivationPolicy) -> None:
         )
 
 
-def budget_wait(record: Restored, now: float) -> float | None:
+def budget_wait(record: VisitorRecord, now: float) -> float | None:
     """``None`` if the visitor may be minted a token now, else the seconds until it may.
 
     A sliding window over the mint times the record keeps: at most ``tokens``
@@ -267,7 +269,7 @@ def budget_wait(record: Restored, now: float) -> float | None:
     return max(0.0, minted[-tokens] + seconds - now)
 
 
-def budget_left(record: Restored, now: float) -> int | None:
+def budget_left(record: VisitorRecord, now: float) -> int | None:
     """Tokens the visitor may still be minted in the current window (None: no budget)."""
     budget = mint_budget(record.core.policy)
     if budget is None:
@@ -276,7 +278,7 @@ def budget_left(record: Restored, now: float) -> int | None:
     return max(0, tokens - sum(1 for at in record.minted if at > now - seconds))
 
 
-def _over_budget(record: Restored, wait: float) -> TokenReply:
+def _over_budget(record: VisitorRecord, wait: float) -> TokenReply:
     core = record.core
     return TokenReply(
         Answer.OVER_BUDGET,
@@ -288,7 +290,7 @@ def _over_budget(record: Restored, wait: float) -> TokenReply:
     )
 
 
-def in_flight_for(record: Restored, now: float) -> float:
+def in_flight_for(record: VisitorRecord, now: float) -> float:
     """Seconds the visitor stays in flight (a flow or a refresh claim); 0: settled."""
     if record.lease_until is not None:
         return max(0.0, record.lease_until - now)
@@ -297,7 +299,7 @@ def in_flight_for(record: Restored, now: float) -> float:
     return 0.0
 
 
-def _end_flow(record: Restored, next_flow: str) -> None:
+def _end_flow(record: VisitorRecord, next_flow: str) -> None:
     """``next_flow`` takes over; the flow before it is remembered as ended."""
     if record.flow_id is not None and record.flow_id != next_flow:
         record.ended_flows = [*record.ended_flows, record.flow_id][-ENDED_FLOWS_LIMIT:]
@@ -305,7 +307,7 @@ def _end_flow(record: Restored, next_flow: str) -> None:
 
 
 def settle_token(
-    record: Restored, flow_id: str, outcome: Outcome, *, refresh: bool, now: float
+    record: VisitorRecord, flow_id: str, outcome: Outcome, *, refresh: bool, now: float
 ) -> tuple[bool, TokenReply]:
     """The provider answered: move the record and say what the page gets."""
     core = record.core
@@ -333,7 +335,7 @@ def settle_token(
 
 
 def apply_report(
-    record: Restored, flow_id: str, report: Report, now: float
+    record: VisitorRecord, flow_id: str, report: Report, now: float
 ) -> tuple[bool, ReportReply]:
     """The page reports the tag's outcome: the tag has retried already, so it is final."""
     core = record.core
@@ -367,7 +369,7 @@ def apply_report(
     return True, ReportReply(True, core.state, following, core.reason)
 
 
-def apply_logout(record: Restored) -> bool:
+def apply_logout(record: VisitorRecord) -> bool:
     """Forget the visitor (a flow in flight is cancelled first); True if the record moved.
 
     The last flow id is kept, and nothing else: a tab still retrying the
@@ -387,14 +389,14 @@ def apply_logout(record: Restored) -> bool:
     return changed
 
 
-def _step_after(record: Restored, effect: Effect | None, now: float) -> TokenStep:
+def _step_after(record: VisitorRecord, effect: Effect | None, now: float) -> TokenStep:
     if isinstance(effect, FetchToken):
         record.lease_until = now + claim_seconds(record.core.policy)
         return TokenStep(True, None, effect, False)
     return TokenStep(True, _answer(record, effect, now), None, False)
 
 
-def _answer(record: Restored, effect: Effect | None, now: float) -> TokenReply:
+def _answer(record: VisitorRecord, effect: Effect | None, now: float) -> TokenReply:
     """The page's answer once the policy has decided: fall back, or do not activate."""
     core = record.core
     if isinstance(effect, CallActivator):
@@ -405,12 +407,12 @@ def _answer(record: Restored, effect: Effect | None, now: float) -> TokenReply:
     return TokenReply(Answer.DO_NOT_ACTIVATE, core.state, None, core.reason, core.attempts)
 
 
-def _refused(record: Restored) -> TokenReply:
+def _refused(record: VisitorRecord) -> TokenReply:
     core = record.core
     return TokenReply(Answer.REFUSED, core.state, None, FailureReason.LOGIN_ONGOING, core.attempts)
 
 
-def _settled_answer(record: Restored) -> TokenReply:
+def _settled_answer(record: VisitorRecord) -> TokenReply:
     core = record.core
     if core.state is State.ANONYMOUS:
         return TokenReply(
@@ -424,7 +426,7 @@ def _settled_answer(record: Restored) -> TokenReply:
     return TokenReply(Answer.DO_NOT_ACTIVATE, core.state, None, reason, core.attempts)
 
 
-def _gone(record: Restored) -> TokenReply:
+def _gone(record: VisitorRecord) -> TokenReply:
     if record.core.state.in_flight:
         return _refused(record)
     reason = FailureReason.CANCELLED
