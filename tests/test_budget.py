@@ -436,3 +436,22 @@ def test_refusals_and_drops_are_logged_and_exported(
     assert 'secured_activation_budget_refusals_total{policy="defensive"} 5.0' in text
     assert "secured_activation_store_evicted_total 1.0" in text
     assert "secured_activation_store_full_refusals_total 0.0" in text
+
+
+def test_the_inspector_shows_a_spent_budget(issuer: TokenIssuer) -> None:
+    from starlette.applications import Starlette
+    from starlette.testclient import TestClient
+
+    from statemachine import AsyncActivationTracker
+    from statemachine.web import inspector_routes
+    from statemachine.web.inspector import visitor_ref
+
+    tracker = AsyncActivationTracker(defensive(mint_budget=MintBudget(1, 60)), MemoryStore())
+    mint = partial(issuer.issue, "visitor-42")
+    with TestClient(Starlette(routes=inspector_routes(tracker))) as client:
+        reply = client.portal.call(tracker.token_request, "v1", new_flow(), mint)
+        assert reply.answer is Answer.TOKEN
+        reply = client.portal.call(tracker.token_request, "v1", new_flow(), mint)
+        assert reply.answer is Answer.REFUSED  # the first flow is in flight
+        shown = client.get(f"/inspect/visitor/{visitor_ref('v1')}").json()
+    assert shown["mint_budget_left"] == 0

@@ -100,6 +100,7 @@ def inspector_routes(
                         "attempts": view.attempts,
                         "reason": None if view.reason is None else view.reason.name,
                         "history": history,
+                        "mint_budget_left": view.mint_budget_left,
                         "svg": diagram_svg(profile, view.state, visited, taken),
                     },
                     headers=NO_STORE,
