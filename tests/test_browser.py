@@ -100,7 +100,7 @@ def test_backend_cannot_mint(context: Any, host: Host) -> None:
         assert seen["outcome"] == "not-activated"
         assert seen["tag"] == "none"
         assert calls == 0
-        assert seen["state"] == "blocked"
+        assert seen["state"] == "unauthenticated"  # nothing written for nobody signed in
     else:
         assert seen["state"] == "anonymous"
         assert seen["tag"] == "ANONYMOUS_AUTHENTICATION"
