@@ -177,19 +177,22 @@ def test_a_full_memory_store_still_serves_a_new_visitor_and_keeps_flows_in_fligh
     )
     served = InProcess(app)
     try:
-        client = Client(served.port)
         flying = {}
-        for index in range(50):  # visitors whose tag is activating: their flow stays in flight
-            visitor, started = f"flying-{index}", flow()
-            status, _, answer = client.call(
-                "POST",
-                "/activation/token",
-                {"visitor": visitor, "signed_in": "yes"},
-                {"flow": started},
-            )
-            assert status == 200
-            assert "authenticationOption" in answer
-            flying[visitor] = started
+        client = Client(served.port)
+        try:
+            for index in range(50):  # visitors whose tag is activating: their flow stays in flight
+                visitor, started = f"flying-{index}", flow()
+                status, _, answer = client.call(
+                    "POST",
+                    "/activation/token",
+                    {"visitor": visitor, "signed_in": "yes"},
+                    {"flow": started},
+                )
+                assert status == 200
+                assert "authenticationOption" in answer
+                flying[visitor] = started
+        finally:
+            client.close()
 
         def one(connection: Client, _number: int) -> None:  # a forged visitor, settled
             cookies = {"visitor": forged(), "signed_in": "yes"}
@@ -211,9 +214,16 @@ def test_a_full_memory_store_still_serves_a_new_visitor_and_keeps_flows_in_fligh
         assert flood(served.port, 3_000, one) == 3_000
         assert store.evicted >= 3_000 + 50 - 1000
         assert store.refused == 0
-        status, _, answer = client.call(
-            "POST", "/activation/token", {"visitor": "newcomer", "signed_in": "yes"}, {"flow": "n"}
-        )
+        client = Client(served.port)  # a new connection: the server closes idle ones
+        try:
+            status, _, answer = client.call(
+                "POST",
+                "/activation/token",
+                {"visitor": "newcomer", "signed_in": "yes"},
+                {"flow": "n"},
+            )
+        finally:
+            client.close()
         assert status == 200
         assert "authenticationOption" in answer
         reader = ActivationTracker(tracker.policy, store)  # the same store, read in this thread
@@ -221,7 +231,6 @@ def test_a_full_memory_store_still_serves_a_new_visitor_and_keeps_flows_in_fligh
             view = reader.view(visitor)
             assert view is not None
             assert (view.state, view.flow_id) == (State.ACTIVATING, flying[visitor])
-        client.close()
     finally:
         served.stop()
 
@@ -265,11 +274,11 @@ def activate(client: Client, cookies: dict[str, str]) -> tuple[int, Any]:
 def test_one_visitor_hammering_gets_at_most_the_budget_then_429s(redis_host: Host) -> None:
     hammer = sign_in(redis_host.port, "mallory")
     first = Client(redis_host.port)
-    assert activate(first, hammer) == (
-        200,
-        {"state": "authenticated", "next": None, "accepted": True},
-    )
-    first.close()
+    try:
+        first_flow = activate(first, hammer)
+    finally:
+        first.close()
+    assert first_flow == (200, {"state": "authenticated", "next": None, "accepted": True})
     tokens: list[str] = []
     statuses: dict[int, int] = {}
     over: list[tuple[dict[str, str], Any]] = []
