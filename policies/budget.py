@@ -14,12 +14,12 @@ from typing import Any, Final
 
 from policies.errors import PolicyError
 from policies.retry import _number
-
-DEFAULT_BUDGET_TOKENS: Final = 12
-DEFAULT_BUDGET_SECONDS: Final = 60.0
-MAX_BUDGET_TOKENS: Final = 1_000
-"""Each counted mint is a timestamp in the visitor's record: the record must stay small."""
-MAX_BUDGET_SECONDS: Final = 86_400.0
+from statemachine.policy import (
+    DEFAULT_BUDGET_SECONDS,
+    DEFAULT_BUDGET_TOKENS,
+    MAX_BUDGET_SECONDS,
+    MAX_BUDGET_TOKENS,
+)
 
 
 @dataclass(frozen=True, slots=True)

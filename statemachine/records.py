@@ -24,7 +24,7 @@ from typing import Any, Final, cast
 
 from statemachine import snapshots
 from statemachine.core import ActivationCore
-from statemachine.policy import ActivationPolicy
+from statemachine.policy import MAX_BUDGET_TOKENS, ActivationPolicy
 from statemachine.snapshots import SnapshotError, check_fields, show, time_field
 
 RECORD_FORMAT: Final = 2
@@ -36,8 +36,8 @@ ENDED_FLOWS_LIMIT: Final = 8
 FLOW_ID: Final = re.compile(r"[A-Za-z0-9_-]{1,128}")
 """What a flow id may look like: the snippet draws 22 URL-safe characters."""
 
-MINTED_LIMIT: Final = 1_000
-"""Mint times a record may hold: a minting budget's tokens are capped the same."""
+MINTED_LIMIT: Final = MAX_BUDGET_TOKENS
+"""Mint times a record may hold: as many as the largest minting budget counts."""
 
 _FIELDS: Final = frozenset({"format", "flow_id", "lease_until", "ended_flows", "session"})
 _OPTIONAL_FIELDS: Final = frozenset({"minted"})

@@ -30,16 +30,21 @@ from collections.abc import Callable, Generator
 from typing import Any, Final, Generic, NamedTuple, TypeVar
 
 from statemachine import logs, records
-from statemachine.calls import call_async, call_blocking_timed, is_async_callable
+from statemachine.calls import (
+    TokenProvider,
+    call_async,
+    call_blocking_timed,
+    is_async_callable,
+    token_answer,
+)
 from statemachine.core import ActivationCore
 from statemachine.effects import Outcome
-from statemachine.events import DEFAULT_LISTENERS, Listener, await_listeners, run_listeners
+from statemachine.events import Listener, Listeners, await_listeners, run_listeners
 from statemachine.options import AuthenticationOption
-from statemachine.policy import ActivationPolicy, Fallback, session_lifetime
+from statemachine.policy import ActivationPolicy, Fallback, checked_policy, session_lifetime
 from statemachine.reasons import FailureReason
 from statemachine.records import VisitorRecord
 from statemachine.replies import Answer, ReportReply, TokenReply, TrackerView
-from statemachine.sessions import TokenProvider, _default_policy, _validate
 from statemachine.snapshots import SnapshotError
 from statemachine.stores.base import AsyncStore, Store, StoreError, Versioned
 from statemachine.stores.memory import MemoryStore
@@ -49,7 +54,6 @@ from statemachine.tracking import (
     apply_report,
     budget_left,
     check_flow_id,
-    check_mint_budget,
     check_visitor_id,
     in_flight_for,
     lease_seconds,
@@ -125,9 +129,7 @@ class _Tracker(Generic[S]):
         clock: Callable[[], float],
         workers: WorkerPool | None,
     ) -> None:
-        policy = _default_policy() if policy is None else policy
-        _validate(policy)
-        check_mint_budget(policy)
+        policy = checked_policy(policy)
         self.policy = policy
         self.store: S = store
         self._clock = clock
@@ -135,7 +137,7 @@ class _Tracker(Generic[S]):
         self._ttl = max(session_lifetime(policy), lease_seconds(policy))
         self._hints: OrderedDict[str, Versioned] = OrderedDict()
         self._hints_lock = threading.Lock()
-        self._listeners: tuple[Listener, ...] = DEFAULT_LISTENERS
+        self._listeners = Listeners()
         self.budget_refusals = 0  # token requests answered 429: the visitor's budget was spent
         self._budget_logged: OrderedDict[str, float] = OrderedDict()  # visitor -> last log line
 
@@ -149,16 +151,14 @@ class _Tracker(Generic[S]):
         caused them: a step retried after a conflict is never heard twice.
         A listener that raises is logged and changes nothing.
         """
-        if not callable(listener):
-            raise TypeError(f"a listener must be callable, got {type(listener).__name__}")
-        self._listeners = (*self._listeners, listener)
+        self._listeners.add(listener)
         watch = getattr(listener, "watch", None)
         if callable(watch):  # ActivationMetrics: also export this tracker's own counters
             watch(self)
         return listener
 
     def remove_listener(self, listener: Listener) -> None:
-        self._listeners = tuple(x for x in self._listeners if x is not listener)
+        self._listeners.remove(listener)
 
     # -- the flows (each face drives them) ---------------------------------
     def _token_flow(
@@ -185,12 +185,14 @@ class _Tracker(Generic[S]):
         )
         if step.fetch is None:
             return self._answered(key, step)
+        fetch = step.fetch
         outcome: Outcome = yield CallProvider(
-            token_provider, is_async_callable(token_provider), step.fetch.timeout
+            token_provider, is_async_callable(token_provider), fetch.timeout
         )
+        answer = token_answer(outcome, claimed.core.logger)
 
         def settle(record: VisitorRecord, now: float) -> tuple[bool, TokenReply]:
-            return settle_token(record, flow, outcome, refresh=step.refresh, now=now)
+            return settle_token(record, flow, fetch, answer, now)
 
         reply, _, _ = yield from self._step(key, settle, hint=current, reuse=claimed)
         return reply
@@ -225,7 +227,7 @@ class _Tracker(Generic[S]):
             current = yield Load(key)
             fresh = True
         for _ in range(MAX_CONFLICTS):
-            record = self._reused(reuse) if reuse is not None else self._record(current)
+            record = reuse if reuse is not None else self._record(current)
             reuse = None  # only for the first try: after a conflict, what the store says
             changed, result = apply(record, self._clock())
             if not changed:
@@ -245,8 +247,9 @@ class _Tracker(Generic[S]):
                 in_flight_for(record, self._clock()),
             )
             fresh = True
-            if ok:
-                pending = self._committed(key, current, record)
+            if ok:  # publish what the store accepted; a conflict drops the record and its events
+                self._remember(key, current)
+                pending = self._listeners.publish(record.core.take_events())
                 if pending:
                     yield Publish(pending)
                 return result, current, record
@@ -254,27 +257,6 @@ class _Tracker(Generic[S]):
 
     # -- records ---------------------------------------------------------
     def _record(self, current: Versioned | None) -> VisitorRecord:
-        record = self._restore(current)
-        record.core.listeners = self._listeners
-        record.core.hold_events()
-        return record
-
-    def _committed(self, key: str, current: Versioned | None, record: VisitorRecord) -> list[Any]:
-        """The store accepted the step: remember its version, publish its events.
-
-        Returns what async listeners gave back, for the face to await its own way.
-        """
-        self._remember(key, current)
-        record.core.flush()
-        return record.core.take_awaiting()
-
-    def _reused(self, record: VisitorRecord) -> VisitorRecord:
-        """The record this tracker just wrote, as it wrote it: no need to parse it back."""
-        record.core.listeners = self._listeners
-        record.core.hold_events()
-        return record
-
-    def _restore(self, current: Versioned | None) -> VisitorRecord:
         if current is None or current.version == 0:
             return VisitorRecord(ActivationCore(self.policy, clock=self._clock))
         try:
@@ -292,7 +274,7 @@ class _Tracker(Generic[S]):
     def _view(self, current: Versioned | None) -> TrackerView | None:
         if current is None:
             return None
-        record = self._restore(current)
+        record = self._record(current)
         core = record.core
         return TrackerView(
             session_id=core.session_id,

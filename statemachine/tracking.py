@@ -18,11 +18,20 @@ import re
 from collections.abc import Mapping
 from typing import Final, NamedTuple
 
-from statemachine.effects import BackOff, CallActivator, Effect, FetchToken, Finish, Outcome
+from statemachine.effects import (
+    ACTIVATED,
+    BackOff,
+    CallActivator,
+    Effect,
+    FetchToken,
+    Finish,
+    TokenFailed,
+    TokenReceived,
+)
 from statemachine.options import ANONYMOUS, SECURED, AuthenticationOption
-from statemachine.policy import ActivationPolicy
+from statemachine.policy import ActivationPolicy, longest_backoff, mint_budget
 from statemachine.reasons import FailureReason
-from statemachine.records import ENDED_FLOWS_LIMIT, FLOW_ID, MINTED_LIMIT, VisitorRecord
+from statemachine.records import ENDED_FLOWS_LIMIT, FLOW_ID, VisitorRecord
 from statemachine.replies import Answer, ReportReply, TokenReply
 from statemachine.results import FAILURE, SUCCESS
 from statemachine.states import State, Trigger
@@ -33,15 +42,6 @@ LEASE_GRACE: Final = 5.0
 _UNBOUNDED_WAIT: Final = 30.0
 """What a lease counts for a timeout the policy leaves unbounded (None)."""
 
-
-class _Budget(NamedTuple):
-    tokens: int
-    seconds: float
-
-
-_DEFAULT_BUDGET: Final = _Budget(12, 60.0)
-"""For a policy object without ``mint_budget``: ``policies.MintBudget()``'s values."""
-_MAX_BUDGET_SECONDS: Final = 86_400.0
 
 MAX_VISITOR_ID: Final = 256
 MAX_REASON_TEXT: Final = 500
@@ -56,7 +56,6 @@ class TokenStep(NamedTuple):
     changed: bool  # the record moved and must be written before anything else happens
     reply: TokenReply | None  # the answer, when no token has to be minted
     fetch: FetchToken | None  # otherwise: call the provider, then ``settle_token``
-    refresh: bool  # the fetch refreshes an authenticated visitor's token
 
 
 class Report(NamedTuple):
@@ -72,8 +71,7 @@ def lease_seconds(policy: ActivationPolicy) -> float:
     longest backoff between two attempts, plus a grace period. Every step of
     the flow renews it.
     """
-    retry = policy.retry
-    backoff = float(getattr(retry, "max_delay", 0.0) or 0.0)
+    backoff = longest_backoff(policy.retry)
     token = policy.token_timeout or _UNBOUNDED_WAIT
     activation = policy.activation_timeout or _UNBOUNDED_WAIT
     return float(token) + float(activation) + backoff + LEASE_GRACE
@@ -166,46 +164,44 @@ def _plan_token(record: VisitorRecord, flow_id: str, now: float, budgeted: bool)
     core = record.core
     changed = expire_lease(record, now)
     state = core.state
-    if state is State.AUTHENTICATED and refresh_claimed(record, now):
-        return TokenStep(changed, _refused(record), None, False)  # one refresh at a time
-    if state is State.AUTHENTICATED and core.expired(now):
-        # The platform session is over: the core's ``begin`` takes the session_expired row,
-        # and this request re-verifies (a new, claimed flow).
+    if state is State.AUTHENTICATED:
+        if refresh_claimed(record, now):
+            return TokenStep(changed, _refused(record), None)  # one refresh at a time
         wait = budget_wait(record, now) if budgeted else None
         if wait is not None:
-            return TokenStep(changed, _over_budget(record, wait), None, False)
-        effect: Effect | None = core.begin(Trigger.ACTIVATE, now)
+            return TokenStep(changed, _over_budget(record, wait), None)
+        # The core decides: a refresh (the visitor stays authenticated), or, once the
+        # platform session is over, session_expired and a new, claimed flow.
+        effect: Effect | None = core.begin(Trigger.REVERIFY, now)
+        if isinstance(effect, FetchToken) and effect.refresh:
+            # A refresh claims the visitor the way a first flow does: single-flight across
+            # workers (the state stays authenticated; the claim is the flow id and its lease).
+            record.flow_id = flow_id
+            record.lease_until = now + claim_seconds(core.policy)
+            return TokenStep(True, None, effect)
         _end_flow(record, flow_id)
         return _step_after(record, effect, now)
-    if state is State.AUTHENTICATED:
-        # A refresh claims the visitor the way a first flow does: single-flight across workers.
-        wait = budget_wait(record, now) if budgeted else None
-        if wait is not None:
-            return TokenStep(changed, _over_budget(record, wait), None, False)
-        record.flow_id = flow_id
-        record.lease_until = now + claim_seconds(core.policy)
-        return TokenStep(True, None, FetchToken(core.attempts, core.policy.token_timeout), True)
     if state.in_flight:
         if record.flow_id != flow_id or state is State.FETCHING_TOKEN:
-            return TokenStep(changed, _refused(record), None, False)
+            return TokenStep(changed, _refused(record), None)
         if state is State.ACTIVATING_ANONYMOUS:  # told to fall back already: say it again
             option = AuthenticationOption.anonymous()
             reply = TokenReply(Answer.ANONYMOUS, state, option, core.reason, core.attempts)
-            return TokenStep(changed, reply, None, False)
+            return TokenStep(changed, reply, None)
         # The same flow asks again: the tag's attempt failed and it retries.
         wait = budget_wait(record, now) if budgeted else None
         if wait is not None:
-            return TokenStep(changed, _over_budget(record, wait), None, False)
+            return TokenStep(changed, _over_budget(record, wait), None)
         effect = core.fire(Trigger.ACTIVATION_FAILED, reason=FailureReason.SERVER_ERROR)
         if isinstance(effect, BackOff):  # the tag waited already; ask for a fresh token now
             effect = core.fire(Trigger.BACKOFF_ELAPSED)
         return _step_after(record, effect, now)
     if flow_id == record.flow_id or flow_id in record.ended_flows:
         # That page load's flow is over: repeat the answer, mint nothing.
-        return TokenStep(changed, _settled_answer(record), None, False)
+        return TokenStep(changed, _settled_answer(record), None)
     wait = budget_wait(record, now) if budgeted else None
     if wait is not None:
-        return TokenStep(changed, _over_budget(record, wait), None, False)
+        return TokenStep(changed, _over_budget(record, wait), None)
     effect = core.begin(Trigger.ACTIVATE, now)
     _end_flow(record, flow_id)
     return _step_after(record, effect, now)
@@ -214,37 +210,6 @@ def _plan_token(record: VisitorRecord, flow_id: str, now: float, budgeted: bool)
 def refresh_claimed(record: VisitorRecord, now: float) -> bool:
     """An authenticated visitor's refresh is under way (its claim has not lapsed)."""
     return record.lease_until is not None and now < record.lease_until
-
-
-def mint_budget(policy: ActivationPolicy) -> tuple[int, float] | None:
-    """``(tokens, seconds)`` of the policy's minting budget, or ``None`` for no budget.
-
-    An optional policy attribute (``mint_budget``, with ``tokens`` and
-    ``seconds``); a policy without one gets the default of 12 per 60 s.
-    """
-    budget = getattr(policy, "mint_budget", _DEFAULT_BUDGET)
-    if budget is None:
-        return None
-    return int(budget.tokens), float(budget.seconds)
-
-
-def check_mint_budget(policy: ActivationPolicy) -> None:
-    """Refuse at construction a budget the tracker could not apply."""
-    budget = getattr(policy, "mint_budget", _DEFAULT_BUDGET)
-    if budget is None:
-        return
-    tokens, seconds = getattr(budget, "tokens", None), getattr(budget, "seconds", None)
-    if type(tokens) is not int or not 1 <= tokens <= MINTED_LIMIT:
-        raise ValueError(f"policy.mint_budget.tokens must be an integer from 1 to {MINTED_LIMIT}")
-    if (
-        isinstance(seconds, bool)
-        or not isinstance(seconds, int | float)
-        or not 0 < seconds <= _MAX_BUDGET_SECONDS
-    ):
-        raise ValueError(
-            f"policy.mint_budget.seconds must be a number of seconds from 0 to "
-            f"{_MAX_BUDGET_SECONDS:g} (excluded 0)"
-        )
 
 
 def budget_wait(record: VisitorRecord, now: float) -> float | None:
@@ -307,27 +272,33 @@ def _end_flow(record: VisitorRecord, next_flow: str) -> None:
 
 
 def settle_token(
-    record: VisitorRecord, flow_id: str, outcome: Outcome, *, refresh: bool, now: float
+    record: VisitorRecord,
+    flow_id: str,
+    fetch: FetchToken,
+    answer: TokenReceived | TokenFailed,
+    now: float,
 ) -> tuple[bool, TokenReply]:
-    """The provider answered: move the record and say what the page gets."""
+    """The provider answered ``fetch`` (classified by ``calls.token_answer``): move the record."""
     core = record.core
-    if refresh:
+    if fetch.refresh:
         if (
             core.state is not State.AUTHENTICATED  # logged out (or expired) while minting
             or record.flow_id != flow_id
             or record.lease_until is None  # the claim lapsed, and another took the visitor
         ):
             return False, _gone(record)
-        token = core.read_token(outcome)
+        if not core.refreshing and core.refresh() is None:
+            return False, _gone(record)
         record.lease_until = None
-        if isinstance(token, FailureReason):
-            effect = core.fire(Trigger.REFRESH_FAILED, reason=token)
-            return True, _answer(record, effect, now)
-        core.fire(Trigger.TOKEN_REFRESHED, option=token)
-        return True, TokenReply(Answer.TOKEN, core.state, token, None, core.attempts)
+        effect = core.complete(fetch, answer)
+        if isinstance(effect, CallActivator) and effect.on_success is Trigger.TOKEN_REFRESHED:
+            # The tag activates the fresh token itself: handing it out completes the refresh.
+            core.complete(effect, ACTIVATED)
+            return True, TokenReply(Answer.TOKEN, core.state, effect.option, None, core.attempts)
+        return True, _answer(record, effect, now)
     if core.state is not State.FETCHING_TOKEN or record.flow_id != flow_id:
         return False, _gone(record)  # the claim was lost meanwhile: this token is never handed out
-    effect = core.complete(FetchToken(core.attempts + 1, None), outcome)
+    effect = core.complete(fetch, answer)
     if isinstance(effect, CallActivator) and effect.option.is_secured:
         record.lease_until = now + lease_seconds(core.policy)
         return True, TokenReply(Answer.TOKEN, core.state, effect.option, None, core.attempts)
@@ -392,8 +363,8 @@ def apply_logout(record: VisitorRecord) -> bool:
 def _step_after(record: VisitorRecord, effect: Effect | None, now: float) -> TokenStep:
     if isinstance(effect, FetchToken):
         record.lease_until = now + claim_seconds(record.core.policy)
-        return TokenStep(True, None, effect, False)
-    return TokenStep(True, _answer(record, effect, now), None, False)
+        return TokenStep(True, None, effect)
+    return TokenStep(True, _answer(record, effect, now), None)
 
 
 def _answer(record: VisitorRecord, effect: Effect | None, now: float) -> TokenReply:

@@ -111,6 +111,39 @@ def test_a_bad_budget_in_python_names_its_field() -> None:
     assert caught.value.field == "mint_budget.tokens"
 
 
+def test_any_policy_object_gets_the_default_budget_or_a_checked_one(clock: Clock) -> None:
+    """A host's own policy object: without ``mint_budget``, 12 per 60 s; a bad one is refused."""
+    from dataclasses import dataclass, replace
+    from types import SimpleNamespace
+
+    from statemachine.policy import mint_budget
+
+    @dataclass(frozen=True)
+    class HostPolicy:  # the protocol and nothing else
+        name: str = "host"
+        retry: Any = defensive().retry
+        token_timeout: float | None = 5.0
+        activation_timeout: float | None = 10.0
+        on_token_failure: str = "block"
+        on_activation_failure: str = "block"
+
+    assert mint_budget(HostPolicy()) == (12, 60.0)
+    ActivationTracker(HostPolicy(), MemoryStore(), clock=clock)
+
+    @dataclass(frozen=True)
+    class WithBudget(HostPolicy):
+        mint_budget: Any = None
+
+    assert mint_budget(WithBudget()) is None
+    for bad, name in (
+        (SimpleNamespace(tokens=0, seconds=60), "policy.mint_budget.tokens"),
+        (SimpleNamespace(tokens=3, seconds=float("nan")), "policy.mint_budget.seconds"),
+        (SimpleNamespace(tokens=3, seconds=-1), "policy.mint_budget.seconds"),
+    ):
+        with pytest.raises(ValueError, match=name):
+            ActivationTracker(replace(WithBudget(), mint_budget=bad), MemoryStore())
+
+
 # -- nobody signed in --------------------------------------------------------------
 def test_nobody_signed_in_costs_no_store_access_under_the_defensive_policy(
     face_kind: str, store: Any, clock: Clock
@@ -323,29 +356,22 @@ def test_a_refresh_claims_the_visitor_so_a_second_one_is_refused(
 def test_a_refresh_claim_that_lapses_frees_the_visitor(
     face: Face, provider: CountingProvider, clock: Clock
 ) -> None:
-    authenticate(face, provider)
-    # A worker claims a refresh and dies before settling it: the claim holds, then lapses.
+    """A worker claims a refresh and dies before settling it: the claim holds, then lapses."""
+    from statemachine import records
     from statemachine.tracking import claim_seconds, plan_token
 
-    tracker = face.tracker
-    current = (
-        tracker.store.load("v1")
-        if face.kind == "blocking"
-        else face.loop.run_until_complete(tracker.store.aload("v1"))  # type: ignore[union-attr]
-    )
-    record = tracker._restore(current)
+    authenticate(face, provider)
+    store, policy = face.tracker.store, face.tracker.policy
+    current = store.load("v1")  # both faces' stores here have the blocking face too
+    record = records.load(json.loads(current.data), policy, clock)
     step = plan_token(record, "dead-worker", clock.now)
-    assert step.refresh
     assert step.changed
-    data = tracker._dump(record)
-    if face.kind == "blocking":
-        assert tracker.store.compare_and_set("v1", current.version, data, 60)[0]
-    else:
-        assert face.loop.run_until_complete(  # type: ignore[union-attr]
-            tracker.store.acompare_and_set("v1", current.version, data, 60)
-        )[0]
+    assert step.fetch is not None
+    assert step.fetch.refresh
+    data = json.dumps(records.dump(record))
+    assert store.compare_and_set("v1", current.version, data, 60)[0]  # ... and nothing more
     assert face.token("v1", new_flow(), provider).answer is Answer.REFUSED
-    clock.now += claim_seconds(tracker.policy) + 0.1
+    clock.now += claim_seconds(policy) + 0.1
     assert face.token("v1", new_flow(), provider).answer is Answer.TOKEN
 
 
