@@ -507,7 +507,7 @@ def readme_app(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Any:
     (code,) = [
         block
         for block in re.findall(r"```python\n(.*?)```", readme, re.S)
-        if "SessionMiddleware" in block
+        if "SessionMiddleware" in block and "app = Starlette(" in block
     ]
     keys = tmp_path / "keys"
     keys.mkdir()

@@ -6,11 +6,9 @@ runs ``LocalActivator``, the inspector and ``/metrics``. Throwaway keys and the
 cookie secret are made once by ``serve`` and handed to every worker through
 the environment, so that any worker can mint, verify and read any cookie.
 
-One trap is avoided here: uvicorn's multi-worker mode binds its socket without
-naming TCP, and asyncio sets ``TCP_NODELAY`` only on sockets whose protocol is
-``IPPROTO_TCP``, so every response written in two parts waited ~40 ms for a
-delayed ACK (a no-op endpoint: 2.5 ms on one worker, a flat 44 ms on two).
-``serve`` binds the socket itself, as TCP, for any number of workers.
+``serve`` runs it with ``statemachine.web.serving.run_workers``, which binds the
+socket itself, as TCP (``TCP_NODELAY``), for any number of workers. The stand-in
+tag and platform are the testing kit's (``statemachine.web.testing``).
 """
 
 from __future__ import annotations
@@ -23,7 +21,6 @@ import os
 import re
 import secrets
 import shutil
-import socket
 import sys
 import tempfile
 from importlib import resources
@@ -35,11 +32,8 @@ from starlette.requests import Request
 
 from policies import AnonymousFallbackPolicy, DefensivePolicy, load_policy
 from statemachine.activator import LocalActivator
-from statemachine.errors import ActivationError
 from statemachine.metrics import ActivationMetrics
-from statemachine.options import ANONYMOUS, SECURED, AuthenticationOption
 from statemachine.policy import ActivationPolicy
-from statemachine.results import FAILURE, SUCCESS
 from statemachine.stores.memory import MemoryStore
 from statemachine.tokens import TokenIssuer, TokenVerifier
 from statemachine.tokens.keys import generate_rsa, private_pem, public_pem
@@ -50,16 +44,16 @@ from statemachine.web.http import (
     HttpResponse,
     Refused,
     Route,
-    check_json_type,
     check_state_change,
     cookie_header,
     error_response,
     is_https,
     json_object,
-    json_response,
     last_resort,
 )
 from statemachine.web.routes import activation_routes, adapt, inspector_routes
+from statemachine.web.serving import run_workers
+from statemachine.web.testing import standin_routes
 
 ENV_KEYS: Final = "SECURED_ACTIVATION_KEYS"
 ENV_POLICY: Final = "SECURED_ACTIVATION_POLICY"
@@ -122,23 +116,19 @@ class Cookies:
 
 
 class ReferencePages:
-    """The reference host's own routes, on the HTTP core's rules: the page, the demo sign-in
-    (same-origin JSON only, like every state change), the stand-in tag and the local platform.
-    """
+    """The reference host's own routes, on the HTTP core's rules: the page and the demo
+    sign-in (same-origin JSON only, like every state change)."""
 
     routes: Final = (
         Route("/", ("GET", "HEAD")),
         Route("/login", ("POST",)),
         Route("/signout", ("POST",)),
-        Route("/tag.js", ("GET", "HEAD")),
-        Route("/platform/activate", ("POST",)),
     )
 
     def __init__(self, policy: ActivationPolicy, cookies: Cookies, activator: LocalActivator):
         static = resources.files("statemachine.web").joinpath("static")
         page = static.joinpath("page.html").read_text("utf-8")
         self.page = page.replace("__POLICY__", str(policy.name)).encode("utf-8")
-        self.tag = static.joinpath("tag.js").read_text("utf-8").encode("utf-8")
         self.cookies = cookies
         self.activator = activator
         self._methods = {route.path: route.methods for route in self.routes}
@@ -153,16 +143,12 @@ class ReferencePages:
             if request.path == "/":
                 html = (("Content-Type", "text/html; charset=utf-8"), *NO_STORE)
                 return HttpResponse(200, html + self._visitor_cookie(request), self.page)
-            if request.path == "/tag.js":
-                return HttpResponse(200, (("Content-Type", "text/javascript"),), self.tag)
             if request.path == "/login":
                 return self.login(request)
-            if request.path == "/signout":
-                check_state_change(request)
-                json_object(request, empty_ok=True)
-                gone = cookie_header(USER_COOKIE, "", secure=is_https(request), max_age=0)
-                return HttpResponse(204, (*NO_STORE, gone), b"")
-            return self.platform(request)
+            check_state_change(request)  # /signout
+            json_object(request, empty_ok=True)
+            gone = cookie_header(USER_COOKIE, "", secure=is_https(request), max_age=0)
+            return HttpResponse(204, (*NO_STORE, gone), b"")
         except Refused as refused:
             return error_response(refused.status, refused.message, refused.headers)
         except Exception as error:  # noqa: BLE001 - never a 500
@@ -190,23 +176,6 @@ class ReferencePages:
             USER_COOKIE, self.cookies.sign(user_id, wrong), secure=is_https(request)
         )
         return HttpResponse(204, (*NO_STORE, signed, *self._visitor_cookie(request)), b"")
-
-    def platform(self, request: HttpRequest) -> HttpResponse:
-        """The local platform: what the real one does with an activation, offline."""
-        check_json_type(request)
-        body = json_object(request)
-        raw = body.get("authenticationOption")
-        kind = raw.get("type") if isinstance(raw, dict) else None
-        token = raw.get("token") if isinstance(raw, dict) else None
-        if kind not in (SECURED, ANONYMOUS) or (kind == SECURED and not isinstance(token, str)):
-            return json_response(
-                200, _callback(kind, FAILURE, "A valid authentication option must be provided")
-            )
-        try:
-            self.activator.activate(AuthenticationOption(kind, token if kind == SECURED else None))
-        except ActivationError as refused:
-            return json_response(200, _callback(kind, FAILURE, refused.reason.message))
-        return json_response(200, _callback(kind, SUCCESS, None))
 
 
 def _encodable(text: str) -> bool:
@@ -279,29 +248,11 @@ def create_app() -> Starlette:
     pages = ReferencePages(policy, cookies, activator)
     routes = [
         *adapt((route.path for route in pages.routes), pages.handle),
+        *standin_routes(activator),  # the stand-in tag and platform: this host is offline
         *activation_routes(tracker, visitor_id=visitor_id, token_provider=token_provider),
         *inspector_routes(tracker, metrics=metrics),
     ]
     return Starlette(routes=routes)
-
-
-def _callback(kind: Any, status: str, reason: str | None) -> dict[str, Any]:
-    """The tag's callback object; the token is not sent back (the tag has it already)."""
-    authentication: dict[str, Any] = {"option": {"type": kind or SECURED}, "status": status}
-    if reason is not None:
-        authentication["reason"] = reason
-    return {"authentication": authentication}
-
-
-def listening_socket(host: str, port: int) -> socket.socket:
-    """A TCP listening socket whose accepted connections get ``TCP_NODELAY`` from asyncio."""
-    family = socket.AF_INET6 if ":" in host else socket.AF_INET
-    sock = socket.socket(family, socket.SOCK_STREAM, socket.IPPROTO_TCP)
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    sock.bind((host, port))
-    sock.listen(2048)
-    sock.set_inheritable(True)
-    return sock
 
 
 def serve(*, policy: str, redis: str | None, workers: int, host: str, port: int) -> int:
@@ -334,20 +285,3 @@ def serve(*, policy: str, redis: str | None, workers: int, host: str, port: int)
         return 0
     finally:
         shutil.rmtree(directory, ignore_errors=True)
-
-
-def run_workers(factory: str, *, host: str, port: int, workers: int) -> None:
-    """Run ``factory`` (``module:function`` returning an ASGI app) on ``workers`` processes.
-
-    The socket is bound here, as TCP (see the module's docstring), and shared
-    by every worker; uvicorn's supervisor restarts a worker that dies.
-    """
-    import uvicorn
-    from uvicorn.supervisors import Multiprocess
-
-    sock = listening_socket(host, port)
-    config = uvicorn.Config(factory, factory=True, workers=workers, log_level="warning")
-    if workers > 1:
-        Multiprocess(config, sockets=[sock]).run()
-    else:
-        uvicorn.Server(config).run(sockets=[sock])
