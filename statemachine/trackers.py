@@ -139,6 +139,7 @@ class _Tracker(Generic[S]):
         self._hints_lock = threading.Lock()
         self._listeners = Listeners()
         self.budget_refusals = 0  # token requests answered 429: the visitor's budget was spent
+        self._refusal_hooks: tuple[tuple[Listener, Callable[[str], Any]], ...] = ()
         self._budget_logged: OrderedDict[str, float] = OrderedDict()  # visitor -> last log line
 
     def __repr__(self) -> str:
@@ -152,13 +153,17 @@ class _Tracker(Generic[S]):
         A listener that raises is logged and changes nothing.
         """
         self._listeners.add(listener)
+        refused = getattr(listener, "budget_refused", None)
+        if callable(refused):  # ActivationMetrics: it counts budget refusals too
+            self._refusal_hooks = (*self._refusal_hooks, (listener, refused))
         watch = getattr(listener, "watch", None)
-        if callable(watch):  # ActivationMetrics: also export this tracker's own counters
+        if callable(watch):  # ActivationMetrics: it exports the memory store's drops
             watch(self)
         return listener
 
     def remove_listener(self, listener: Listener) -> None:
         self._listeners.remove(listener)
+        self._refusal_hooks = tuple(h for h in self._refusal_hooks if h[0] is not listener)
 
     # -- the flows (each face drives them) ---------------------------------
     def _token_flow(
@@ -332,6 +337,12 @@ class _Tracker(Generic[S]):
                     self._budget_logged.move_to_end(key)
                     if len(self._budget_logged) > HINTS:
                         self._budget_logged.popitem(last=False)
+            for _, refused in self._refusal_hooks:
+                try:
+                    refused(str(self.policy.name))
+                except Exception as error:  # noqa: BLE001 - a listener's failure changes nothing
+                    failed = type(error).__name__
+                    logs.emit(logs.PROXY.error, logs.LISTENER_ERROR, error_type=failed)
             if quiet:
                 logs.emit(
                     logs.PROXY.warning,

@@ -482,3 +482,52 @@ def test_the_inspector_shows_a_spent_budget(issuer: TokenIssuer) -> None:
         assert reply.answer is Answer.REFUSED  # the first flow is in flight
         shown = client.get(f"/inspect/visitor/{visitor_ref('v1')}").json()
     assert shown["mint_budget_left"] == 0
+
+
+_REFUSING_WORKER = """
+import sys
+from functools import partial
+
+from policies import DefensivePolicy, MintBudget
+from statemachine import ActivationTracker, Answer
+from statemachine.metrics import ActivationMetrics
+from statemachine.tokens import TokenIssuer, generate_rsa
+
+refusals = int(sys.argv[1])
+issuer = TokenIssuer(generate_rsa(), generate_rsa(), "https://brand.example")
+tracker = ActivationTracker(DefensivePolicy(mint_budget=MintBudget(1, 60)))
+metrics = ActivationMetrics()
+tracker.add_listener(metrics)
+mint = partial(issuer.issue, "visitor-42")
+assert tracker.token_request("v", "first", mint).answer is Answer.TOKEN
+for index in range(refusals):
+    assert tracker.token_request("v", f"again{index}", mint).answer is Answer.REFUSED
+tracker.report("v", "first", {"authentication": {"option": {"type": "SECURED_AUTHENTICATION"},
+                                                  "status": "authentication-success"}})
+for index in range(refusals):
+    assert tracker.token_request("v", f"more{index}", mint).answer is Answer.OVER_BUDGET
+print(metrics.render().decode())
+"""
+
+
+def test_budget_refusals_are_summed_across_worker_processes(tmp_path: Path) -> None:
+    """With PROMETHEUS_MULTIPROC_DIR, each worker's refusals land in the shared files."""
+    import subprocess
+    import sys
+
+    directory = tmp_path / "metrics"
+    directory.mkdir()
+    env = {**os.environ, "PROMETHEUS_MULTIPROC_DIR": str(directory)}
+    rendered = ""
+    for refusals in (2, 3):  # two worker processes, one after the other
+        done = subprocess.run(
+            [sys.executable, "-c", _REFUSING_WORKER, str(refusals)],
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=120,
+            check=False,
+        )
+        assert done.returncode == 0, done.stderr[-2000:]
+        rendered = done.stdout
+    assert 'secured_activation_budget_refusals_total{policy="defensive"} 5.0' in rendered
