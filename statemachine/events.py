@@ -101,15 +101,12 @@ class Listeners:
     or removing a listener rebuilds the tuple of calls; publishing only runs it.
     """
 
-    __slots__ = ("_calls", "_logger", "_one_session", "listeners")
+    __slots__ = ("_calls", "_log", "listeners")
 
     def __init__(self, *, one_session: bool = False) -> None:
-        self._one_session = one_session
-        self._logger: Any = None
+        self._log: Listener = _SessionLog() if one_session else log_transition
         self.listeners: tuple[Listener, ...] = DEFAULT_LISTENERS
-        self._calls: tuple[Listener, ...] = (
-            (self._log_session,) if one_session else DEFAULT_LISTENERS
-        )
+        self._calls: tuple[Listener, ...] = (self._log,)
 
     def add(self, listener: Listener) -> Listener:
         if not callable(listener):
@@ -158,12 +155,25 @@ class Listeners:
         self.listeners = listeners
 
     def _bind(self, listeners: tuple[Listener, ...]) -> tuple[Listener, ...]:
-        log = self._log_session if self._one_session else log_transition
+        log = self._log
         return tuple(log if listener is log_transition else listener for listener in listeners)
 
-    def _log_session(self, event: TransitionEvent) -> None:
+
+class _SessionLog:
+    """The log line for one session: its logger is bound once, on first use.
+
+    A separate object, not a method of ``Listeners``: a bound method kept in
+    its own owner's tuple would make every session a reference cycle.
+    """
+
+    __slots__ = ("_logger",)
+
+    def __init__(self) -> None:
+        self._logger: Any = None
+
+    def __call__(self, event: TransitionEvent) -> None:
         logger = self._logger
-        if logger is None:  # bound on first use: an idle session never pays for a logger
+        if logger is None:  # an idle session never pays for a logger
             logger = self._logger = logs.session_logger(event.session_id)
         log_transition(event, logger)
 

@@ -162,7 +162,7 @@ class _Tracker(Generic[S]):
         outcome: Outcome = yield CallProvider(
             token_provider, is_async_callable(token_provider), fetch.timeout
         )
-        answer = token_answer(outcome, claimed.core.logger)
+        answer = token_answer(outcome, claimed.core)
 
         def settle(record: VisitorRecord, now: float) -> tuple[bool, TokenReply]:
             return settle_token(record, flow, fetch, answer, now)
