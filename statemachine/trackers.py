@@ -27,7 +27,7 @@ import threading
 import time
 from collections import OrderedDict
 from collections.abc import Callable, Generator
-from typing import Any, Final, Generic, NamedTuple, TypeVar
+from typing import Any, Final, Generic, NamedTuple, TypeVar, cast
 
 from statemachine import logs, records
 from statemachine.calls import (
@@ -113,15 +113,16 @@ class _Tracker(Generic[S]):
 
     def __init__(
         self,
-        policy: ActivationPolicy | None,
-        store: S,
+        policy: ActivationPolicy | None = None,
+        store: S | None = None,
         *,
-        clock: Callable[[], float],
-        workers: WorkerPool | None,
+        clock: Callable[[], float] = time.time,
+        workers: WorkerPool | None = None,
     ) -> None:
         policy = checked_policy(policy)
         self.policy = policy
-        self.store: S = store
+        # The embedded default serves both faces: MemoryStore is a Store and an AsyncStore.
+        self.store: S = cast(S, MemoryStore()) if store is None else store
         self._clock = clock
         self._workers = workers
         self._ttl = max(session_lifetime(policy), lease_seconds(policy))
@@ -285,17 +286,6 @@ class _Tracker(Generic[S]):
 class AsyncActivationTracker(_Tracker[AsyncStore]):
     """Follows the tag's activation for asyncio hosts (Starlette, FastAPI, aiohttp)."""
 
-    def __init__(
-        self,
-        policy: ActivationPolicy | None = None,
-        store: AsyncStore | None = None,
-        *,
-        clock: Callable[[], float] = time.time,
-        workers: WorkerPool | None = None,
-    ) -> None:
-        store = MemoryStore() if store is None else store
-        super().__init__(policy, store, clock=clock, workers=workers)
-
     async def token_request(
         self, visitor_id: str, flow: str, token_provider: TokenProvider
     ) -> TokenReply:
@@ -342,17 +332,6 @@ class AsyncActivationTracker(_Tracker[AsyncStore]):
 
 class ActivationTracker(_Tracker[Store]):
     """The same tracker for blocking hosts (WSGI, Django, Flask); safe across threads."""
-
-    def __init__(
-        self,
-        policy: ActivationPolicy | None = None,
-        store: Store | None = None,
-        *,
-        clock: Callable[[], float] = time.time,
-        workers: WorkerPool | None = None,
-    ) -> None:
-        store = MemoryStore() if store is None else store
-        super().__init__(policy, store, clock=clock, workers=workers)
 
     def token_request(
         self, visitor_id: str, flow: str, token_provider: TokenProvider
