@@ -156,10 +156,9 @@ class _Tracker(Generic[S]):
         step, current, claimed = yield from self._step(
             key, lambda r, now: _planned(plan_token(r, flow, now)), hint=self._hint(key)
         )
-        if step.fetch is None:
-            assert step.reply is not None
-            return step.reply
-        fetch = step.fetch
+        fetch = step.then
+        if isinstance(fetch, TokenReply):
+            return fetch
         outcome: Outcome = yield CallProvider(
             token_provider, is_async_callable(token_provider), fetch.timeout
         )
