@@ -104,7 +104,7 @@ class Listeners:
     __slots__ = ("_calls", "_log", "listeners")
 
     def __init__(self, *, one_session: bool = False) -> None:
-        self._log: Listener = _SessionLog() if one_session else log_transition
+        self._log: Listener = _session_log() if one_session else log_transition
         self.listeners: tuple[Listener, ...] = DEFAULT_LISTENERS
         self._calls: tuple[Listener, ...] = (self._log,)
 
@@ -138,12 +138,6 @@ class Listeners:
                     pending.append(value)
         return pending
 
-    async def apublish(self, events: Sequence[TransitionEvent]) -> None:
-        """``publish``, then await the async listeners (asyncio drivers)."""
-        pending = self.publish(events) if events else None
-        if pending:
-            await await_listeners(pending)
-
     def publish_blocking(self, events: Sequence[TransitionEvent]) -> None:
         """``publish``, then run the async listeners to completion (blocking drivers)."""
         pending = self.publish(events) if events else None
@@ -159,23 +153,21 @@ class Listeners:
         return tuple(log if listener is log_transition else listener for listener in listeners)
 
 
-class _SessionLog:
-    """The log line for one session: its logger is bound once, on first use.
+def _session_log() -> Listener:
+    """The log line for one session, on a logger bound with its id on first use.
 
-    A separate object, not a method of ``Listeners``: a bound method kept in
-    its own owner's tuple would make every session a reference cycle.
+    A closure, not a method of ``Listeners``: a bound method kept in its own
+    owner's tuple would make every session a reference cycle.
     """
+    logger: Any = None
 
-    __slots__ = ("_logger",)
-
-    def __init__(self) -> None:
-        self._logger: Any = None
-
-    def __call__(self, event: TransitionEvent) -> None:
-        logger = self._logger
+    def log(event: TransitionEvent) -> None:
+        nonlocal logger
         if logger is None:  # an idle session never pays for a logger
-            logger = self._logger = logs.session_logger(event.session_id)
+            logger = logs.session_logger(event.session_id)
         log_transition(event, logger)
+
+    return log
 
 
 async def await_listeners(pending: list[Any]) -> None:

@@ -35,7 +35,7 @@ from statemachine.effects import (
     Finish,
     Outcome,
 )
-from statemachine.events import Listener, Listeners
+from statemachine.events import Listener, Listeners, await_listeners
 from statemachine.options import AuthenticationOption
 from statemachine.policy import MAX_LIFETIME, ActivationPolicy, check_seconds, checked_policy
 from statemachine.reasons import FailureReason
@@ -243,7 +243,9 @@ class AsyncActivationSession(_Session):
     async def _publish(self) -> None:
         events = self._core.take_events()
         if events:
-            await self._listeners.apublish(events)
+            pending = self._listeners.publish(events)
+            if pending:
+                await await_listeners(pending)
 
     async def _flow(self, trigger: Trigger, callback: Callback | None) -> ActivationResult:
         core = self._core
