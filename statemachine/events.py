@@ -111,11 +111,14 @@ class Listeners:
     def add(self, listener: Listener) -> Listener:
         if not callable(listener):
             raise TypeError(f"a listener must be callable, got {type(listener).__name__}")
-        self._set((*self.listeners, listener))
+        self._calls = (*self._calls, self._log if listener is log_transition else listener)
+        self.listeners = (*self.listeners, listener)
         return listener
 
     def remove(self, listener: Listener) -> None:
-        self._set(tuple(x for x in self.listeners if x is not listener))
+        listeners = tuple(x for x in self.listeners if x is not listener)
+        self._calls = self._bind(listeners)
+        self.listeners = listeners
 
     def publish(self, events: Sequence[TransitionEvent]) -> list[Any] | None:
         """Hand every event to every listener, in order; return what async ones gave back.
@@ -143,10 +146,6 @@ class Listeners:
         pending = self.publish(events) if events else None
         if pending:
             run_listeners(pending)
-
-    def _set(self, listeners: tuple[Listener, ...]) -> None:
-        self._calls = self._bind(listeners)
-        self.listeners = listeners
 
     def _bind(self, listeners: tuple[Listener, ...]) -> tuple[Listener, ...]:
         log = self._log
