@@ -84,8 +84,13 @@ LAYERS: list[tuple[str, tuple[str, ...]]] = [
         (
             "statemachine.web",
             "statemachine.web.svg",
+            "statemachine.web.http",
             "statemachine.web.routes",
+            "statemachine.web.flask",
+            "statemachine.web.django",
             "statemachine.web.inspector",
+            "statemachine.web.testing",
+            "statemachine.web.serving",
             "statemachine.web.reference",
         ),
     ),

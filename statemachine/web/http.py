@@ -773,7 +773,8 @@ class InspectorHttp(_Inspector):
         guard: GuardOf | None = None,
     ) -> None:
         super().__init__(tracker, metrics=metrics, prefix=prefix, guard=guard)
-        keys = tracker.store.keys
+        store: Any = tracker.store  # listing is not part of the Store protocol
+        keys = store.keys
         self._limited = "limit" in inspect.signature(keys).parameters
 
     def handle(self, request: HttpRequest) -> HttpResponse:
