@@ -12,7 +12,7 @@ from __future__ import annotations
 import functools
 import math
 from enum import StrEnum
-from typing import Any, Final, Literal, NamedTuple, Protocol, runtime_checkable
+from typing import Any, Final, Literal, NamedTuple, Protocol, cast, runtime_checkable
 
 from statemachine.reasons import FailureReason
 
@@ -142,8 +142,7 @@ def checked_policy(policy: object) -> ActivationPolicy:
         _check_policy(policy)
     else:
         _check_hashable_policy(policy)
-    assert isinstance(policy, ActivationPolicy)
-    return policy
+    return cast(ActivationPolicy, policy)  # checked above (isinstance again would cost as much)
 
 
 def check_seconds(name: str, value: object, *, optional: bool, high: float = MAX_SECONDS) -> None:

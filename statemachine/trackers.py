@@ -27,7 +27,7 @@ import threading
 import time
 from collections import OrderedDict
 from collections.abc import Callable, Generator
-from typing import Any, Final, Generic, NamedTuple, TypeVar
+from typing import Any, Final, Generic, NamedTuple, TypeVar, cast
 
 from statemachine import logs, records
 from statemachine.calls import (
@@ -123,15 +123,16 @@ class _Tracker(Generic[S]):
 
     def __init__(
         self,
-        policy: ActivationPolicy | None,
-        store: S,
+        policy: ActivationPolicy | None = None,
+        store: S | None = None,
         *,
-        clock: Callable[[], float],
-        workers: WorkerPool | None,
+        clock: Callable[[], float] = time.time,
+        workers: WorkerPool | None = None,
     ) -> None:
         policy = checked_policy(policy)
         self.policy = policy
-        self.store: S = store
+        # The embedded default serves both faces: MemoryStore is a Store and an AsyncStore.
+        self.store: S = cast(S, MemoryStore()) if store is None else store
         self._clock = clock
         self._workers = workers
         self._ttl = max(session_lifetime(policy), lease_seconds(policy))
@@ -188,13 +189,13 @@ class _Tracker(Generic[S]):
             lambda r, now: _planned(plan_token(r, flow, now, budgeted=budgeted)),
             hint=self._hint(key),
         )
-        if step.fetch is None:
-            return self._answered(key, step)
-        fetch = step.fetch
+        fetch = step.then
+        if isinstance(fetch, TokenReply):
+            return self._answered(key, fetch)
         outcome: Outcome = yield CallProvider(
             token_provider, is_async_callable(token_provider), fetch.timeout
         )
-        answer = token_answer(outcome, claimed.core.logger)
+        answer = token_answer(outcome, claimed.core)
 
         def settle(record: VisitorRecord, now: float) -> tuple[bool, TokenReply]:
             return settle_token(record, flow, fetch, answer, now)
@@ -323,10 +324,9 @@ class _Tracker(Generic[S]):
             return TokenReply(Answer.DO_NOT_ACTIVATE, None, None, FailureReason.TOKEN_UNAVAILABLE)
         return None
 
-    def _answered(self, key: str, step: TokenStep) -> TokenReply:
+    def _answered(self, key: str, reply: TokenReply) -> TokenReply:
         """The planned answer; one refused for its budget is counted and logged (once a minute)."""
-        assert step.reply is not None
-        if step.reply.answer is Answer.OVER_BUDGET:
+        if reply.answer is Answer.OVER_BUDGET:
             with self._hints_lock:
                 self.budget_refusals += 1
                 now = time.monotonic()
@@ -349,9 +349,9 @@ class _Tracker(Generic[S]):
                     logs.BUDGET_SPENT,
                     session_id=key,
                     policy=str(self.policy.name),
-                    retry_after=step.reply.retry_after,
+                    retry_after=reply.retry_after,
                 )
-        return step.reply
+        return reply
 
     def _store_down(self, error: StoreError) -> TokenReply:
         """The policy's answer when the store cannot hold the visitor: nothing was handed out."""
@@ -365,17 +365,6 @@ class _Tracker(Generic[S]):
 
 class AsyncActivationTracker(_Tracker[AsyncStore]):
     """Follows the tag's activation for asyncio hosts (Starlette, FastAPI, aiohttp)."""
-
-    def __init__(
-        self,
-        policy: ActivationPolicy | None = None,
-        store: AsyncStore | None = None,
-        *,
-        clock: Callable[[], float] = time.time,
-        workers: WorkerPool | None = None,
-    ) -> None:
-        store = MemoryStore() if store is None else store
-        super().__init__(policy, store, clock=clock, workers=workers)
 
     async def token_request(
         self, visitor_id: str, flow: str, token_provider: TokenProvider | None
@@ -429,17 +418,6 @@ class AsyncActivationTracker(_Tracker[AsyncStore]):
 
 class ActivationTracker(_Tracker[Store]):
     """The same tracker for blocking hosts (WSGI, Django, Flask); safe across threads."""
-
-    def __init__(
-        self,
-        policy: ActivationPolicy | None = None,
-        store: Store | None = None,
-        *,
-        clock: Callable[[], float] = time.time,
-        workers: WorkerPool | None = None,
-    ) -> None:
-        store = MemoryStore() if store is None else store
-        super().__init__(policy, store, clock=clock, workers=workers)
 
     def token_request(
         self, visitor_id: str, flow: str, token_provider: TokenProvider | None

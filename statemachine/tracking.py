@@ -53,9 +53,15 @@ class TrackerInputError(ValueError):
 
 
 class TokenStep(NamedTuple):
+    """What a token request does next: answer at once, or mint (then ``settle_token``)."""
+
     changed: bool  # the record moved and must be written before anything else happens
-    reply: TokenReply | None  # the answer, when no token has to be minted
-    fetch: FetchToken | None  # otherwise: call the provider, then ``settle_token``
+    then: TokenReply | FetchToken  # the answer, or the provider call to make first
+
+    @property
+    def fetch(self) -> FetchToken | None:
+        then = self.then
+        return then if isinstance(then, FetchToken) else None
 
 
 class Report(NamedTuple):
@@ -155,7 +161,11 @@ def plan_token(
     the policy falls back): such a request costs no budget.
     """
     step = _plan_token(record, flow_id, now, budgeted)
-    if budgeted and step.fetch is not None and mint_budget(record.core.policy) is not None:
+    if (
+        budgeted
+        and isinstance(step.then, FetchToken)
+        and mint_budget(record.core.policy) is not None
+    ):
         record.minted.append(now)
     return step
 
@@ -166,10 +176,10 @@ def _plan_token(record: VisitorRecord, flow_id: str, now: float, budgeted: bool)
     state = core.state
     if state is State.AUTHENTICATED:
         if refresh_claimed(record, now):
-            return TokenStep(changed, _refused(record), None)  # one refresh at a time
+            return TokenStep(changed, _refused(record))  # one refresh at a time
         wait = budget_wait(record, now) if budgeted else None
         if wait is not None:
-            return TokenStep(changed, _over_budget(record, wait), None)
+            return TokenStep(changed, _over_budget(record, wait))
         # The core decides: a refresh (the visitor stays authenticated), or, once the
         # platform session is over, session_expired and a new, claimed flow.
         effect: Effect | None = core.begin(Trigger.REVERIFY, now)
@@ -178,30 +188,30 @@ def _plan_token(record: VisitorRecord, flow_id: str, now: float, budgeted: bool)
             # workers (the state stays authenticated; the claim is the flow id and its lease).
             record.flow_id = flow_id
             record.lease_until = now + claim_seconds(core.policy)
-            return TokenStep(True, None, effect)
+            return TokenStep(True, effect)
         _end_flow(record, flow_id)
         return _step_after(record, effect, now)
     if state.in_flight:
         if record.flow_id != flow_id or state is State.FETCHING_TOKEN:
-            return TokenStep(changed, _refused(record), None)
+            return TokenStep(changed, _refused(record))
         if state is State.ACTIVATING_ANONYMOUS:  # told to fall back already: say it again
             option = AuthenticationOption.anonymous()
             reply = TokenReply(Answer.ANONYMOUS, state, option, core.reason, core.attempts)
-            return TokenStep(changed, reply, None)
+            return TokenStep(changed, reply)
         # The same flow asks again: the tag's attempt failed and it retries.
         wait = budget_wait(record, now) if budgeted else None
         if wait is not None:
-            return TokenStep(changed, _over_budget(record, wait), None)
+            return TokenStep(changed, _over_budget(record, wait))
         effect = core.fire(Trigger.ACTIVATION_FAILED, reason=FailureReason.SERVER_ERROR)
         if isinstance(effect, BackOff):  # the tag waited already; ask for a fresh token now
             effect = core.fire(Trigger.BACKOFF_ELAPSED)
         return _step_after(record, effect, now)
     if flow_id == record.flow_id or flow_id in record.ended_flows:
         # That page load's flow is over: repeat the answer, mint nothing.
-        return TokenStep(changed, _settled_answer(record), None)
+        return TokenStep(changed, _settled_answer(record))
     wait = budget_wait(record, now) if budgeted else None
     if wait is not None:
-        return TokenStep(changed, _over_budget(record, wait), None)
+        return TokenStep(changed, _over_budget(record, wait))
     effect = core.begin(Trigger.ACTIVATE, now)
     _end_flow(record, flow_id)
     return _step_after(record, effect, now)
@@ -363,8 +373,8 @@ def apply_logout(record: VisitorRecord) -> bool:
 def _step_after(record: VisitorRecord, effect: Effect | None, now: float) -> TokenStep:
     if isinstance(effect, FetchToken):
         record.lease_until = now + claim_seconds(record.core.policy)
-        return TokenStep(True, None, effect)
-    return TokenStep(True, _answer(record, effect, now), None)
+        return TokenStep(True, effect)
+    return TokenStep(True, _answer(record, effect, now))
 
 
 def _answer(record: VisitorRecord, effect: Effect | None, now: float) -> TokenReply:

@@ -358,6 +358,7 @@ def test_a_refresh_claim_that_lapses_frees_the_visitor(
 ) -> None:
     """A worker claims a refresh and dies before settling it: the claim holds, then lapses."""
     from statemachine import records
+    from statemachine.effects import FetchToken
     from statemachine.tracking import claim_seconds, plan_token
 
     authenticate(face, provider)
@@ -366,8 +367,8 @@ def test_a_refresh_claim_that_lapses_frees_the_visitor(
     record = records.load(json.loads(current.data), policy, clock)
     step = plan_token(record, "dead-worker", clock.now)
     assert step.changed
-    assert step.fetch is not None
-    assert step.fetch.refresh
+    assert isinstance(step.then, FetchToken)
+    assert step.then.refresh
     data = json.dumps(records.dump(record))
     assert store.compare_and_set("v1", current.version, data, 60)[0]  # ... and nothing more
     assert face.token("v1", new_flow(), provider).answer is Answer.REFUSED

@@ -768,7 +768,7 @@ class InspectorHttp(_Inspector):
         guard: GuardOf | None = None,
     ) -> None:
         super().__init__(tracker, metrics=metrics, prefix=prefix, guard=guard)
-        store: Any = tracker.store  # listing keys is not part of the store protocol
+        store: Any = tracker.store  # listing is not part of the Store protocol
         keys = store.keys
         self._limited = "limit" in inspect.signature(keys).parameters
 
