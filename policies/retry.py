@@ -31,6 +31,7 @@ NEVER_RETRIED: Final = frozenset(
         FailureReason.ALREADY_ACTIVATED,
         FailureReason.CANCELLED,
         FailureReason.WORKERS_EXHAUSTED,
+        FailureReason.MINT_BUDGET_SPENT,
     }
 )
 

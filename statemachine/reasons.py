@@ -23,6 +23,7 @@ class FailureReason(Enum):
     CANCELLED = "The activation was cancelled"
     WORKERS_EXHAUSTED = "Every worker for host calls is busy"
     UNKNOWN = "The tag failed without saying why"
+    MINT_BUDGET_SPENT = "Too many tokens were asked for this visitor; try again later"
 
     @property
     def message(self) -> str:
@@ -105,6 +106,10 @@ REMEDIATIONS: Final[dict[FailureReason, str]] = {
     ),
     FailureReason.WORKERS_EXHAUSTED: (
         "Host calls are saturated: check the token provider's latency and the worker bound."
+    ),
+    FailureReason.MINT_BUDGET_SPENT: (
+        "Look for a page that calls activate() in a loop or refreshes too often; wait for "
+        "Retry-After."
     ),
     FailureReason.UNKNOWN: (
         "The tag gave no reason: run 'secured-activation token verify' on a fresh token and "

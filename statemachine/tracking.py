@@ -31,7 +31,7 @@ from statemachine.effects import (
     TokenReceived,
 )
 from statemachine.options import ANONYMOUS, SECURED, AuthenticationOption
-from statemachine.policy import ActivationPolicy, longest_backoff, session_lifetime
+from statemachine.policy import ActivationPolicy, longest_backoff, mint_budget, session_lifetime
 from statemachine.reasons import FailureReason
 from statemachine.records import ENDED_FLOWS_LIMIT, FLOW_ID, VisitorRecord
 from statemachine.replies import Answer, ReportReply, TokenReply
@@ -44,6 +44,7 @@ LEASE_GRACE: Final = 5.0
 _UNBOUNDED_WAIT: Final = 30.0
 """What a lease counts for a timeout the policy leaves unbounded (None)."""
 
+
 MAX_VISITOR_ID: Final = 256
 MAX_REASON_TEXT: Final = 500
 _CONTROL: Final = re.compile(r"[\x00-\x1f\x7f]")
@@ -54,9 +55,15 @@ class TrackerInputError(ValueError):
 
 
 class TokenStep(NamedTuple):
+    """What a token request does next: answer at once, or mint (then ``settle_token``)."""
+
     changed: bool  # the record moved and must be written before anything else happens
-    reply: TokenReply | None  # the answer, when no token has to be minted
-    fetch: FetchToken | None  # otherwise: call the provider, then ``settle_token``
+    then: TokenReply | FetchToken  # the answer, or the provider call to make first
+
+    @property
+    def fetch(self) -> FetchToken | None:
+        then = self.then
+        return then if isinstance(then, FetchToken) else None
 
 
 class Report(NamedTuple):
@@ -142,27 +149,59 @@ def expire_lease(record: VisitorRecord, now: float) -> bool:
     return False
 
 
-def plan_token(record: VisitorRecord, flow_id: str, now: float) -> TokenStep:
-    """A token request: start a flow, take the tag's retry, refresh, or refuse."""
+def plan_token(
+    record: VisitorRecord, flow_id: str, now: float, *, budgeted: bool = True
+) -> TokenStep:
+    """A token request: start a flow, take the tag's retry, refresh, or refuse.
+
+    Every request that would ask the provider for a token is first checked
+    against the visitor's minting budget; the token it may mint is counted in
+    the same write that claims the visitor (no extra round trip).
+    ``budgeted=False`` when nothing can be minted (nobody is signed in, and
+    the policy falls back): such a request costs no budget.
+    """
+    step = _plan_token(record, flow_id, now, budgeted)
+    if (
+        budgeted
+        and isinstance(step.then, FetchToken)
+        and mint_budget(record.core.policy) is not None
+    ):
+        record.minted.append(now)
+    return step
+
+
+def _plan_token(record: VisitorRecord, flow_id: str, now: float, budgeted: bool) -> TokenStep:
     core = record.core
     changed = expire_lease(record, now)
     state = core.state
     if state is State.AUTHENTICATED:
-        # The core decides: a refresh (nothing is written; the visitor stays authenticated),
-        # or, once the platform session is over, session_expired and a new, claimed flow.
+        if refresh_claimed(record, now):
+            return TokenStep(changed, _refused(record))  # one refresh at a time
+        wait = budget_wait(record, now) if budgeted else None
+        if wait is not None:
+            return TokenStep(changed, _over_budget(record, wait))
+        # The core decides: a refresh (the visitor stays authenticated), or, once the
+        # platform session is over, session_expired and a new, claimed flow.
         effect: Effect | None = core.begin(Trigger.REVERIFY, now)
         if isinstance(effect, FetchToken) and effect.refresh:
-            return TokenStep(changed, None, effect)
+            # A refresh claims the visitor the way a first flow does: single-flight across
+            # workers (the state stays authenticated; the claim is the flow id and its lease).
+            record.flow_id = flow_id
+            record.lease_until = now + claim_seconds(core.policy)
+            return TokenStep(True, effect)
         _end_flow(record, flow_id)
         return _step_after(record, effect, now)
     if state.in_flight:
         if record.flow_id != flow_id or state is State.FETCHING_TOKEN:
-            return TokenStep(changed, _refused(record), None)
+            return TokenStep(changed, _refused(record))
         if state is State.ACTIVATING_ANONYMOUS:  # told to fall back already: say it again
             option = AuthenticationOption.anonymous()
             reply = TokenReply(Answer.ANONYMOUS, state, option, core.reason, core.attempts)
-            return TokenStep(changed, reply, None)
+            return TokenStep(changed, reply)
         # The same flow asks again: the tag's attempt failed and it retries.
+        wait = budget_wait(record, now) if budgeted else None
+        if wait is not None:
+            return TokenStep(changed, _over_budget(record, wait))
         # The tag does not say why it retries: record that, not a reason nobody reported.
         effect = core.fire(Trigger.ACTIVATION_FAILED, reason=FailureReason.UNKNOWN)
         if isinstance(effect, BackOff):  # the tag waited already; ask for a fresh token now
@@ -170,10 +209,70 @@ def plan_token(record: VisitorRecord, flow_id: str, now: float) -> TokenStep:
         return _step_after(record, effect, now)
     if flow_id == record.flow_id or flow_id in record.ended_flows:
         # That page load's flow is over: repeat the answer, mint nothing.
-        return TokenStep(changed, _settled_answer(record), None)
+        return TokenStep(changed, _settled_answer(record))
+    wait = budget_wait(record, now) if budgeted else None
+    if wait is not None:
+        return TokenStep(changed, _over_budget(record, wait))
     effect = core.begin(Trigger.ACTIVATE, now)
     _end_flow(record, flow_id)
     return _step_after(record, effect, now)
+
+
+def refresh_claimed(record: VisitorRecord, now: float) -> bool:
+    """An authenticated visitor's refresh is under way (its claim has not lapsed)."""
+    return record.lease_until is not None and now < record.lease_until
+
+
+def budget_wait(record: VisitorRecord, now: float) -> float | None:
+    """``None`` if the visitor may be minted a token now, else the seconds until it may.
+
+    A sliding window over the mint times the record keeps: at most ``tokens``
+    in any ``seconds``-long span, whatever the boundaries. Times older than
+    the window are dropped here, so the record stays within the budget's size.
+    """
+    budget = mint_budget(record.core.policy)
+    if budget is None:
+        if record.minted:
+            record.minted = []
+        return None
+    tokens, seconds = budget
+    minted = record.minted
+    start = now - seconds
+    if minted and minted[0] <= start:
+        minted = record.minted = [at for at in minted if at > start]
+    if len(minted) < tokens:
+        return None
+    return max(0.0, minted[-tokens] + seconds - now)
+
+
+def budget_left(record: VisitorRecord, now: float) -> int | None:
+    """Tokens the visitor may still be minted in the current window (None: no budget)."""
+    budget = mint_budget(record.core.policy)
+    if budget is None:
+        return None
+    tokens, seconds = budget
+    return max(0, tokens - sum(1 for at in record.minted if at > now - seconds))
+
+
+def _over_budget(record: VisitorRecord, wait: float) -> TokenReply:
+    core = record.core
+    return TokenReply(
+        Answer.OVER_BUDGET,
+        core.state,
+        None,
+        FailureReason.MINT_BUDGET_SPENT,
+        core.attempts,
+        retry_after=wait,
+    )
+
+
+def in_flight_for(record: VisitorRecord, now: float) -> float:
+    """Seconds the visitor stays in flight (a flow or a refresh claim); 0: settled."""
+    if record.lease_until is not None:
+        return max(0.0, record.lease_until - now)
+    if record.core.state.in_flight:
+        return lease_seconds(record.core.policy)
+    return 0.0
 
 
 def _end_flow(record: VisitorRecord, next_flow: str) -> None:
@@ -193,9 +292,15 @@ def settle_token(
     """The provider answered ``fetch`` (classified by ``calls.token_answer``): move the record."""
     core = record.core
     if fetch.refresh:
-        if not core.refreshing and core.refresh() is None:  # logged out while minting
+        if (
+            core.state is not State.AUTHENTICATED  # logged out (or expired) while minting
+            or record.flow_id != flow_id
+            or record.lease_until is None  # the claim lapsed, and another took the visitor
+        ):
             return False, _gone(record)
-        record.flow_id = flow_id
+        if not core.refreshing and core.refresh() is None:
+            return False, _gone(record)
+        record.lease_until = None
         effect = core.complete(fetch, answer)
         if isinstance(effect, CallActivator) and effect.on_success is Trigger.TOKEN_REFRESHED:
             # The tag activates the fresh token itself: handing it out completes the refresh.
@@ -291,8 +396,8 @@ def apply_logout(record: VisitorRecord, now: float | None = None) -> bool:
 def _step_after(record: VisitorRecord, effect: Effect | None, now: float) -> TokenStep:
     if isinstance(effect, FetchToken):
         record.lease_until = now + claim_seconds(record.core.policy)
-        return TokenStep(True, None, effect)
-    return TokenStep(True, _answer(record, effect, now), None)
+        return TokenStep(True, effect)
+    return TokenStep(True, _answer(record, effect, now))
 
 
 def _answer(record: VisitorRecord, effect: Effect | None, now: float) -> TokenReply:

@@ -260,7 +260,7 @@ class DownStore:
     async def aload(self, key: str) -> Any:
         raise StoreError("redis read failed: ConnectionError")
 
-    async def acompare_and_set(self, *args: Any) -> Any:
+    async def acompare_and_set(self, *args: Any, **kwargs: Any) -> Any:
         raise StoreError("redis write failed: ConnectionError")
 
     async def akeys(self, limit: int = 1000) -> Any:

@@ -133,7 +133,13 @@ class RedisStore:
         return _versioned(version, data)
 
     def compare_and_set(
-        self, key: str, expected: int, data: str, ttl: float
+        self,
+        key: str,
+        expected: int,
+        data: str,
+        ttl: float,
+        *,
+        in_flight_for: float = 0.0,  # noqa: ARG002
     ) -> tuple[bool, Versioned | None]:
         try:
             if self._script is None:
@@ -168,7 +174,13 @@ class RedisStore:
         return _versioned(version, data)
 
     async def acompare_and_set(
-        self, key: str, expected: int, data: str, ttl: float
+        self,
+        key: str,
+        expected: int,
+        data: str,
+        ttl: float,
+        *,
+        in_flight_for: float = 0.0,  # noqa: ARG002
     ) -> tuple[bool, Versioned | None]:
         try:
             if self._async_script is None:

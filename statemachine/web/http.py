@@ -72,7 +72,7 @@ from statemachine.tokens.verifier import strict_json
 from statemachine.trackers import ActivationTracker, AsyncActivationTracker
 from statemachine.tracking import TrackerInputError
 from statemachine.web import inspector as content
-from statemachine.web.shoppers import mark_not_signed_in, nobody_signed_in
+from statemachine.web.shoppers import mark_not_signed_in
 
 MAX_BODY: Final = 64 * 1024
 """Bytes a request body may have: a flow id and the tag's callback object are far smaller."""
@@ -389,11 +389,6 @@ ProviderOf = Callable[[Any], Any]
 GuardOf = Callable[[Any], "bool | Awaitable[bool]"]
 
 
-def _no_token() -> None:
-    """The provider when nobody is signed in: the backend cannot mint."""
-    return
-
-
 def snippet_source() -> str:
     return resources.files("statemachine.web").joinpath("static/snippet.js").read_text("utf-8")
 
@@ -544,13 +539,9 @@ class AsyncActivationHttp(_Activation):
                 except Exception as error:  # noqa: BLE001 - treated as nobody signed in
                     self._host_failed(error, "token_provider")
                     provider = None
-                if provider is None:  # nobody signed in: defensive answers without the store
-                    answer = nobody_signed_in(tracker.policy)
-                    if answer is not None:
-                        return json_response(200, answer)
-                    unsigned = await tracker.token_request(who, flow, _no_token)
-                    return token_response(unsigned, signed_in=False)
-                return token_response(await tracker.token_request(who, flow, provider))
+                # Nobody signed in (None): a blocking policy answers without the store.
+                answer = await tracker.token_request(who, flow, provider or None)
+                return token_response(answer, signed_in=provider is not None)
             if name == "report":
                 body = json_object(request)
                 reply = await tracker.report(who, text_field(body, "flow"), body.get("activation"))
@@ -604,14 +595,9 @@ class ActivationHttp(_Activation):
                 except Exception as error:  # noqa: BLE001 - treated as nobody signed in
                     self._host_failed(error, "token_provider")
                     provider = None
-                if provider is None:  # nobody signed in: defensive answers without the store
-                    answer = nobody_signed_in(tracker.policy)
-                    if answer is not None:
-                        return json_response(200, answer)
-                    return token_response(
-                        tracker.token_request(who, flow, _no_token), signed_in=False
-                    )
-                return token_response(tracker.token_request(who, flow, provider))
+                # Nobody signed in (None): a blocking policy answers without the store.
+                answer = tracker.token_request(who, flow, provider or None)
+                return token_response(answer, signed_in=provider is not None)
             if name == "report":
                 body = json_object(request)
                 reply = tracker.report(who, text_field(body, "flow"), body.get("activation"))

@@ -167,5 +167,6 @@ def visitor_body(
         "history": [{**entry.to_dict(), "reason": reason_body(entry.reason)} for entry in history],
         # A flow starts where the trail leaves a settled state for one in flight.
         "flows": sum(1 for e in history if e.source not in IN_FLIGHT and e.dest in IN_FLIGHT),
+        "mint_budget_left": view.mint_budget_left,  # tokens its budget still allows
         "svg": diagram_svg(profile, view.state, visited, taken),
     }

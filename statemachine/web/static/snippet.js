@@ -207,6 +207,9 @@
     var first = await call("token", "POST", { flow: flow });
     var signedIn = first.data.signedIn !== false;
     if (first.status === 409) { return { refused: first.data }; }
+    if (first.status === 429) {  // the visitor's minting budget is spent: nothing was minted
+      return summary("not-activated", null, first.data.reason, { signedIn: signedIn });
+    }
     if (first.status !== 200) {
       return summary("error", null, first.data.reason || first.data.error || "HTTP " + first.status,
         { signedIn: signedIn });
