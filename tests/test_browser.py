@@ -148,6 +148,7 @@ def test_nobody_signed_in(context: Any, host: PageHost) -> None:
         assert seen["status"] == "anonymous"
         assert seen["tag"] == "ANONYMOUS_AUTHENTICATION"
         assert page.inner_text("#status") == "Chat activated anonymously."
+        assert "failed" not in page.inner_text("#detail")  # nobody signed in: nothing failed
     shot(page, f"page-not-signed-in-{policy_of(host)}")
 
 
