@@ -38,6 +38,7 @@ LAYERS: list[tuple[str, tuple[str, ...]]] = [
         (
             "policies",
             "policies.errors",
+            "policies.budget",
             "policies.retry",
             "policies.fallback",
             "policies.loading",
