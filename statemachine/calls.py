@@ -12,7 +12,7 @@ from typing import Any
 from statemachine import logs
 from statemachine.effects import Outcome
 from statemachine.results import ActivationResult
-from statemachine.workers import Job, WorkerPool, WorkersExhausted, default_pool
+from statemachine.workers import Job, WorkerPool, WorkersExhausted, callable_key, default_pool
 
 Callback = Callable[[ActivationResult], Any]
 
@@ -184,7 +184,7 @@ def call_pooled(
 ) -> Outcome | None:
     """A blocking host call on a pooled worker under ``timeout``; ``None`` if ``wake`` fired."""
     pool = pool or default_pool()
-    job = pool.submit(call_blocking, fn, is_async, args)
+    job = pool.submit(call_blocking, fn, is_async, args, key=callable_key(fn))
     if job is None:
         return Outcome(error=WorkersExhausted())
     return wait_blocking(job, timeout, pool, wake)
