@@ -15,7 +15,15 @@ from statemachine.stores.memory import MemoryStore
 if TYPE_CHECKING:
     from statemachine.stores.redis import RedisStore
 
-__all__ = ["AsyncStore", "DamagedRecord", "MemoryStore", "RedisStore", "Store", "StoreError", "Versioned"]
+__all__ = [
+    "AsyncStore",
+    "DamagedRecord",
+    "MemoryStore",
+    "RedisStore",
+    "Store",
+    "StoreError",
+    "Versioned",
+]
 
 
 def __getattr__(name: str) -> Any:

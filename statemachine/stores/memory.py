@@ -89,7 +89,7 @@ class MemoryStore:
     async def acompare_and_set(
         self, key: str, expected: int, data: str, ttl: float, *, now: float | None = None
     ) -> tuple[bool, Versioned | None]:
-        return self.compare_and_set(key, expected, data, ttl)
+        return self.compare_and_set(key, expected, data, ttl, now=now)
 
     def _get(self, key: str, now: float) -> Versioned | None:
         item = self._items.get(key)
