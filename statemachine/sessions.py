@@ -7,6 +7,7 @@ semantics; they differ only in how they wait. Every rule lives in the core.
 from __future__ import annotations
 
 import asyncio
+import inspect
 import functools
 import math
 import threading
@@ -17,6 +18,7 @@ from typing import Any, Self
 from statemachine import snapshots
 from statemachine.activator import Activator
 from statemachine.calls import (
+    AnsweredCoroutine,
     Callback,
     call_async,
     call_blocking,
@@ -262,16 +264,31 @@ class AsyncActivationSession(_Session):
         self._task: asyncio.Task[Any] | None = None
         self._cancelled_by_us = False
 
-    async def activate(self, callback: Callback | None = None) -> ActivationResult:
-        """Run a secured flow to its end; ``callback`` gets the result exactly once."""
-        return await self._run(Trigger.ACTIVATE, callback)
+    def activate(self, callback: Callback | None = None) -> AnsweredCoroutine[ActivationResult]:
+        """Run a secured flow to its end; ``callback`` gets the result exactly once.
 
-    async def activate_anonymously(self, callback: Callback | None = None) -> ActivationResult:
-        return await self._run(Trigger.ACTIVATE_ANONYMOUSLY, callback)
+        (A coroutine: ``await`` it. Even a task cancelled before its first step
+        answers the callback, with a CANCELLED result.)
+        """
+        return self._answered(Trigger.ACTIVATE, callback)
 
-    async def reverify(self, callback: Callback | None = None) -> ActivationResult:
+    def activate_anonymously(
+        self, callback: Callback | None = None
+    ) -> AnsweredCoroutine[ActivationResult]:
+        return self._answered(Trigger.ACTIVATE_ANONYMOUSLY, callback)
+
+    def reverify(self, callback: Callback | None = None) -> AnsweredCoroutine[ActivationResult]:
         """The platform session expired: verify the visitor's identity again."""
-        return await self._run(Trigger.REVERIFY, callback)
+        return self._answered(Trigger.REVERIFY, callback)
+
+    def _answered(
+        self, trigger: Trigger, callback: Callback | None
+    ) -> AnsweredCoroutine[ActivationResult]:
+        async def early(error: BaseException) -> ActivationResult:
+            await notify_async(callback, _cancelled(self._core), self._core.logger)
+            raise error
+
+        return AnsweredCoroutine(lambda: self._run(trigger, callback), early)
 
     async def logout(self) -> None:
         """Forget the visitor. A no-op when nothing is activated; refused while a flow runs."""
@@ -338,11 +355,11 @@ class AsyncActivationSession(_Session):
             if ours and finish is not None and task is not None and task.uncancel() == 0:
                 await self._drain()
                 return finish.result
-            core.take_awaiting()  # cancelled for good: nothing more is awaited
+            _discard(core.take_awaiting())  # cancelled for good: nothing more is awaited
             raise
         except BaseException:
             core.cancel()  # never leave the machine in flight
-            core.take_awaiting()
+            _discard(core.take_awaiting())
             raise
         finally:
             self._task = None
@@ -375,6 +392,14 @@ class _SharedRefresh:
     def __init__(self) -> None:
         self.done = threading.Event()
         self.result: ActivationResult | None = None
+
+
+def _discard(awaiting: list[Any]) -> None:
+    """Drop async listeners' pending calls without a "never awaited" warning."""
+    for pending in awaiting:
+        close = getattr(pending, "close", None)
+        if inspect.iscoroutine(pending) and close is not None:
+            close()
 
 
 def _cancelled(core: ActivationCore) -> ActivationResult:

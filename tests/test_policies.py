@@ -155,3 +155,18 @@ def test_host_policy_object_is_accepted() -> None:
     assert session.activate().state is State.ANONYMOUS
     with pytest.raises(ValueError, match=r"policy\.on_token_failure must be"):
         ActivationSession(lambda: None, Ok(), Mine(on_token_failure="maybe"))  # type: ignore[arg-type]
+
+
+def test_a_retry_on_iterable_that_raises_is_a_policy_error() -> None:
+    import itertools
+
+    from policies import PolicyError, RetryPolicy
+
+    def breaks() -> Any:
+        yield "SERVER_ERROR"
+        raise ZeroDivisionError
+
+    with pytest.raises(PolicyError, match="retry_on"):
+        RetryPolicy(retry_on=breaks())
+    with pytest.raises(PolicyError, match="retry_on"):
+        RetryPolicy(retry_on=itertools.repeat("SERVER_ERROR"))  # never ends: bounded
