@@ -7,8 +7,8 @@ semantics; they differ only in how they wait. Every rule lives in the core.
 from __future__ import annotations
 
 import asyncio
-import inspect
 import functools
+import inspect
 import math
 import threading
 import time

@@ -120,7 +120,8 @@ def test_queued_calls_of_a_spent_callable_are_refused_and_the_others_run() -> No
             time.sleep(0.01)
         queued_same = pool.submit(hangs)
         queued_other = pool.submit(other)
-        assert queued_same is not None and queued_other is not None
+        assert queued_same is not None
+        assert queued_other is not None
         pool.abandon(first)  # hung: its callable's budget is spent, a replacement starts
         with pytest.raises(WorkersExhausted):
             queued_same.future.result(5)
