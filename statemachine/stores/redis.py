@@ -21,7 +21,9 @@ Three properties hold against a real deployment's faults:
   match another writer's write.
 - **Bounded calls.** Every call ends within about ``4 x timeout`` (waiting for
   a pooled connection, connecting, the reply, one retry), also on clients a
-  host passes in; a burst waits for a pooled connection instead of failing.
+  host passes in (an asyncio client under the store's own deadline; a
+  blocking one lends its settings to connections the store opens with its
+  own timeouts); a burst waits for a pooled connection instead of failing.
 
 Every failure of the client (refused, reset, timed out, an error reply) is a
 ``StoreError`` with a one-line message, never a traceback.
@@ -249,10 +251,10 @@ class RedisStore:
         self._local_clock = clock
         self._offset = 0.0
         self._warned = False
-        self._client = client
         self._async_client = async_client
         if client is not None:
-            _lower_sync_timeouts(client, self._timeout)
+            client = _bounded_sync(client, self._options(), self._timeout, max_connections)
+        self._client = client
 
     @classmethod
     def from_url(
@@ -652,38 +654,74 @@ def _build_async(url: str, options: dict[str, Any], timeout: float, size: int) -
     return redis.asyncio.Redis.from_pool(pool)
 
 
-def _lower_sync_timeouts(client: Any, timeout: float) -> None:
-    """Bound a host's blocking client by ``timeout``: its socket timeouts are lowered, never raised.
+_NOT_LENT: Final = frozenset(
+    {
+        "retry",
+        "socket_timeout",
+        "socket_connect_timeout",
+        "redis_connect_func",
+        "himport_registry",
+        "maint_notifications_pool_handler",
+        "orig_host_address",
+        "orig_socket_timeout",
+        "orig_socket_connect_timeout",
+        "connection_pool_class",
+        "max_connections",
+        "host",
+        "port",
+    }
+)
+"""Settings of a host's client that belong to its own pool, or that the store sets itself."""
 
-    redis-py has no per-call deadline on blocking clients, so the store sets
-    the timeouts its connections use (pools, and connections already open);
-    asyncio clients are bounded by the store's own deadline instead.
+
+def _bounded_sync(client: Any, options: dict[str, Any], timeout: float, size: int) -> Any:
+    """A blocking client with the host client's settings (address, auth, TLS, database, ...)
+    but the store's timeouts, retry and waiting pool.
+
+    redis-py has no per-call deadline on blocking clients, so rather than
+    change the host's own client, the store opens its own connections with it
+    as a template.
     """
-    pools = []
+    import redis
+    import redis.cluster
+    import redis.sentinel
+
+    if isinstance(client, redis.cluster.RedisCluster):
+        lent = _lent(client.nodes_manager.connection_kwargs)
+        return redis.cluster.RedisCluster(
+            startup_nodes=[
+                redis.cluster.ClusterNode(node.host, node.port)  # type: ignore[no-untyped-call]
+                for node in client.get_nodes()  # type: ignore[no-untyped-call]
+            ],
+            require_full_coverage=False,
+            connection_pool_class=functools.partial(
+                redis.BlockingConnectionPool, timeout=timeout, max_connections=size
+            ),
+            **{**lent, **options},
+        )
     pool = getattr(client, "connection_pool", None)
-    if pool is not None:
-        pools.append(pool)
-    manager = getattr(client, "nodes_manager", None)
-    if manager is not None:
-        _lower(getattr(manager, "connection_kwargs", None), timeout)
-        for node in client.get_nodes():
-            redis_connection = getattr(node, "redis_connection", None)
-            if redis_connection is not None:
-                pools.append(redis_connection.connection_pool)
-    for found in pools:
-        _lower(getattr(found, "connection_kwargs", None), timeout)
-        for name in ("_available_connections", "_in_use_connections", "_connections"):
-            for connection in list(getattr(found, name, ()) or ()):
-                _lower(connection.__dict__, timeout)
-                sock = getattr(connection, "_sock", None)
-                if sock is not None:
-                    sock.settimeout(connection.socket_timeout)
+    if not isinstance(client, redis.Redis) or pool is None:
+        return client  # not redis-py's: used as given
+    kwargs = pool.connection_kwargs
+    lent = {**_lent(kwargs), **options}
+    if "host" in kwargs:
+        lent.update(host=kwargs["host"], port=kwargs.get("port", 6379))
+    if isinstance(pool, redis.sentinel.SentinelConnectionPool):
+        return redis.Redis(
+            connection_pool=redis.sentinel.SentinelConnectionPool(  # type: ignore[no-untyped-call]
+                pool.service_name,
+                pool.sentinel_manager,
+                connection_class=pool.connection_class,
+                max_connections=UNBOUNDED_POOL,
+                **lent,
+            )
+        )
+    return redis.Redis(
+        connection_pool=redis.BlockingConnectionPool(  # type: ignore[no-untyped-call]
+            connection_class=pool.connection_class, max_connections=size, timeout=timeout, **lent
+        )
+    )
 
 
-def _lower(options: Any, timeout: float) -> None:
-    if not isinstance(options, dict):
-        return
-    for name in ("socket_timeout", "socket_connect_timeout"):
-        current = options.get(name)
-        if current is None or current > timeout:
-            options[name] = timeout
+def _lent(kwargs: dict[str, Any]) -> dict[str, Any]:
+    return {key: value for key, value in kwargs.items() if key not in _NOT_LENT}
