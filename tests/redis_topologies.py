@@ -152,6 +152,8 @@ class LocalCluster:
                             str(NODE_TIMEOUT_MS),
                             "--cluster-require-full-coverage",
                             "no",
+                            "--repl-diskless-sync-delay",
+                            "0",
                             "--maxmemory-policy",
                             "noeviction",
                         ],
@@ -245,7 +247,7 @@ class LocalSentinel:
     def start(self) -> LocalSentinel:
         try:
             master_port, replica_port, sentinel_port = free_port(), free_port(), free_port()
-            extra = ["--maxmemory-policy", "noeviction"]
+            extra = ["--maxmemory-policy", "noeviction", "--repl-diskless-sync-delay", "0"]
             self.master = Node(self.directory / "master", master_port, extra)
             self.replica = Node(
                 self.directory / "replica",

@@ -384,6 +384,8 @@ class RedisStore:
     def close(self) -> None:
         if self._client is not None:
             self._client.close()
+            for watcher in _sentinels_of(self._client):
+                watcher.close()
 
     # -- asyncio ---------------------------------------------------------
     async def aload(self, key: str) -> Versioned | None:
@@ -435,6 +437,8 @@ class RedisStore:
     async def aclose(self) -> None:
         if self._async_client is not None:
             await self._async_client.aclose()
+            for watcher in _sentinels_of(self._async_client):
+                await watcher.aclose()
 
     # -- replies ---------------------------------------------------------
     def _first_use(self) -> None:
@@ -518,6 +522,13 @@ def _policy_of(reply: Any) -> str | None:
                 if found is not None:
                     return found
     return None
+
+
+def _sentinels_of(client: Any) -> list[Any]:
+    """The Sentinel connections behind a Sentinel-managed client (closed with it)."""
+    pool = getattr(client, "connection_pool", None)
+    manager = getattr(pool, "sentinel_manager", None)
+    return list(getattr(manager, "sentinels", ()) or ())
 
 
 def _write_id() -> int:
