@@ -16,6 +16,7 @@ from typing import Any
 from bench.common import us
 from policies import DefensivePolicy
 from statemachine import AsyncActivationSession, AuthenticationOption
+from statemachine.events import log_transition
 from statemachine.metrics import ActivationMetrics
 
 POLICY = DefensivePolicy()
@@ -56,7 +57,7 @@ def run(quick: bool) -> dict[str, Any]:
     metrics = ActivationMetrics()
 
     def silent(session: Any) -> None:
-        session._core.listeners = ()
+        session.remove_listener(log_transition)
 
     def logged(_session: Any) -> None:
         return None

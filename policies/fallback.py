@@ -12,14 +12,18 @@ from typing import ClassVar, Final
 
 from policies.errors import PolicyError
 from policies.retry import RetryPolicy, _number
-from statemachine.policy import Fallback, FallbackChoice
+from statemachine.policy import (
+    DEFAULT_ACTIVATION_TIMEOUT,
+    DEFAULT_SESSION_LIFETIME,
+    DEFAULT_TOKEN_TIMEOUT,
+    MAX_LIFETIME,
+    MAX_SECONDS,
+    Fallback,
+    FallbackChoice,
+)
 
-DEFAULT_TOKEN_TIMEOUT: Final = 5.0
-DEFAULT_ACTIVATION_TIMEOUT: Final = 10.0
-MAX_TIMEOUT: Final = 3600.0
-DEFAULT_SESSION_LIFETIME: Final = 3600.0
-"""The platform session's default lifetime (banks choose about 7 minutes: 420)."""
-MAX_SESSION_LIFETIME: Final = 7 * 86400.0
+MAX_TIMEOUT: Final = MAX_SECONDS
+MAX_SESSION_LIFETIME: Final = MAX_LIFETIME
 
 
 def _timeout(name: str, value: float | None) -> float | None:

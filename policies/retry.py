@@ -10,6 +10,7 @@ from dataclasses import dataclass, field
 from typing import Final
 
 from policies.errors import PolicyError
+from statemachine.policy import MAX_RETRIES, MAX_SECONDS
 from statemachine.reasons import FailureReason
 
 DEFAULT_RETRY_ON: Final = frozenset(
@@ -31,7 +32,7 @@ NEVER_RETRIED: Final = frozenset(
 RETRYABLE: Final = frozenset(FailureReason) - NEVER_RETRIED
 """Every reason ``retry_on`` may name; retrying all of them is the tag's own habit."""
 
-MAX_RETRIES_CAP: Final = 10
+MAX_RETRIES_CAP: Final = MAX_RETRIES
 
 
 def _number(name: str, value: object, *, low: float, high: float = math.inf) -> float:
@@ -101,9 +102,9 @@ class RetryPolicy:
             raise PolicyError(
                 "retry.max_retries", f"must be between 0 and {MAX_RETRIES_CAP}, got {shown}"
             )
-        base = _number("retry.base_delay", self.base_delay, low=0.0, high=3600.0)
+        base = _number("retry.base_delay", self.base_delay, low=0.0, high=MAX_SECONDS)
         multiplier = _number("retry.multiplier", self.multiplier, low=1.0, high=100.0)
-        top = _number("retry.max_delay", self.max_delay, low=0.0, high=3600.0)
+        top = _number("retry.max_delay", self.max_delay, low=0.0, high=MAX_SECONDS)
         jitter = _number("retry.jitter", self.jitter, low=0.0, high=1.0)
         if top < base:
             raise PolicyError("retry.max_delay", f"must be at least base_delay ({base:g})")

@@ -8,6 +8,7 @@ check_no_clash()
 
 from statemachine.activator import Activator, LocalActivator
 from statemachine.errors import ActivationError, TransitionNotAllowed
+from statemachine.events import TransitionEvent
 from statemachine.options import AuthenticationOption, fingerprint
 from statemachine.policy import ActivationPolicy, Fallback, RetryStrategy
 from statemachine.reasons import FailureReason
@@ -16,8 +17,10 @@ from statemachine.results import ActivationResult, HistoryEntry
 from statemachine.sessions import ActivationSession, AsyncActivationSession, TokenProvider
 from statemachine.snapshots import SnapshotError
 from statemachine.states import State, Trigger
+from statemachine.stores.base import StoreError
 from statemachine.trackers import ActivationTracker, AsyncActivationTracker
 from statemachine.tracking import TrackerInputError
+from statemachine.workers import WorkerPool
 
 __all__ = [
     "ActivationError",
@@ -38,11 +41,14 @@ __all__ = [
     "RetryStrategy",
     "SnapshotError",
     "State",
+    "StoreError",
     "TokenProvider",
     "TokenReply",
     "TrackerInputError",
     "TrackerView",
+    "TransitionEvent",
     "TransitionNotAllowed",
     "Trigger",
+    "WorkerPool",
     "fingerprint",
 ]

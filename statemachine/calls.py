@@ -1,4 +1,10 @@
-"""Calling host code that may be sync or async, without letting it break a flow."""
+"""Calling host code that may be sync or async, without letting it break a flow.
+
+This is the edge between the engine and host code: a call's raw ``Outcome``
+(a value, or whatever it raised) is sorted here into the typed answer the core
+takes (``token_answer``, ``activation_answer``), so the sans-IO core never
+inspects host output or exceptions.
+"""
 
 from __future__ import annotations
 
@@ -6,11 +12,21 @@ import asyncio
 import functools
 import inspect
 import threading
-from collections.abc import Awaitable, Callable, Coroutine
+from collections.abc import Awaitable, Callable, Coroutine, Mapping
 from typing import Any, TypeVar
 
 from statemachine import logs
-from statemachine.effects import Outcome
+from statemachine.effects import (
+    ACTIVATED,
+    Activated,
+    ActivationFailed,
+    Outcome,
+    TokenFailed,
+    TokenReceived,
+)
+from statemachine.errors import ActivationError
+from statemachine.options import SECURED, AuthenticationOption
+from statemachine.reasons import FailureReason
 from statemachine.results import ActivationResult
 from statemachine.workers import Job, WorkerPool, WorkersExhausted, callable_key, default_pool
 
@@ -66,6 +82,75 @@ class AnsweredCoroutine(Coroutine[Any, Any, T]):
 
     def __next__(self) -> Any:
         return self.send(None)
+
+
+TokenProvider = Callable[[], Any]
+"""The host's token provider (sync or async): no argument; a token, an option or a mapping."""
+
+
+def token_answer(outcome: Outcome, logger: Any) -> TokenReceived | TokenFailed:
+    """The provider's outcome as the core's answer: a usable option, or the failure's reason."""
+    error = outcome.error
+    if isinstance(error, WorkersExhausted):  # our congestion, not the host's failure
+        return TokenFailed(FailureReason.WORKERS_EXHAUSTED)
+    token = _read_provider_output(outcome)
+    if isinstance(token, FailureReason):
+        if error is not None and not isinstance(error, TimeoutError):
+            logs.emit(logger.warning, logs.PROVIDER_ERROR, error_type=type(error).__name__)
+        return TokenFailed(token)
+    return TokenReceived(token)
+
+
+def activation_answer(outcome: Outcome, logger: Any) -> Activated | ActivationFailed:
+    """The activator's outcome as the core's answer: accepted, or why not."""
+    error = outcome.error
+    if error is None:
+        return ACTIVATED
+    if isinstance(error, ActivationError):
+        return ActivationFailed(error.reason)
+    if isinstance(error, TimeoutError):
+        return ActivationFailed(FailureReason.ACTIVATION_TIMEOUT)
+    if isinstance(error, WorkersExhausted):
+        return ActivationFailed(FailureReason.WORKERS_EXHAUSTED)
+    logs.emit(logger.warning, logs.ACTIVATOR_ERROR, error_type=type(error).__name__)
+    return ActivationFailed(FailureReason.SERVER_ERROR)
+
+
+def _read_provider_output(outcome: Outcome) -> AuthenticationOption | FailureReason:
+    """Accept the three shapes a provider may return; anything else is its failure.
+
+    Inspecting host output runs host code (a mapping's lookups, a ``str``
+    subclass's methods); if that raises, the provider failed, like any other.
+    """
+    if outcome.error is not None or outcome.value is None:
+        return FailureReason.TOKEN_UNAVAILABLE
+    try:
+        return _option_from(outcome.value)
+    except Exception:  # noqa: BLE001 - hostile provider output is the provider's failure
+        return FailureReason.INVALID_OPTION
+
+
+def _option_from(value: object) -> AuthenticationOption | FailureReason:
+    if isinstance(value, str):
+        option = AuthenticationOption.secured(str.__str__(value))
+    elif isinstance(value, AuthenticationOption):
+        option = value
+    elif isinstance(value, Mapping):
+        inner = value.get("authenticationOption")
+        if not isinstance(inner, Mapping):
+            return FailureReason.INVALID_OPTION
+        option = AuthenticationOption(str(inner.get("type")), inner.get("token"))
+    else:
+        return FailureReason.INVALID_OPTION
+    token = option.token
+    if option.type != SECURED or not isinstance(token, str):
+        return FailureReason.INVALID_OPTION
+    if type(token) is not str:  # a str subclass's methods are host code: keep the plain text
+        token = str.__str__(token)
+        option = AuthenticationOption.secured(token)
+    if not str.strip(token):
+        return FailureReason.INVALID_OPTION
+    return option
 
 
 def is_async_callable(fn: object) -> bool:
@@ -180,7 +265,7 @@ async def call_async(
         return Outcome(value=value)
     except asyncio.CancelledError:
         raise
-    except Exception as error:  # noqa: BLE001 - the core classifies every failure
+    except Exception as error:  # noqa: BLE001 - token_answer or activation_answer sorts it
         return Outcome(error=error)
 
 
@@ -208,7 +293,7 @@ def call_blocking(fn: Callable[..., Any], is_async: bool, args: tuple[Any, ...])
         if is_async or asyncio.iscoroutine(value) or isinstance(value, asyncio.Future):
             value = run_awaitable(value)
         return Outcome(value=value)
-    except Exception as error:  # noqa: BLE001 - the core classifies every failure
+    except Exception as error:  # noqa: BLE001 - token_answer or activation_answer sorts it
         return Outcome(error=error)
 
 

@@ -8,24 +8,27 @@ step it one event at a time.
 
 from __future__ import annotations
 
-import inspect
 import os
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Sequence
 from typing import Any, Final, NamedTuple
 
 from statemachine import logs
-from statemachine.effects import BackOff, CallActivator, Effect, FetchToken, Finish, Outcome
-from statemachine.errors import ActivationError, TransitionNotAllowed
-from statemachine.events import (
-    DEFAULT_LISTENERS,
-    Listener,
-    TransitionEvent,
-    log_listener_error,
-    log_transition,
+from statemachine.effects import (
+    ActivationFailed,
+    Answer,
+    BackOff,
+    CallActivator,
+    Effect,
+    FetchToken,
+    Finish,
+    TokenFailed,
+    TokenReceived,
 )
+from statemachine.errors import TransitionNotAllowed
+from statemachine.events import TransitionEvent
 from statemachine.machine import Edge, compiled_for
-from statemachine.options import SECURED, AuthenticationOption
+from statemachine.options import AuthenticationOption
 from statemachine.policy import ActivationPolicy, Profile, session_lifetime
 from statemachine.reasons import FailureReason
 from statemachine.results import FAILURE, SUCCESS, ActivationResult, HistoryEntry
@@ -38,7 +41,6 @@ from statemachine.table import (
     allowed_triggers,
     rows_for,
 )
-from statemachine.workers import WorkersExhausted
 
 HISTORY_LIMIT: Final = 256
 """Older entries are dropped past this, so a long-lived session stays small."""
@@ -77,13 +79,34 @@ def new_session_id() -> str:
     return os.urandom(8).hex()
 
 
+Entry = tuple[str, str, Trigger, int, FailureReason | None, float]
+"""One history entry as the core keeps it: source, dest, trigger, attempt, reason, at."""
+
+
+class CoreState(NamedTuple):
+    """Everything a core knows apart from its policy and clock: what a snapshot carries.
+
+    The token is never part of it, only its fingerprint: a restored core knows
+    which token it was authenticated with, not the token.
+    """
+
+    session_id: str
+    state: State
+    flow: Trigger | None
+    attempts: int
+    reason: FailureReason | None
+    token_fingerprint: str | None
+    since: float  # when ``state`` was entered (epoch seconds)
+    flow_started_at: float | None
+    history: tuple[Entry, ...]  # oldest first
+
+
 class ActivationCore:
     """One visitor's activation state; the model the shared machine moves."""
 
     __slots__ = (
-        "_awaiting",
-        "_buffer",
         "_clock",
+        "_dispatch",
         "_events",
         "_fingerprint",
         "_fsm_state",
@@ -95,7 +118,6 @@ class ActivationCore:
         "attempts",
         "flow",
         "flow_started_at",
-        "listeners",
         "option",
         "policy",
         "reason",
@@ -110,10 +132,10 @@ class ActivationCore:
         session_id: str | None = None,
         clock: Callable[[], float] = time.time,
     ) -> None:
-        self._profile, self._events = _shape_of(policy)
+        self._profile, self._dispatch = _shape_of(policy)
         self._clock = clock  # wall-clock seconds: timestamps travel between processes
         self._fsm_state: str = State.UNAUTHENTICATED.value
-        self._history: list[_Entry] | None = None
+        self._history: list[Entry] | None = None
         self._log: Any = None
         self.policy = policy
         self.session_id = session_id or new_session_id()
@@ -127,9 +149,7 @@ class ActivationCore:
         self._policy_name = str(policy.name)
         self.flow_started_at: float | None = None
         self.refreshing = False  # a refresh runs while the visitor stays authenticated
-        self.listeners: tuple[Listener, ...] = DEFAULT_LISTENERS
-        self._buffer: list[TransitionEvent] | None = None  # set: hold events until flushed
-        self._awaiting: list[Any] | None = None  # what async listeners returned
+        self._events: list[TransitionEvent] | None = None  # what the driver has not taken yet
 
     # -- reading ---------------------------------------------------------
     @property
@@ -176,14 +196,49 @@ class ActivationCore:
             f"policy={self.policy.name!r}, attempts={self.attempts})"
         )
 
+    # -- export and restore ----------------------------------------------
+    def export(self, history_limit: int = HISTORY_LIMIT) -> CoreState:
+        """This core's state, with the newest ``history_limit`` entries of its history."""
+        history = self._history
+        return CoreState(
+            self.session_id,
+            _STATES[self._fsm_state],
+            self.flow,
+            self.attempts,
+            self.reason,
+            self.token_fingerprint,
+            self.since,
+            self.flow_started_at,
+            tuple(history[-history_limit:]) if history and history_limit > 0 else (),
+        )
+
+    @classmethod
+    def restore(
+        cls,
+        saved: CoreState,
+        policy: ActivationPolicy,
+        clock: Callable[[], float] = time.time,
+    ) -> ActivationCore:
+        """A core that goes on from ``saved`` (checked by whoever read it) under ``policy``."""
+        core = cls(policy, saved.session_id, clock)
+        core._fsm_state = saved.state._value_
+        core.flow = saved.flow
+        core.attempts = saved.attempts
+        core.reason = saved.reason
+        core._fingerprint = saved.token_fingerprint
+        core.since = saved.since
+        core.flow_started_at = saved.flow_started_at
+        core._history = list(saved.history[-HISTORY_LIMIT:]) or None
+        return core
+
     # -- events ----------------------------------------------------------
     def begin(self, trigger: Trigger, now: float | None = None) -> Effect:
         """Start a flow, or answer the tag's refusal without moving.
 
         While authenticated: once the platform session is over, ``activate``
         and ``reverify`` re-verify (``session_expired``); before that,
-        ``reverify`` refreshes — the visitor stays authenticated while a
-        fresh token is fetched and activated.
+        ``reverify`` refreshes (``refreshes``) — the visitor stays
+        authenticated while a fresh token is fetched and activated.
         """
         if trigger._value_ not in _FLOW_START_NAMES:
             raise ValueError(f"'{trigger.value}' does not start a flow")
@@ -192,9 +247,10 @@ class ActivationCore:
                 effect = self.fire(Trigger.SESSION_EXPIRED)
                 assert effect is not None
                 return effect
-            if (State.AUTHENTICATED, trigger) in REFRESHES and not self.refreshing:
-                self.refreshing = True
-                return FetchToken(1, self.policy.token_timeout, True)
+            if self.refreshes(trigger, now):
+                fetch = self.refresh()
+                if fetch is not None:
+                    return fetch  # otherwise one runs already: refused below, LOGIN_ONGOING
         refusal = _REFUSALS.get((self._fsm_state, trigger._value_))
         if refusal is None and self.refreshing:
             refusal = FailureReason.LOGIN_ONGOING
@@ -215,6 +271,42 @@ class ActivationCore:
         assert effect is not None  # a flow start always leads to work
         return effect
 
+    # -- refresh: the one piece of state outside the table (see table.REFRESHES) --
+    def refreshes(
+        self, trigger: Trigger, now: float | None = None, ahead: float | None = None
+    ) -> bool:
+        """Does ``trigger`` refresh this visitor now? Sessions and trackers both ask here.
+
+        Yes for the table's ``REFRESHES`` (``reverify`` while authenticated),
+        and for ``activate`` within ``ahead`` seconds of the platform session's
+        end (a session's opt-in ``refresh_ahead``). Never once the session is
+        over (``session_expired`` re-verifies instead). While a refresh runs the
+        answer is still yes: a session's caller joins it, ``begin`` refuses.
+        """
+        until = self.authenticated_until
+        if until is None:
+            return False
+        now = self._clock() if now is None else now
+        if now >= until:
+            return False
+        if (State.AUTHENTICATED, trigger) in REFRESHES:
+            return True
+        return trigger is Trigger.ACTIVATE and ahead is not None and now >= until - ahead
+
+    def refresh(self) -> FetchToken | None:
+        """Start a refresh: fetch a token while the visitor stays authenticated.
+
+        None when there is nothing to refresh (not authenticated) or one runs
+        already. No transition happens until the refresh ends: ``complete``
+        then fires ``token_refreshed``, ``refresh_failed`` or ``refresh_rejected``.
+        """
+        if self._fsm_state != _AUTHENTICATED or self.refreshing:
+            return None
+        self.refreshing = True
+        return FetchToken(
+            1, self.policy.token_timeout, Trigger.TOKEN_REFRESHED, Trigger.REFRESH_FAILED
+        )
+
     def fire(
         self,
         trigger: Trigger,
@@ -228,7 +320,7 @@ class ActivationCore:
         has no row for ``trigger`` in the current state.
         """
         source = self._fsm_state
-        edges = self._events.get(trigger._value_, _NO_EDGES).get(source)
+        edges = self._dispatch.get(trigger._value_, _NO_EDGES).get(source)
         if edges is None:
             state = _STATES[source]
             raise TransitionNotAllowed(
@@ -247,63 +339,34 @@ class ActivationCore:
         self._record(source, dest, trigger)
         return self._work_for(dest)
 
-    def complete(self, effect: Effect, outcome: Outcome) -> Effect | None:
-        """Turn what a driver observed into the next event."""
-        if isinstance(effect, FetchToken) and effect.refresh:
-            return self._complete_refresh_token(outcome)
-        if isinstance(effect, CallActivator) and effect.on_success is Trigger.TOKEN_REFRESHED:
-            return self._complete_refresh_activation(effect, outcome)
-        if isinstance(effect, FetchToken):
-            token = self.read_token(outcome)
-            if isinstance(token, FailureReason):
-                return self.fire(Trigger.TOKEN_FAILED, reason=token)
-            return self.fire(Trigger.TOKEN_RECEIVED, option=token)
-        if isinstance(effect, CallActivator):
-            if outcome.error is None:
-                return self.fire(effect.on_success)
-            return self.fire(effect.on_failure, reason=self._activation_failure(outcome.error))
+    def complete(self, effect: Effect, answer: Answer) -> Effect | None:
+        """The driver performed ``effect`` and got ``answer``: take the effect's trigger.
+
+        Every effect names its own triggers (success, failure), so this is one
+        rule for flows and refreshes alike. The one exception is a refresh's
+        token, which is activated before any transition (the visitor stays
+        authenticated until the refresh ends).
+        """
         if isinstance(effect, BackOff):
             return self.fire(Trigger.BACKOFF_ELAPSED)
-        raise ValueError("a finished flow has nothing to complete")
-
-    def read_token(self, outcome: Outcome) -> AuthenticationOption | FailureReason:
-        """The provider's answer as an option, or the failure the policy will judge."""
-        error = outcome.error
-        if isinstance(error, WorkersExhausted):  # our congestion, not the host's failure
-            return FailureReason.WORKERS_EXHAUSTED
-        token = _read_provider_output(outcome)
-        failed = isinstance(token, FailureReason) and error is not None
-        if failed and not isinstance(error, TimeoutError):
-            logs.emit(self.logger.warning, logs.PROVIDER_ERROR, error_type=type(error).__name__)
-        return token
-
-    def _complete_refresh_token(self, outcome: Outcome) -> Effect | None:
-        if not self._still_refreshing():
-            return self._refresh_gone()
-        token = self.read_token(outcome)
-        if isinstance(token, FailureReason):
+        if isinstance(effect, Finish):
+            raise ValueError("a finished flow has nothing to complete")
+        refresh = effect.on_success is Trigger.TOKEN_REFRESHED
+        if refresh and not (self.refreshing and self._fsm_state == _AUTHENTICATED):
+            return self._refresh_gone()  # logged out or cancelled while the refresh ran
+        if isinstance(answer, TokenFailed | ActivationFailed):
             self.refreshing = False
-            return self.fire(Trigger.REFRESH_FAILED, reason=token)
-        return CallActivator(
-            token,
-            1,
-            self.policy.activation_timeout,
-            Trigger.TOKEN_REFRESHED,
-            Trigger.REFRESH_REJECTED,
-        )
-
-    def _complete_refresh_activation(
-        self, effect: CallActivator, outcome: Outcome
-    ) -> Effect | None:
-        if not self._still_refreshing():
-            return self._refresh_gone()
-        self.refreshing = False
-        if outcome.error is None:
-            return self.fire(Trigger.TOKEN_REFRESHED, option=effect.option)
-        return self.fire(Trigger.REFRESH_REJECTED, reason=self._activation_failure(outcome.error))
-
-    def _still_refreshing(self) -> bool:
-        return self.refreshing and self._fsm_state == _AUTHENTICATED
+            return self.fire(effect.on_failure, reason=answer.reason)
+        if isinstance(effect, CallActivator):
+            self.refreshing = False
+            return self.fire(effect.on_success, option=effect.option)
+        if not isinstance(answer, TokenReceived):
+            raise ValueError(f"{type(answer).__name__} does not answer a token request")
+        if refresh:  # activate the fresh token first; the refresh's own triggers follow
+            timeout = self.policy.activation_timeout
+            refreshed, rejected = Trigger.TOKEN_REFRESHED, Trigger.REFRESH_REJECTED
+            return CallActivator(answer.option, 1, timeout, refreshed, rejected)
+        return self.fire(effect.on_success, option=answer.option)
 
     def _refresh_gone(self) -> Finish:
         """Logged out or cancelled while the refresh ran: it ends and moves nothing."""
@@ -410,41 +473,25 @@ class ActivationCore:
             self.flow_started_at,
             source in _IN_FLIGHT_NAMES and dest not in _IN_FLIGHT_NAMES,
         )
-        if self._buffer is not None:
-            self._buffer.append(event)
+        events = self._events
+        if events is None:
+            self._events = [event]
         else:
-            self.dispatch(event)
+            events.append(event)
+            if len(events) > HISTORY_LIMIT:  # nobody takes them (a core stepped by hand)
+                del events[0]
 
-    # -- listeners -------------------------------------------------------
-    def hold_events(self) -> None:
-        """Keep events until ``flush``: a tracker publishes only what its store accepted."""
-        self._buffer = []
+    def take_events(self) -> Sequence[TransitionEvent]:
+        """The transitions since the last call, oldest first: the driver publishes them.
 
-    def flush(self) -> None:
-        held, self._buffer = self._buffer or [], None
-        for event in held:
-            self.dispatch(event)
-
-    def dispatch(self, event: TransitionEvent) -> None:
-        """Hand ``event`` to every listener; a failing listener is logged and changes nothing."""
-        for listener in self.listeners:
-            if listener is log_transition:  # the built-in log line, on this session's bound logger
-                log_transition(event, self.logger)
-                continue
-            try:
-                value = listener(event)
-            except Exception as error:  # noqa: BLE001 - a listener must not change an outcome
-                log_listener_error(error)
-                continue
-            if value is not None and inspect.isawaitable(value):
-                if self._awaiting is None:
-                    self._awaiting = []
-                self._awaiting.append(value)
-
-    def take_awaiting(self) -> list[Any]:
-        """What async listeners returned since the last call: the driver awaits them."""
-        awaiting, self._awaiting = self._awaiting or [], None
-        return awaiting
+        The core runs no listener: a session publishes after each step, a
+        tracker only once its store has accepted the step.
+        """
+        events = self._events
+        if events is None:
+            return ()
+        self._events = None
+        return events
 
     def _work_for(self, dest: str) -> Effect | None:
         """The effect the table's ``ON_ENTER`` asks for on entering ``dest``."""
@@ -485,18 +532,6 @@ class ActivationCore:
             return ActivationResult(SUCCESS, option, dest, None, self.attempts, until)
         return ActivationResult(FAILURE, option, dest, self.reason, self.attempts)
 
-    def _activation_failure(self, error: BaseException) -> FailureReason:
-        if isinstance(error, ActivationError):
-            return error.reason
-        if isinstance(error, TimeoutError):
-            return FailureReason.ACTIVATION_TIMEOUT
-        if isinstance(error, WorkersExhausted):
-            return FailureReason.WORKERS_EXHAUSTED
-        logs.emit(self.logger.warning, logs.ACTIVATOR_ERROR, error_type=type(error).__name__)
-        return FailureReason.SERVER_ERROR
-
-
-_Entry = tuple[str, str, Trigger, int, FailureReason | None, float]
 
 _Step = tuple[str, tuple[Any, ...], tuple[Any, ...]]
 _Dispatch = dict[str, dict[str, tuple[_Step, ...]]]
@@ -533,40 +568,3 @@ def _bind(compiled: dict[str, dict[str, tuple[Edge, ...]]]) -> _Dispatch:
         }
         for trigger, sources in compiled.items()
     }
-
-
-def _read_provider_output(outcome: Outcome) -> AuthenticationOption | FailureReason:
-    """Accept the three shapes a provider may return; anything else is its failure.
-
-    Inspecting host output runs host code (a mapping's lookups, a ``str``
-    subclass's methods); if that raises, the provider failed, like any other.
-    """
-    if outcome.error is not None or outcome.value is None:
-        return FailureReason.TOKEN_UNAVAILABLE
-    try:
-        return _option_from(outcome.value)
-    except Exception:  # noqa: BLE001 - hostile provider output is the provider's failure
-        return FailureReason.INVALID_OPTION
-
-
-def _option_from(value: object) -> AuthenticationOption | FailureReason:
-    if isinstance(value, str):
-        option = AuthenticationOption.secured(str.__str__(value))
-    elif isinstance(value, AuthenticationOption):
-        option = value
-    elif isinstance(value, Mapping):
-        inner = value.get("authenticationOption")
-        if not isinstance(inner, Mapping):
-            return FailureReason.INVALID_OPTION
-        option = AuthenticationOption(str(inner.get("type")), inner.get("token"))
-    else:
-        return FailureReason.INVALID_OPTION
-    token = option.token
-    if option.type != SECURED or not isinstance(token, str):
-        return FailureReason.INVALID_OPTION
-    if type(token) is not str:  # a str subclass's methods are host code: keep the plain text
-        token = str.__str__(token)
-        option = AuthenticationOption.secured(token)
-    if not str.strip(token):
-        return FailureReason.INVALID_OPTION
-    return option

@@ -1,8 +1,12 @@
 """Transition events: the one hook logs, metrics, the inspector and hosts hang off.
 
 Every transition of every session and tracked visitor becomes one
-``TransitionEvent``. The structured log line is simply the first listener;
-``session.add_listener(fn)`` and ``tracker.add_listener(fn)`` add more. An
+``TransitionEvent``. The core only appends its events to a list; the driver
+that owns it takes them and hands them to its ``Listeners``: a session after
+each step, a tracker once its store has accepted the step (and never the
+events of a step lost to a conflict). The structured log line is simply the
+first listener; ``session.add_listener(fn)`` and ``tracker.add_listener(fn)``
+add more. An
 event carries the token's fingerprint, never the token, and no user id, so a
 listener may ship it anywhere: "which token went to whom, when" is answered
 from events alone.
@@ -10,7 +14,8 @@ from events alone.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import inspect
+from collections.abc import Callable, Sequence
 from typing import Any, Final, NamedTuple
 
 from statemachine import logs
@@ -56,8 +61,9 @@ Listener = Callable[[TransitionEvent], Any]
 def log_transition(event: TransitionEvent, logger: Any = None) -> None:
     """The built-in listener: one flat ``activation.transition`` event per transition.
 
-    The core passes its session's logger, bound once with the session id
-    (binding per event would cost more than the rest of a step). Emitted on
+    ``Listeners`` passes a logger bound once with the session id (binding per
+    event would cost more than the rest of a step) when it publishes for one
+    session; a tracker's, which hears many visitors, binds per event. Emitted on
     the caller's context, so a host's ``structlog.contextvars`` (a request id
     bound by its middleware) lands on the line of the request that caused the
     transition, whichever request started the flow.
@@ -82,6 +88,84 @@ DEFAULT_LISTENERS: Final[tuple[Listener, ...]] = (log_transition,)
 def log_listener_error(error: Exception) -> None:
     """A listener failed: say so (its type only: the message is host code's) and go on."""
     logs.emit(logs.PROXY.error, logs.LISTENER_ERROR, error_type=type(error).__name__)
+
+
+class Listeners:
+    """One driver's listeners, and how it publishes a step's events to them.
+
+    How the built-in log line is bound is decided once, at construction (as
+    structlog's ``TimeStamper`` picks its formatter up front): a session's
+    ``Listeners(one_session=True)`` logs on one logger, bound with the session
+    id on first use; a tracker's ``Listeners()``, which hears many visitors,
+    binds each event's own session id. Adding
+    or removing a listener rebuilds the tuple of calls; publishing only runs it.
+    """
+
+    __slots__ = ("_calls", "_logger", "_one_session", "listeners")
+
+    def __init__(self, *, one_session: bool = False) -> None:
+        self._one_session = one_session
+        self._logger: Any = None
+        self.listeners: tuple[Listener, ...] = DEFAULT_LISTENERS
+        self._calls: tuple[Listener, ...] = (
+            (self._log_session,) if one_session else DEFAULT_LISTENERS
+        )
+
+    def add(self, listener: Listener) -> Listener:
+        if not callable(listener):
+            raise TypeError(f"a listener must be callable, got {type(listener).__name__}")
+        self._set((*self.listeners, listener))
+        return listener
+
+    def remove(self, listener: Listener) -> None:
+        self._set(tuple(x for x in self.listeners if x is not listener))
+
+    def publish(self, events: Sequence[TransitionEvent]) -> list[Any] | None:
+        """Hand every event to every listener, in order; return what async ones gave back.
+
+        A listener that raises is logged and changes nothing; the caller awaits
+        (or runs) the returned awaitables its own way (None: there are none).
+        """
+        pending: list[Any] | None = None
+        calls = self._calls
+        for event in events:
+            for call in calls:
+                try:
+                    value = call(event)
+                except Exception as error:  # noqa: BLE001 - a listener must not change an outcome
+                    log_listener_error(error)
+                    continue
+                if value is not None and inspect.isawaitable(value):
+                    if pending is None:
+                        pending = []
+                    pending.append(value)
+        return pending
+
+    async def apublish(self, events: Sequence[TransitionEvent]) -> None:
+        """``publish``, then await the async listeners (asyncio drivers)."""
+        pending = self.publish(events) if events else None
+        if pending:
+            await await_listeners(pending)
+
+    def publish_blocking(self, events: Sequence[TransitionEvent]) -> None:
+        """``publish``, then run the async listeners to completion (blocking drivers)."""
+        pending = self.publish(events) if events else None
+        if pending:
+            run_listeners(pending)
+
+    def _set(self, listeners: tuple[Listener, ...]) -> None:
+        self._calls = self._bind(listeners)
+        self.listeners = listeners
+
+    def _bind(self, listeners: tuple[Listener, ...]) -> tuple[Listener, ...]:
+        log = self._log_session if self._one_session else log_transition
+        return tuple(log if listener is log_transition else listener for listener in listeners)
+
+    def _log_session(self, event: TransitionEvent) -> None:
+        logger = self._logger
+        if logger is None:  # bound on first use: an idle session never pays for a logger
+            logger = self._logger = logs.session_logger(event.session_id)
+        log_transition(event, logger)
 
 
 async def await_listeners(pending: list[Any]) -> None:

@@ -1,9 +1,18 @@
-"""How the engine sees a policy: a protocol, so ``policies`` depends on us, not the reverse."""
+"""How the engine sees a policy: a protocol, its limits, its validation, and the default.
+
+The one home of every rule about a policy: ``policies`` (the configuration
+objects) imports its limits and defaults from here, and every driver
+(sessions, trackers) checks a policy with ``checked_policy``. The engine sees
+a policy only through the protocol, so ``policies`` depends on the engine and
+not the reverse (the default policy is imported from it lazily, on first use).
+"""
 
 from __future__ import annotations
 
+import functools
+import math
 from enum import StrEnum
-from typing import Literal, NamedTuple, Protocol, runtime_checkable
+from typing import Final, Literal, NamedTuple, Protocol, runtime_checkable
 
 from statemachine.reasons import FailureReason
 
@@ -54,13 +63,110 @@ class ActivationPolicy(Protocol):
     def on_activation_failure(self) -> FallbackChoice: ...
 
 
-DEFAULT_SESSION_LIFETIME = 3600.0
-"""The platform session's lifetime when a policy does not say (an optional attribute)."""
+# -- limits and defaults (``policies`` builds its configuration objects from these) --------
+DEFAULT_TOKEN_TIMEOUT: Final = 5.0
+DEFAULT_ACTIVATION_TIMEOUT: Final = 10.0
+DEFAULT_SESSION_LIFETIME: Final = 3600.0
+"""The platform session's lifetime when a policy does not say (an optional attribute);
+banks choose about 7 minutes (420)."""
+MAX_SECONDS: Final = 3600.0
+"""The longest timeout or retry delay a policy may ask for: an hour."""
+MAX_LIFETIME: Final = 7 * 86400.0
+"""The longest platform session a policy may declare: a week."""
+MAX_RETRIES: Final = 10
+"""The largest retry budget: the tag's own habit is 3."""
 
 
 def session_lifetime(policy: ActivationPolicy) -> float:
     """Seconds a platform session lasts before the visitor's identity must be verified again."""
     return float(getattr(policy, "session_lifetime", DEFAULT_SESSION_LIFETIME))
+
+
+def longest_backoff(retry: RetryStrategy) -> float:
+    """The longest wait between two attempts, for worst-case planning (a tracker's lease).
+
+    A strategy may state its bound as ``longest_delay`` (``RetryPolicy`` does:
+    its cap with jitter); one that does not counts its largest delay over its
+    budget.
+    """
+    stated = getattr(retry, "longest_delay", None)
+    if isinstance(stated, int | float) and not isinstance(stated, bool):
+        return float(stated)
+    return max((float(retry.delay(n)) for n in range(1, retry.max_retries + 1)), default=0.0)
+
+
+# -- validation ----------------------------------------------------------------------
+def default_policy() -> ActivationPolicy:
+    """``DefensivePolicy()``: what a session or tracker given no policy follows."""
+    # Imported here, not at module level: ``policies`` depends on the engine.
+    from policies import DefensivePolicy
+
+    return DefensivePolicy()
+
+
+def checked_policy(policy: object) -> ActivationPolicy:
+    """``policy`` (the default when None), once it is known to be one the engine can follow.
+
+    Raises ``TypeError`` for an object that does not provide the protocol and
+    ``ValueError`` for a value that would otherwise fail mid-flow (inf, NaN,
+    negative, absurd). A policy that is hashable (they are frozen) is checked
+    once: a runtime protocol check costs more than the rest of a session's
+    creation.
+    """
+    if policy is None:
+        return default_policy()
+    try:
+        hash(policy)
+    except TypeError:
+        _check_policy(policy)
+    else:
+        _check_hashable_policy(policy)
+    assert isinstance(policy, ActivationPolicy)
+    return policy
+
+
+def check_seconds(name: str, value: object, *, optional: bool, high: float = MAX_SECONDS) -> None:
+    """Refuse at construction what would otherwise fail mid-flow: inf, NaN, negative, absurd."""
+    if value is None and optional:
+        return
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise TypeError(f"{name} must be a number of seconds, got {type(value).__name__}")
+    low_ok = value >= 0 if name.startswith("policy.retry") else value > 0
+    if not math.isfinite(value) or not low_ok or value > high:
+        raise ValueError(f"{name} must be a finite number of seconds up to {high:g}, got {value!r}")
+
+
+def _check_policy(policy: object) -> None:
+    if not isinstance(policy, ActivationPolicy):
+        raise TypeError(
+            "policy must provide name, retry, token_timeout, activation_timeout, "
+            f"on_token_failure and on_activation_failure; got {type(policy).__name__}"
+        )
+    for decision in ("on_token_failure", "on_activation_failure"):
+        try:
+            Fallback(getattr(policy, decision))
+        except ValueError:
+            raise ValueError(
+                f"policy.{decision} must be 'anonymous' or 'block', "
+                f"got {getattr(policy, decision)!r}"
+            ) from None
+    for name in ("token_timeout", "activation_timeout"):
+        check_seconds(f"policy.{name}", getattr(policy, name), optional=True)
+    lifetime = getattr(policy, "session_lifetime", None)
+    if lifetime is not None:
+        check_seconds("policy.session_lifetime", lifetime, optional=False, high=MAX_LIFETIME)
+    retry = policy.retry
+    if not isinstance(retry, RetryStrategy):
+        raise TypeError("policy.retry must provide max_retries, should_retry() and delay()")
+    budget = retry.max_retries
+    if type(budget) is not int or not 0 <= budget <= MAX_RETRIES:
+        raise ValueError(f"policy.retry.max_retries must be an integer from 0 to {MAX_RETRIES}")
+    for attempt in range(1, budget + 1):
+        check_seconds(f"policy.retry.delay({attempt})", retry.delay(attempt), optional=False)
+
+
+_check_hashable_policy = functools.lru_cache(maxsize=64)(_check_policy)
+"""Policies are immutable and shared, so each is checked once (errors are not cached)."""
 
 
 class Profile(NamedTuple):

@@ -7,12 +7,8 @@ semantics; they differ only in how they wait. Every rule lives in the core.
 from __future__ import annotations
 
 import asyncio
-import functools
 import inspect
-import math
 import threading
-import time
-from collections.abc import Callable
 from typing import Any, Self
 
 from statemachine import snapshots
@@ -20,91 +16,34 @@ from statemachine.activator import Activator
 from statemachine.calls import (
     AnsweredCoroutine,
     Callback,
+    activation_answer,
     call_async,
     call_blocking,
     call_pooled,
     is_async_callable,
     notify_async,
     notify_blocking,
+    token_answer,
 )
+from statemachine.calls import TokenProvider as TokenProvider  # re-exported: hosts import it here
 from statemachine.core import ActivationCore
-from statemachine.effects import BackOff, CallActivator, Effect, FetchToken, Finish, Outcome
-from statemachine.events import Listener, await_listeners, run_listeners
+from statemachine.effects import (
+    ELAPSED,
+    Answer,
+    BackOff,
+    CallActivator,
+    Effect,
+    FetchToken,
+    Finish,
+    Outcome,
+)
+from statemachine.events import Listener, Listeners
 from statemachine.options import AuthenticationOption
-from statemachine.policy import ActivationPolicy, Fallback, RetryStrategy
+from statemachine.policy import MAX_LIFETIME, ActivationPolicy, check_seconds, checked_policy
 from statemachine.reasons import FailureReason
 from statemachine.results import FAILURE, ActivationResult, HistoryEntry
 from statemachine.states import State, Trigger
 from statemachine.workers import WorkerPool
-
-TokenProvider = Callable[[], Any]
-
-
-def _default_policy() -> ActivationPolicy:
-    # Imported here, not at module level: ``policies`` depends on the engine.
-    from policies import DefensivePolicy
-
-    return DefensivePolicy()
-
-
-def _check_policy(policy: object) -> None:
-    if not isinstance(policy, ActivationPolicy):
-        raise TypeError(
-            "policy must provide name, retry, token_timeout, activation_timeout, "
-            f"on_token_failure and on_activation_failure; got {type(policy).__name__}"
-        )
-    for decision in ("on_token_failure", "on_activation_failure"):
-        try:
-            Fallback(getattr(policy, decision))
-        except ValueError:
-            raise ValueError(
-                f"policy.{decision} must be 'anonymous' or 'block', "
-                f"got {getattr(policy, decision)!r}"
-            ) from None
-    for name in ("token_timeout", "activation_timeout"):
-        _check_seconds(f"policy.{name}", getattr(policy, name), optional=True)
-    lifetime = getattr(policy, "session_lifetime", None)
-    if lifetime is not None:
-        _check_seconds("policy.session_lifetime", lifetime, optional=False, high=MAX_LIFETIME)
-    retry = policy.retry
-    if not isinstance(retry, RetryStrategy):
-        raise TypeError("policy.retry must provide max_retries, should_retry() and delay()")
-    budget = retry.max_retries
-    if type(budget) is not int or not 0 <= budget <= MAX_RETRIES:
-        raise ValueError(f"policy.retry.max_retries must be an integer from 0 to {MAX_RETRIES}")
-    for attempt in range(1, budget + 1):
-        _check_seconds(f"policy.retry.delay({attempt})", retry.delay(attempt), optional=False)
-
-
-MAX_SECONDS = 3600.0
-"""The longest timeout or retry delay a policy may ask for: an hour."""
-MAX_LIFETIME = 7 * 86400.0
-MAX_RETRIES = 10
-
-
-def _check_seconds(name: str, value: object, *, optional: bool, high: float = MAX_SECONDS) -> None:
-    """Refuse at construction what would otherwise fail mid-flow: inf, NaN, negative, absurd."""
-    if value is None and optional:
-        return
-    if isinstance(value, bool) or not isinstance(value, int | float):
-        raise TypeError(f"{name} must be a number of seconds, got {type(value).__name__}")
-    low_ok = value >= 0 if name.startswith("policy.retry") else value > 0
-    if not math.isfinite(value) or not low_ok or value > high:
-        raise ValueError(f"{name} must be a finite number of seconds up to {high:g}, got {value!r}")
-
-
-_check_hashable_policy = functools.lru_cache(maxsize=64)(_check_policy)
-"""A runtime protocol check costs more than the rest of a session's creation;
-policies are immutable and shared, so each is checked once (errors are not cached)."""
-
-
-def _validate(policy: object) -> None:
-    try:
-        hash(policy)
-    except TypeError:
-        _check_policy(policy)
-    else:
-        _check_hashable_policy(policy)
 
 
 class _Session:
@@ -114,6 +53,7 @@ class _Session:
         "_activate",
         "_activator_is_async",
         "_core",
+        "_listeners",
         "_provider",
         "_provider_is_async",
         "_refresh_ahead",
@@ -141,15 +81,15 @@ class _Session:
             raise TypeError(
                 f"activator must have an activate(option) method, got {type(activator).__name__}"
             )
-        policy = _default_policy() if policy is None else policy
-        _validate(policy)
+        policy = checked_policy(policy)
         self._provider = token_provider
         self._provider_is_async = is_async_callable(token_provider)
         self._activate = activate
         self._activator_is_async = is_async_callable(activate)
         if refresh_ahead is not None:
-            _check_seconds("refresh_ahead", refresh_ahead, optional=False, high=MAX_LIFETIME)
+            check_seconds("refresh_ahead", refresh_ahead, optional=False, high=MAX_LIFETIME)
         self._core = ActivationCore(policy, session_id)
+        self._listeners = Listeners(one_session=True)
         self._workers = workers
         self._refresh_ahead = refresh_ahead
         self._shared: Any = None  # the refresh in progress, which other callers join
@@ -181,27 +121,14 @@ class _Session:
         A listener that raises is logged (``activation.listener_error``) and
         changes nothing; async ones are awaited by the flow that caused them.
         """
-        if not callable(listener):
-            raise TypeError(f"a listener must be callable, got {type(listener).__name__}")
-        self._core.listeners = (*self._core.listeners, listener)
-        return listener
+        return self._listeners.add(listener)
 
     def remove_listener(self, listener: Listener) -> None:
-        self._core.listeners = tuple(x for x in self._core.listeners if x is not listener)
+        self._listeners.remove(listener)
 
     def _refresh_wanted(self, trigger: Trigger) -> bool:
         """``reverify`` while authenticated, or ``activate`` within ``refresh_ahead`` of expiry."""
-        core = self._core
-        until = core.authenticated_until
-        if until is None:
-            return False
-        now = time.time()
-        if now >= until:
-            return False  # over: the table's session_expired row re-verifies instead
-        if trigger is Trigger.REVERIFY:
-            return True
-        ahead = self._refresh_ahead
-        return trigger is Trigger.ACTIVATE and ahead is not None and now >= until - ahead
+        return self._core.refreshes(trigger, ahead=self._refresh_ahead)
 
     @property
     def policy(self) -> ActivationPolicy:
@@ -230,10 +157,10 @@ class _Session:
         ``authenticated`` session knows its fingerprint only.
         """
         session = cls(token_provider, activator, policy, workers=workers)
-        restored = snapshots.load(snapshot, session._core.policy)
-        restored.core.listeners = session._core.listeners
-        session._core = restored.core
-        restored.core.cancel()
+        core = snapshots.load(snapshot, session._core.policy)
+        session._core = core
+        core.cancel()
+        session._listeners.publish(core.take_events())  # only the log line listens yet
         return session
 
     def diagram(self) -> str:
@@ -294,6 +221,7 @@ class AsyncActivationSession(_Session):
         """Forget the visitor. A no-op when nothing is activated; refused while a flow runs."""
         if self._core.state is not State.UNAUTHENTICATED:
             self._core.fire(Trigger.LOGOUT)
+            await self._publish()
 
     def cancel(self) -> bool:
         """Cancel the running flow: its ``activate`` returns a CANCELLED result."""
@@ -329,13 +257,15 @@ class AsyncActivationSession(_Session):
             shared.set_result(result)
         return result
 
-    async def _drain(self) -> None:
-        await await_listeners(self._core.take_awaiting())
+    async def _publish(self) -> None:
+        events = self._core.take_events()
+        if events:
+            await self._listeners.apublish(events)
 
     async def _flow(self, trigger: Trigger, callback: Callback | None) -> ActivationResult:
         core = self._core
         effect: Effect | None = core.begin(trigger)
-        await self._drain()
+        await self._publish()
         if isinstance(effect, Finish):  # refused: the running flow is untouched
             await notify_async(callback, effect.result, core.logger)
             return effect.result
@@ -345,7 +275,7 @@ class AsyncActivationSession(_Session):
             while not isinstance(effect, Finish):
                 assert effect is not None  # only logout yields no effect
                 effect = core.complete(effect, await self._perform(effect))
-                await self._drain()
+                await self._publish()
         except asyncio.CancelledError:
             finish = core.cancel()
             ours = self._cancelled_by_us
@@ -353,35 +283,37 @@ class AsyncActivationSession(_Session):
                 await notify_async(callback, finish.result, core.logger)
             task = asyncio.current_task()
             if ours and finish is not None and task is not None and task.uncancel() == 0:
-                await self._drain()
+                await self._publish()
                 return finish.result
-            _discard(core.take_awaiting())  # cancelled for good: nothing more is awaited
+            _discard(self._listeners.publish(core.take_events()))  # cancelled for good
             raise
         except BaseException:
             core.cancel()  # never leave the machine in flight
-            _discard(core.take_awaiting())
+            _discard(self._listeners.publish(core.take_events()))
             raise
         finally:
             self._task = None
         await notify_async(callback, effect.result, core.logger)
         return effect.result
 
-    async def _perform(self, effect: Effect) -> Outcome:
+    async def _perform(self, effect: Effect) -> Answer:
         if isinstance(effect, BackOff):
             await asyncio.sleep(effect.delay)
-            return Outcome()
+            return ELAPSED
         if isinstance(effect, FetchToken):
-            return await call_async(
+            outcome = await call_async(
                 self._provider, self._provider_is_async, (), effect.timeout, self._workers
             )
+            return token_answer(outcome, self._core.logger)
         assert isinstance(effect, CallActivator)
-        return await call_async(
+        outcome = await call_async(
             self._activate,
             self._activator_is_async,
             (effect.option,),
             effect.timeout,
             self._workers,
         )
+        return activation_answer(outcome, self._core.logger)
 
 
 class _SharedRefresh:
@@ -394,12 +326,11 @@ class _SharedRefresh:
         self.result: ActivationResult | None = None
 
 
-def _discard(awaiting: list[Any]) -> None:
-    """Drop async listeners' pending calls without a "never awaited" warning."""
-    for pending in awaiting:
-        close = getattr(pending, "close", None)
-        if inspect.iscoroutine(pending) and close is not None:
-            close()
+def _discard(pending: list[Any] | None) -> None:
+    """Drop async listeners' calls a cancelled flow will not await, without a warning."""
+    for call in pending or ():
+        if inspect.iscoroutine(call):
+            call.close()
 
 
 def _cancelled(core: ActivationCore) -> ActivationResult:
@@ -455,8 +386,11 @@ class ActivationSession(_Session):
     def logout(self) -> None:
         """Forget the visitor. A no-op when nothing is activated; refused while a flow runs."""
         with self._lock:
-            if self._core.state is not State.UNAUTHENTICATED:
-                self._core.fire(Trigger.LOGOUT)
+            if self._core.state is State.UNAUTHENTICATED:
+                return
+            self._core.fire(Trigger.LOGOUT)
+            events = self._core.take_events()
+        self._listeners.publish_blocking(events)
 
     def cancel(self) -> bool:
         """Cancel the running flow (from any thread): its ``activate`` returns CANCELLED."""
@@ -498,54 +432,62 @@ class ActivationSession(_Session):
             shared.done.set()
         return result
 
-    def _drain(self) -> None:
-        run_listeners(self._core.take_awaiting())
-
     def _flow(self, trigger: Trigger) -> ActivationResult:
         core = self._core
         with self._lock:
             effect: Effect | None = core.begin(trigger)
             if not isinstance(effect, Finish):
                 control = self._control = _FlowControl()
-        self._drain()
+            events = core.take_events()
+        self._listeners.publish_blocking(events)
         if isinstance(effect, Finish):  # refused: the running flow is untouched
             return effect.result
         try:
             while not isinstance(effect, Finish):
                 assert effect is not None
-                outcome = None if control.cancelled else self._perform(effect, control)
+                answer = None if control.cancelled else self._perform(effect, control)
                 with self._lock:
-                    if control.cancelled or outcome is None:
+                    if control.cancelled or answer is None:
                         effect = core.cancel()
                     else:
-                        effect = core.complete(effect, outcome)
+                        effect = core.complete(effect, answer)
                     if isinstance(effect, Finish):
                         # In the same critical section: a cancel() from now on finds no
                         # flow and answers False, so True always means CANCELLED.
                         self._control = None
-                self._drain()
+                    events = core.take_events()
+                self._listeners.publish_blocking(events)
         except BaseException:
             with self._lock:
                 core.cancel()  # never leave the machine in flight
-            core.take_awaiting()
+                events = core.take_events()
+            self._listeners.publish(events)
             raise
         finally:
             with self._lock:
                 self._control = None
         return effect.result
 
-    def _perform(self, effect: Effect, control: _FlowControl) -> Outcome | None:
+    def _perform(self, effect: Effect, control: _FlowControl) -> Answer | None:
         """Do the effect's I/O; ``None`` means the flow was cancelled meanwhile."""
         if isinstance(effect, BackOff):
             wake = control.fresh_wake()
             if control.cancelled or wake.wait(effect.delay):
                 return None
-            return Outcome()
+            return ELAPSED
+        assert not isinstance(effect, Finish)
+        outcome = self._call(effect, control)
+        if outcome is None:
+            return None
+        if isinstance(effect, FetchToken):
+            return token_answer(outcome, self._core.logger)
+        return activation_answer(outcome, self._core.logger)
+
+    def _call(self, effect: FetchToken | CallActivator, control: _FlowControl) -> Outcome | None:
         args: tuple[Any, ...]
         if isinstance(effect, FetchToken):
             fn, is_async, args = self._provider, self._provider_is_async, ()
         else:
-            assert isinstance(effect, CallActivator)
             fn, is_async, args = self._activate, self._activator_is_async, (effect.option,)
         if effect.timeout is None:
             return call_blocking(fn, is_async, args)

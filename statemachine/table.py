@@ -318,6 +318,18 @@ REJECTIONS: dict[tuple[State, Trigger], FailureReason] = {
 
 # Host requests answered by a refresh: the state stays put while a fresh token is fetched and
 # activated, then ``token_refreshed`` / ``refresh_failed`` / ``refresh_rejected`` decide.
+#
+# Special case (as h11 documents its own beside its table): a refresh in progress is the one
+# piece of state outside this table. The visitor stays ``authenticated`` while it runs, so no
+# state can say "refreshing"; the core keeps a flag instead (``ActivationCore.refreshing``),
+# set by ``ActivationCore.refresh()`` and cleared when the refresh ends (its effects name
+# ``token_refreshed`` / ``refresh_failed`` / ``refresh_rejected`` as their triggers), is
+# cancelled, or the visitor logs out. While it is set, a flow start is refused
+# (``LOGIN_ONGOING``), and an expired session does not re-verify under the running refresh.
+# ``ActivationCore.refreshes()`` is the one answer to "does this request refresh?", for
+# sessions (``reverify``, ``refresh_ahead``) and trackers (a token request while
+# authenticated) alike. The flag is never stored: a tracker's refresh writes nothing until it
+# settles, and takes the refresh up again on the record it settles on.
 REFRESHES: frozenset[tuple[State, Trigger]] = frozenset({(State.AUTHENTICATED, Trigger.REVERIFY)})
 
 

@@ -12,6 +12,12 @@ written optimistically, as if new (a conflict returns what is there, so
 guessing wrong costs nothing extra); a claim and its settlement are then two
 writes. A decision that writes nothing is only ever taken on freshly loaded
 data.
+
+The flow is written once, as generators (httpx's ``auth_flow`` pattern): a
+flow yields what it needs done — load a key, compare-and-set it, call the
+token provider, await what async listeners returned — and is sent the
+answer. Each face drives a flow in a few lines, its own way (``await`` or
+not); no rule is written twice.
 """
 
 from __future__ import annotations
@@ -20,20 +26,26 @@ import json
 import threading
 import time
 from collections import OrderedDict
-from collections.abc import Callable
-from typing import Any, Final, TypeVar
+from collections.abc import Callable, Generator
+from typing import Any, Final, Generic, NamedTuple, TypeVar
 
-from statemachine import logs, snapshots
-from statemachine.calls import call_async, call_blocking_timed, is_async_callable
+from statemachine import logs, records
+from statemachine.calls import (
+    TokenProvider,
+    call_async,
+    call_blocking_timed,
+    is_async_callable,
+    token_answer,
+)
 from statemachine.core import ActivationCore
 from statemachine.effects import Outcome
-from statemachine.events import DEFAULT_LISTENERS, Listener, await_listeners, run_listeners
+from statemachine.events import Listener, Listeners, await_listeners, run_listeners
 from statemachine.options import AuthenticationOption
-from statemachine.policy import ActivationPolicy, Fallback, session_lifetime
+from statemachine.policy import ActivationPolicy, Fallback, checked_policy, session_lifetime
 from statemachine.reasons import FailureReason
+from statemachine.records import VisitorRecord
 from statemachine.replies import Answer, ReportReply, TokenReply, TrackerView
-from statemachine.sessions import TokenProvider, _default_policy, _validate
-from statemachine.snapshots import Restored
+from statemachine.snapshots import SnapshotError
 from statemachine.stores.base import AsyncStore, Store, StoreError, Versioned
 from statemachine.stores.memory import MemoryStore
 from statemachine.tracking import (
@@ -56,37 +68,70 @@ HINTS: Final = 4_096
 """Versions remembered per tracker, to write a known visitor in one round trip."""
 
 R = TypeVar("R")
-Apply = Callable[[Restored, float], tuple[bool, R]]
+S = TypeVar("S")
+Apply = Callable[[VisitorRecord, float], tuple[bool, R]]
 
 _ABSENT: Final = Versioned(0, "")
 
 
-class _Tracker:
-    """What both faces share: the policy, the store, the clock, and (de)serialisation."""
+# -- what a flow asks its driver to do -------------------------------------------
+class Load(NamedTuple):
+    """Read ``key``; the driver sends back ``Versioned | None``."""
+
+    key: str
+
+
+class CompareAndSet(NamedTuple):
+    """Write ``data`` if ``key`` is at ``expected``; the driver sends back ``(ok, current)``."""
+
+    key: str
+    expected: int
+    data: str
+    ttl: float
+
+
+class CallProvider(NamedTuple):
+    """Call the host's token provider under ``timeout``; the driver sends back an ``Outcome``."""
+
+    provider: TokenProvider
+    is_async: bool
+    timeout: float | None
+
+
+class Publish(NamedTuple):
+    """Await (or run) what async listeners returned for a committed step; nothing is sent back."""
+
+    pending: list[Any]
+
+
+Request = Load | CompareAndSet | CallProvider | Publish
+Flow = Generator[Request, Any, R]
+
+
+class _Tracker(Generic[S]):
+    """What both faces share: the policy, the store, the clock, the records and the flows."""
 
     def __init__(
         self,
-        policy: ActivationPolicy | None = None,
-        store: Any = None,
+        policy: ActivationPolicy | None,
+        store: S,
         *,
-        clock: Callable[[], float] = time.time,
-        workers: WorkerPool | None = None,
+        clock: Callable[[], float],
+        workers: WorkerPool | None,
     ) -> None:
-        policy = _default_policy() if policy is None else policy
-        _validate(policy)
+        policy = checked_policy(policy)
         self.policy = policy
-        self.store = MemoryStore() if store is None else store
+        self.store: S = store
         self._clock = clock
         self._workers = workers
         self._ttl = max(session_lifetime(policy), lease_seconds(policy))
         self._hints: OrderedDict[str, Versioned] = OrderedDict()
         self._hints_lock = threading.Lock()
-        self._listeners: tuple[Listener, ...] = DEFAULT_LISTENERS
+        self._listeners = Listeners()
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}(policy={self.policy.name!r}, store={self.store!r})"
 
-    # -- records ---------------------------------------------------------
     def add_listener(self, listener: Listener) -> Listener:
         """Call ``listener`` (sync or async) with a ``TransitionEvent`` per committed transition.
 
@@ -94,60 +139,109 @@ class _Tracker:
         caused them: a step retried after a conflict is never heard twice.
         A listener that raises is logged and changes nothing.
         """
-        if not callable(listener):
-            raise TypeError(f"a listener must be callable, got {type(listener).__name__}")
-        self._listeners = (*self._listeners, listener)
-        return listener
+        return self._listeners.add(listener)
 
     def remove_listener(self, listener: Listener) -> None:
-        self._listeners = tuple(x for x in self._listeners if x is not listener)
+        self._listeners.remove(listener)
 
-    def _record(self, current: Versioned | None) -> Restored:
-        record = self._restore(current)
-        record.core.listeners = self._listeners
-        record.core.hold_events()
-        return record
+    # -- the flows (each face drives them) ---------------------------------
+    def _token_flow(
+        self, visitor_id: str, flow: str, token_provider: TokenProvider
+    ) -> Flow[TokenReply]:
+        """The page's tag asks for a token: claim (or refuse), mint, settle."""
+        key, flow = check_visitor_id(visitor_id), check_flow_id(flow)
+        if not callable(token_provider):
+            raise TypeError("token_provider must be a callable taking no argument")
+        step, current, claimed = yield from self._step(
+            key, lambda r, now: _planned(plan_token(r, flow, now)), hint=self._hint(key)
+        )
+        if step.fetch is None:
+            assert step.reply is not None
+            return step.reply
+        fetch = step.fetch
+        outcome: Outcome = yield CallProvider(
+            token_provider, is_async_callable(token_provider), fetch.timeout
+        )
+        answer = token_answer(outcome, claimed.core.logger)
 
-    def _committed(self, key: str, current: Versioned | None, record: Restored) -> list[Any]:
-        """The store accepted the step: remember its version, publish its events.
+        def settle(record: VisitorRecord, now: float) -> tuple[bool, TokenReply]:
+            return settle_token(record, flow, fetch, answer, now)
 
-        Returns what async listeners gave back, for the face to await its own way.
+        reply, _, _ = yield from self._step(key, settle, hint=current, reuse=claimed)
+        return reply
+
+    def _report_flow(self, visitor_id: str, flow: str, activation: object) -> Flow[ReportReply]:
+        key, flow = check_visitor_id(visitor_id), check_flow_id(flow)
+        report = parse_report(activation)
+        reply, _, _ = yield from self._step(key, lambda r, now: apply_report(r, flow, report, now))
+        return reply
+
+    def _logout_flow(self, visitor_id: str) -> Flow[TrackerView | None]:
+        key = check_visitor_id(visitor_id)
+        _, current, _ = yield from self._step(key, lambda r, _now: (apply_logout(r), None))
+        return self._view(current)
+
+    def _step(
+        self,
+        key: str,
+        apply: Apply[R],
+        hint: Versioned | None = None,
+        reuse: VisitorRecord | None = None,
+    ) -> Flow[tuple[R, Versioned | None, VisitorRecord]]:
+        """Load, apply one step, compare-and-set; again from what is there on a conflict.
+
+        ``hint`` is a guess of what is stored (checked by the write); a decision
+        that writes nothing is taken only on freshly loaded data. ``reuse`` is
+        the record this tracker has just written, to skip parsing it back.
         """
-        self._remember(key, current)
-        record.core.flush()
-        return record.core.take_awaiting()
+        current = hint
+        fresh = False
+        if current is None:
+            current = yield Load(key)
+            fresh = True
+        for _ in range(MAX_CONFLICTS):
+            record = reuse if reuse is not None else self._record(current)
+            reuse = None  # only for the first try: after a conflict, what the store says
+            changed, result = apply(record, self._clock())
+            if not changed:
+                if fresh:
+                    return result, current, record
+                loaded = yield Load(key)
+                if loaded == current:  # the guess was fresh: the decision stands as taken
+                    return result, current, record
+                current, fresh = loaded, True
+                continue
+            expected = 0 if current is None else current.version
+            ok, current = yield CompareAndSet(key, expected, self._dump(record), self._ttl)
+            fresh = True
+            if ok:  # publish what the store accepted; a conflict drops the record and its events
+                self._remember(key, current)
+                pending = self._listeners.publish(record.core.take_events())
+                if pending:
+                    yield Publish(pending)
+                return result, current, record
+        raise StoreError(f"gave up after {MAX_CONFLICTS} conflicting writes")
 
-    def _reused(self, record: Restored) -> Restored:
-        """The record this tracker just wrote, as it wrote it: no need to parse it back."""
-        record.core.listeners = self._listeners
-        record.core.hold_events()
-        return record
-
-    def _restore(self, current: Versioned | None) -> Restored:
+    # -- records ---------------------------------------------------------
+    def _record(self, current: Versioned | None) -> VisitorRecord:
         if current is None or current.version == 0:
-            return Restored(ActivationCore(self.policy, clock=self._clock), None, None)
+            return VisitorRecord(ActivationCore(self.policy, clock=self._clock))
         try:
             data = json.loads(current.data)
         except ValueError:
             raise StoreError("the stored visitor is not valid JSON") from None
         try:
-            return snapshots.load(data, self.policy, self._clock)
-        except snapshots.SnapshotError as error:
+            return records.load(data, self.policy, self._clock)
+        except SnapshotError as error:
             raise StoreError(f"the stored visitor is damaged: {error}") from None
 
-    def _dump(self, record: Restored) -> str:
-        snapshot = snapshots.dump(
-            record.core,
-            flow_id=record.flow_id,
-            lease_until=record.lease_until,
-            ended_flows=record.ended_flows,
-        )
-        return json.dumps(snapshot, separators=(",", ":"))
+    def _dump(self, record: VisitorRecord) -> str:
+        return json.dumps(records.dump(record), separators=(",", ":"))
 
     def _view(self, current: Versioned | None) -> TrackerView | None:
         if current is None:
             return None
-        record = self._restore(current)
+        record = self._record(current)
         core = record.core
         return TrackerView(
             session_id=core.session_id,
@@ -188,162 +282,116 @@ class _Tracker:
         return TokenReply(Answer.DO_NOT_ACTIVATE, None, None, FailureReason.SERVER_ERROR)
 
 
-class AsyncActivationTracker(_Tracker):
+class AsyncActivationTracker(_Tracker[AsyncStore]):
     """Follows the tag's activation for asyncio hosts (Starlette, FastAPI, aiohttp)."""
+
+    def __init__(
+        self,
+        policy: ActivationPolicy | None = None,
+        store: AsyncStore | None = None,
+        *,
+        clock: Callable[[], float] = time.time,
+        workers: WorkerPool | None = None,
+    ) -> None:
+        store = MemoryStore() if store is None else store
+        super().__init__(policy, store, clock=clock, workers=workers)
 
     async def token_request(
         self, visitor_id: str, flow: str, token_provider: TokenProvider
     ) -> TokenReply:
         """The page's tag asks for a token: start a flow, take its retry, refresh, or refuse."""
-        key, flow = check_visitor_id(visitor_id), check_flow_id(flow)
-        if not callable(token_provider):
-            raise TypeError("token_provider must be a callable taking no argument")
         try:
-            step, current, claimed = await self._step(
-                key, lambda r, now: _planned(plan_token(r, flow, now)), hint=self._hint(key)
-            )
-            if step.fetch is None:
-                assert step.reply is not None
-                return step.reply
-            outcome = await call_async(
-                token_provider,
-                is_async_callable(token_provider),
-                (),
-                step.fetch.timeout,
-                self._workers,
-            )
-
-            def settle(record: Restored, now: float) -> tuple[bool, TokenReply]:
-                return settle_token(record, flow, outcome, refresh=step.refresh, now=now)
-
-            reply, _, _ = await self._step(key, settle, hint=current, reuse=claimed)
-            return reply
+            return await self._drive(self._token_flow(visitor_id, flow, token_provider))
         except StoreError as error:
             return self._store_down(error)
 
     async def report(self, visitor_id: str, flow: str, activation: object) -> ReportReply:
         """The page reports the tag's callback object; it ends the flow (the tag has retried)."""
-        key, flow = check_visitor_id(visitor_id), check_flow_id(flow)
-        report = parse_report(activation)
-        reply, _, _ = await self._step(key, lambda r, now: apply_report(r, flow, report, now))
-        return reply
+        return await self._drive(self._report_flow(visitor_id, flow, activation))
 
     async def logout(self, visitor_id: str) -> TrackerView | None:
         """Forget the visitor's activation; a flow in flight is cancelled."""
-        key = check_visitor_id(visitor_id)
-        _, current, _ = await self._step(key, lambda r, _now: (apply_logout(r), None))
-        return self._view(current)
+        return await self._drive(self._logout_flow(visitor_id))
 
     async def view(self, visitor_id: str) -> TrackerView | None:
         """The visitor as the store holds it, or None if unknown."""
         return self._view(await self.store.aload(check_visitor_id(visitor_id)))
 
-    async def _step(
-        self,
-        key: str,
-        apply: Apply[R],
-        hint: Versioned | None = None,
-        reuse: Restored | None = None,
-    ) -> tuple[R, Versioned | None, Restored]:
-        store: AsyncStore = self.store
-        current = hint
-        fresh = False
-        if current is None:
-            current = await store.aload(key)
-            fresh = True
-        for _ in range(MAX_CONFLICTS):
-            record = self._reused(reuse) if reuse is not None else self._record(current)
-            reuse = None  # only for the first try: after a conflict, what the store says
-            changed, result = apply(record, self._clock())
-            if not changed:
-                if fresh:
-                    return result, current, record
-                current, fresh = await store.aload(key), True
-                continue
-            expected = 0 if current is None else current.version
-            ok, current = await store.acompare_and_set(key, expected, self._dump(record), self._ttl)
-            fresh = True
-            if ok:
-                await await_listeners(self._committed(key, current, record))
-                return result, current, record
-        raise StoreError(f"gave up after {MAX_CONFLICTS} conflicting writes")
+    async def _drive(self, flow: Flow[R]) -> R:
+        store = self.store
+        answer: Any = None
+        try:
+            while True:
+                request = flow.send(answer)
+                if type(request) is CompareAndSet:
+                    answer = await store.acompare_and_set(*request)
+                elif type(request) is Load:
+                    answer = await store.aload(request.key)
+                elif type(request) is CallProvider:
+                    answer = await call_async(
+                        request.provider, request.is_async, (), request.timeout, self._workers
+                    )
+                else:
+                    assert type(request) is Publish
+                    await await_listeners(request.pending)
+                    answer = None
+        except StopIteration as done:
+            result: R = done.value
+            return result
 
 
-class ActivationTracker(_Tracker):
+class ActivationTracker(_Tracker[Store]):
     """The same tracker for blocking hosts (WSGI, Django, Flask); safe across threads."""
+
+    def __init__(
+        self,
+        policy: ActivationPolicy | None = None,
+        store: Store | None = None,
+        *,
+        clock: Callable[[], float] = time.time,
+        workers: WorkerPool | None = None,
+    ) -> None:
+        store = MemoryStore() if store is None else store
+        super().__init__(policy, store, clock=clock, workers=workers)
 
     def token_request(
         self, visitor_id: str, flow: str, token_provider: TokenProvider
     ) -> TokenReply:
-        key, flow = check_visitor_id(visitor_id), check_flow_id(flow)
-        if not callable(token_provider):
-            raise TypeError("token_provider must be a callable taking no argument")
         try:
-            step, current, claimed = self._step(
-                key, lambda r, now: _planned(plan_token(r, flow, now)), hint=self._hint(key)
-            )
-            if step.fetch is None:
-                assert step.reply is not None
-                return step.reply
-            outcome: Outcome = call_blocking_timed(
-                token_provider,
-                is_async_callable(token_provider),
-                (),
-                step.fetch.timeout,
-                self._workers,
-            )
-
-            def settle(record: Restored, now: float) -> tuple[bool, TokenReply]:
-                return settle_token(record, flow, outcome, refresh=step.refresh, now=now)
-
-            reply, _, _ = self._step(key, settle, hint=current, reuse=claimed)
-            return reply
+            return self._drive(self._token_flow(visitor_id, flow, token_provider))
         except StoreError as error:
             return self._store_down(error)
 
     def report(self, visitor_id: str, flow: str, activation: object) -> ReportReply:
-        key, flow = check_visitor_id(visitor_id), check_flow_id(flow)
-        report = parse_report(activation)
-        reply, _, _ = self._step(key, lambda r, now: apply_report(r, flow, report, now))
-        return reply
+        return self._drive(self._report_flow(visitor_id, flow, activation))
 
     def logout(self, visitor_id: str) -> TrackerView | None:
-        key = check_visitor_id(visitor_id)
-        _, current, _ = self._step(key, lambda r, _now: (apply_logout(r), None))
-        return self._view(current)
+        return self._drive(self._logout_flow(visitor_id))
 
     def view(self, visitor_id: str) -> TrackerView | None:
         return self._view(self.store.load(check_visitor_id(visitor_id)))
 
-    def _step(
-        self,
-        key: str,
-        apply: Apply[R],
-        hint: Versioned | None = None,
-        reuse: Restored | None = None,
-    ) -> tuple[R, Versioned | None, Restored]:
-        store: Store = self.store
-        current = hint
-        fresh = False
-        if current is None:
-            current = store.load(key)
-            fresh = True
-        for _ in range(MAX_CONFLICTS):
-            record = self._reused(reuse) if reuse is not None else self._record(current)
-            reuse = None  # only for the first try: after a conflict, what the store says
-            changed, result = apply(record, self._clock())
-            if not changed:
-                if fresh:
-                    return result, current, record
-                current, fresh = store.load(key), True
-                continue
-            expected = 0 if current is None else current.version
-            ok, current = store.compare_and_set(key, expected, self._dump(record), self._ttl)
-            fresh = True
-            if ok:
-                run_listeners(self._committed(key, current, record))
-                return result, current, record
-        raise StoreError(f"gave up after {MAX_CONFLICTS} conflicting writes")
+    def _drive(self, flow: Flow[R]) -> R:
+        store = self.store
+        answer: Any = None
+        try:
+            while True:
+                request = flow.send(answer)
+                if type(request) is CompareAndSet:
+                    answer = store.compare_and_set(*request)
+                elif type(request) is Load:
+                    answer = store.load(request.key)
+                elif type(request) is CallProvider:
+                    answer = call_blocking_timed(
+                        request.provider, request.is_async, (), request.timeout, self._workers
+                    )
+                else:
+                    assert type(request) is Publish
+                    run_listeners(request.pending)
+                    answer = None
+        except StopIteration as done:
+            result: R = done.value
+            return result
 
 
 def _planned(step: TokenStep) -> tuple[bool, TokenStep]:

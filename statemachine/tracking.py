@@ -3,7 +3,7 @@
 In a web backend the browser's tag activates (and retries) by itself; the
 server sees only its token requests, the page's report of the tag's callback,
 and logouts, each possibly on another worker. These functions translate each
-of those into rows of the table, on a visitor record rebuilt from a snapshot.
+of those into rows of the table, on the visitor's record (``records``).
 They do no I/O, so the asyncio and blocking trackers share them, and tests
 can step them directly.
 
@@ -18,13 +18,22 @@ import re
 from collections.abc import Mapping
 from typing import Final, NamedTuple
 
-from statemachine.effects import BackOff, CallActivator, Effect, FetchToken, Finish, Outcome
+from statemachine.effects import (
+    ACTIVATED,
+    BackOff,
+    CallActivator,
+    Effect,
+    FetchToken,
+    Finish,
+    TokenFailed,
+    TokenReceived,
+)
 from statemachine.options import ANONYMOUS, SECURED, AuthenticationOption
-from statemachine.policy import ActivationPolicy
+from statemachine.policy import ActivationPolicy, longest_backoff
 from statemachine.reasons import FailureReason
+from statemachine.records import ENDED_FLOWS_LIMIT, FLOW_ID, VisitorRecord
 from statemachine.replies import Answer, ReportReply, TokenReply
 from statemachine.results import FAILURE, SUCCESS
-from statemachine.snapshots import ENDED_FLOWS_LIMIT, FLOW_ID, Restored
 from statemachine.states import State, Trigger
 
 LEASE_GRACE: Final = 5.0
@@ -46,7 +55,6 @@ class TokenStep(NamedTuple):
     changed: bool  # the record moved and must be written before anything else happens
     reply: TokenReply | None  # the answer, when no token has to be minted
     fetch: FetchToken | None  # otherwise: call the provider, then ``settle_token``
-    refresh: bool  # the fetch refreshes an authenticated visitor's token
 
 
 class Report(NamedTuple):
@@ -62,8 +70,7 @@ def lease_seconds(policy: ActivationPolicy) -> float:
     longest backoff between two attempts, plus a grace period. Every step of
     the flow renews it.
     """
-    retry = policy.retry
-    backoff = float(getattr(retry, "max_delay", 0.0) or 0.0)
+    backoff = longest_backoff(policy.retry)
     token = policy.token_timeout or _UNBOUNDED_WAIT
     activation = policy.activation_timeout or _UNBOUNDED_WAIT
     return float(token) + float(activation) + backoff + LEASE_GRACE
@@ -125,7 +132,7 @@ def parse_report(activation: object) -> Report:
     return Report(succeeded, str(option_type), reason)
 
 
-def expire_lease(record: Restored, now: float) -> bool:
+def expire_lease(record: VisitorRecord, now: float) -> bool:
     """Let a silent flow go (the ``lease_expired`` row); True if the record moved."""
     core = record.core
     if core.state.in_flight and record.lease_until is not None and now >= record.lease_until:
@@ -135,26 +142,26 @@ def expire_lease(record: Restored, now: float) -> bool:
     return False
 
 
-def plan_token(record: Restored, flow_id: str, now: float) -> TokenStep:
+def plan_token(record: VisitorRecord, flow_id: str, now: float) -> TokenStep:
     """A token request: start a flow, take the tag's retry, refresh, or refuse."""
     core = record.core
     changed = expire_lease(record, now)
     state = core.state
-    if state is State.AUTHENTICATED and core.expired(now):
-        # The platform session is over: the core's ``begin`` takes the session_expired row,
-        # and this request re-verifies (a new, claimed flow).
-        effect: Effect | None = core.begin(Trigger.ACTIVATE, now)
+    if state is State.AUTHENTICATED:
+        # The core decides: a refresh (nothing is written; the visitor stays authenticated),
+        # or, once the platform session is over, session_expired and a new, claimed flow.
+        effect: Effect | None = core.begin(Trigger.REVERIFY, now)
+        if isinstance(effect, FetchToken) and effect.refresh:
+            return TokenStep(changed, None, effect)
         _end_flow(record, flow_id)
         return _step_after(record, effect, now)
-    if state is State.AUTHENTICATED:
-        return TokenStep(changed, None, FetchToken(core.attempts, core.policy.token_timeout), True)
     if state.in_flight:
         if record.flow_id != flow_id or state is State.FETCHING_TOKEN:
-            return TokenStep(changed, _refused(record), None, False)
+            return TokenStep(changed, _refused(record), None)
         if state is State.ACTIVATING_ANONYMOUS:  # told to fall back already: say it again
             option = AuthenticationOption.anonymous()
             reply = TokenReply(Answer.ANONYMOUS, state, option, core.reason, core.attempts)
-            return TokenStep(changed, reply, None, False)
+            return TokenStep(changed, reply, None)
         # The same flow asks again: the tag's attempt failed and it retries.
         effect = core.fire(Trigger.ACTIVATION_FAILED, reason=FailureReason.SERVER_ERROR)
         if isinstance(effect, BackOff):  # the tag waited already; ask for a fresh token now
@@ -162,13 +169,13 @@ def plan_token(record: Restored, flow_id: str, now: float) -> TokenStep:
         return _step_after(record, effect, now)
     if flow_id == record.flow_id or flow_id in record.ended_flows:
         # That page load's flow is over: repeat the answer, mint nothing.
-        return TokenStep(changed, _settled_answer(record), None, False)
+        return TokenStep(changed, _settled_answer(record), None)
     effect = core.begin(Trigger.ACTIVATE, now)
     _end_flow(record, flow_id)
     return _step_after(record, effect, now)
 
 
-def _end_flow(record: Restored, next_flow: str) -> None:
+def _end_flow(record: VisitorRecord, next_flow: str) -> None:
     """``next_flow`` takes over; the flow before it is remembered as ended."""
     if record.flow_id is not None and record.flow_id != next_flow:
         record.ended_flows = [*record.ended_flows, record.flow_id][-ENDED_FLOWS_LIMIT:]
@@ -176,23 +183,27 @@ def _end_flow(record: Restored, next_flow: str) -> None:
 
 
 def settle_token(
-    record: Restored, flow_id: str, outcome: Outcome, *, refresh: bool, now: float
+    record: VisitorRecord,
+    flow_id: str,
+    fetch: FetchToken,
+    answer: TokenReceived | TokenFailed,
+    now: float,
 ) -> tuple[bool, TokenReply]:
-    """The provider answered: move the record and say what the page gets."""
+    """The provider answered ``fetch`` (classified by ``calls.token_answer``): move the record."""
     core = record.core
-    if refresh:
-        if core.state is not State.AUTHENTICATED:  # logged out (or expired) while minting
+    if fetch.refresh:
+        if not core.refreshing and core.refresh() is None:  # logged out while minting
             return False, _gone(record)
-        token = core.read_token(outcome)
         record.flow_id = flow_id
-        if isinstance(token, FailureReason):
-            effect = core.fire(Trigger.REFRESH_FAILED, reason=token)
-            return True, _answer(record, effect, now)
-        core.fire(Trigger.TOKEN_REFRESHED, option=token)
-        return True, TokenReply(Answer.TOKEN, core.state, token, None, core.attempts)
+        effect = core.complete(fetch, answer)
+        if isinstance(effect, CallActivator) and effect.on_success is Trigger.TOKEN_REFRESHED:
+            # The tag activates the fresh token itself: handing it out completes the refresh.
+            core.complete(effect, ACTIVATED)
+            return True, TokenReply(Answer.TOKEN, core.state, effect.option, None, core.attempts)
+        return True, _answer(record, effect, now)
     if core.state is not State.FETCHING_TOKEN or record.flow_id != flow_id:
         return False, _gone(record)  # the claim was lost meanwhile: this token is never handed out
-    effect = core.complete(FetchToken(core.attempts + 1, None), outcome)
+    effect = core.complete(fetch, answer)
     if isinstance(effect, CallActivator) and effect.option.is_secured:
         record.lease_until = now + lease_seconds(core.policy)
         return True, TokenReply(Answer.TOKEN, core.state, effect.option, None, core.attempts)
@@ -200,7 +211,7 @@ def settle_token(
 
 
 def apply_report(
-    record: Restored, flow_id: str, report: Report, now: float
+    record: VisitorRecord, flow_id: str, report: Report, now: float
 ) -> tuple[bool, ReportReply]:
     """The page reports the tag's outcome: the tag has retried already, so it is final."""
     core = record.core
@@ -234,7 +245,7 @@ def apply_report(
     return True, ReportReply(True, core.state, following, core.reason)
 
 
-def apply_logout(record: Restored) -> bool:
+def apply_logout(record: VisitorRecord) -> bool:
     """Forget the visitor (a flow in flight is cancelled first); True if the record moved.
 
     The last flow id is kept, and nothing else: a tab still retrying the
@@ -254,14 +265,14 @@ def apply_logout(record: Restored) -> bool:
     return changed
 
 
-def _step_after(record: Restored, effect: Effect | None, now: float) -> TokenStep:
+def _step_after(record: VisitorRecord, effect: Effect | None, now: float) -> TokenStep:
     if isinstance(effect, FetchToken):
         record.lease_until = now + claim_seconds(record.core.policy)
-        return TokenStep(True, None, effect, False)
-    return TokenStep(True, _answer(record, effect, now), None, False)
+        return TokenStep(True, None, effect)
+    return TokenStep(True, _answer(record, effect, now), None)
 
 
-def _answer(record: Restored, effect: Effect | None, now: float) -> TokenReply:
+def _answer(record: VisitorRecord, effect: Effect | None, now: float) -> TokenReply:
     """The page's answer once the policy has decided: fall back, or do not activate."""
     core = record.core
     if isinstance(effect, CallActivator):
@@ -272,12 +283,12 @@ def _answer(record: Restored, effect: Effect | None, now: float) -> TokenReply:
     return TokenReply(Answer.DO_NOT_ACTIVATE, core.state, None, core.reason, core.attempts)
 
 
-def _refused(record: Restored) -> TokenReply:
+def _refused(record: VisitorRecord) -> TokenReply:
     core = record.core
     return TokenReply(Answer.REFUSED, core.state, None, FailureReason.LOGIN_ONGOING, core.attempts)
 
 
-def _settled_answer(record: Restored) -> TokenReply:
+def _settled_answer(record: VisitorRecord) -> TokenReply:
     core = record.core
     if core.state is State.ANONYMOUS:
         return TokenReply(
@@ -291,7 +302,7 @@ def _settled_answer(record: Restored) -> TokenReply:
     return TokenReply(Answer.DO_NOT_ACTIVATE, core.state, None, reason, core.attempts)
 
 
-def _gone(record: Restored) -> TokenReply:
+def _gone(record: VisitorRecord) -> TokenReply:
     if record.core.state.in_flight:
         return _refused(record)
     reason = FailureReason.CANCELLED

@@ -170,3 +170,37 @@ def test_a_retry_on_iterable_that_raises_is_a_policy_error() -> None:
         RetryPolicy(retry_on=breaks())
     with pytest.raises(PolicyError, match="retry_on"):
         RetryPolicy(retry_on=itertools.repeat("SERVER_ERROR"))  # never ends: bounded
+
+
+def test_policy_limits_and_defaults_have_one_home() -> None:
+    """``policies`` builds on the engine's limits; neither keeps its own copy."""
+    from policies import fallback, retry
+    from statemachine import policy
+
+    assert fallback.MAX_TIMEOUT == policy.MAX_SECONDS
+    assert fallback.MAX_SESSION_LIFETIME == policy.MAX_LIFETIME
+    assert retry.MAX_RETRIES_CAP == policy.MAX_RETRIES
+    assert DefensivePolicy().session_lifetime == policy.DEFAULT_SESSION_LIFETIME
+    assert DefensivePolicy().token_timeout == policy.DEFAULT_TOKEN_TIMEOUT
+    assert DefensivePolicy().activation_timeout == policy.DEFAULT_ACTIVATION_TIMEOUT
+    assert policy.default_policy() == DefensivePolicy()
+
+
+def test_a_lease_covers_the_longest_jittered_backoff() -> None:
+    from statemachine.tracking import LEASE_GRACE, lease_seconds
+
+    jittery = DefensivePolicy(retry=RetryPolicy(max_delay=2.0, jitter=0.5))
+    assert lease_seconds(jittery) == pytest.approx(5.0 + 10.0 + 3.0 + LEASE_GRACE)
+
+    class Fixed:  # a strategy that states no bound: its largest delay counts
+        max_retries = 2
+
+        def should_retry(self, reason: object) -> bool:
+            return True
+
+        def delay(self, retry: int) -> float:
+            return 1.5 * retry
+
+    from statemachine.policy import longest_backoff
+
+    assert longest_backoff(Fixed()) == 3.0

@@ -135,7 +135,7 @@ def _damage(snapshot: dict[str, Any], key: str, value: Any) -> dict[str, Any]:
 
 
 DAMAGE = [
-    ("format", 2, "unsupported version 2"),
+    ("format", SNAPSHOT_FORMAT + 1, f"unsupported version {SNAPSHOT_FORMAT + 1}"),
     ("format", "1", "format: must be an integer"),
     ("format", KeyError, "format: must be an integer"),
     ("state", "flying", "state: unknown value"),
@@ -187,3 +187,112 @@ def test_in_flight_snapshot_must_name_its_flow(
     damaged = {**session.snapshot(), "state": "activating", "flow": None}
     with pytest.raises(SnapshotError, match="must name its flow"):
         ActivationSession.restore(damaged, lambda: "t", LocalActivator(verifier))
+
+
+# -- formats: a session's snapshot, the tracker's record, and format 1 still read ------
+FORMAT_1_RECORD = (
+    '{"format":1,"session_id":"0152224cd727a037","policy":"defensive","state":"activating",'
+    '"flow":"activate","flow_id":"flowAAAA","attempts":2,"reason":"SERVER_ERROR",'
+    '"token_fingerprint":"sha256:6b046674b2c03e4a","since":1800000000.0,'
+    '"flow_started_at":1800000000.0,"lease_until":1800000024.0,"ended_flows":[],"history":['
+    '["unauthenticated","fetching_token","activate",0,null,1800000000.0],'
+    '["fetching_token","activating","token_received",1,null,1800000000.0],'
+    '["activating","retrying","activation_failed",1,"SERVER_ERROR",1800000000.0],'
+    '["retrying","fetching_token","backoff_elapsed",1,null,1800000000.0],'
+    '["fetching_token","activating","token_received",2,null,1800000000.0]]}'
+)
+"""A visitor as the previous version's tracker stored it (format 1: one flat dict)."""
+
+
+def test_a_session_snapshot_carries_no_tracker_fields(
+    authenticated: tuple[ActivationSession, str],
+) -> None:
+    snapshot = authenticated[0].snapshot()
+    assert not {"flow_id", "lease_until", "ended_flows"} & snapshot.keys()
+
+
+def test_a_format_1_session_snapshot_is_still_read(
+    authenticated: tuple[ActivationSession, str], verifier: TokenVerifier
+) -> None:
+    session, _ = authenticated
+    current = session.snapshot()
+    old = {**current, "format": 1, "flow_id": None, "lease_until": None, "ended_flows": []}
+    restored = ActivationSession.restore(old, session._provider, LocalActivator(verifier))
+    assert restored.state is State.AUTHENTICATED
+    assert restored.history == session.history
+    assert restored.snapshot() == current  # written back in the current format
+
+
+def test_a_format_1_snapshot_still_needs_its_tracker_fields(
+    authenticated: tuple[ActivationSession, str], verifier: TokenVerifier
+) -> None:
+    session, _ = authenticated
+    old = {**session.snapshot(), "format": 1}
+    with pytest.raises(SnapshotError, match="ended_flows: missing"):
+        ActivationSession.restore(old, session._provider, LocalActivator(verifier))
+
+
+@pytest.mark.parametrize("kind", ["async", "blocking"])
+def test_a_format_1_tracker_record_is_still_read_and_goes_on(
+    kind: str, issuer: TokenIssuer
+) -> None:
+    import asyncio
+
+    from statemachine import ActivationTracker, AsyncActivationTracker, TokenReply
+    from statemachine.replies import Answer
+    from statemachine.stores.memory import MemoryStore
+
+    store = MemoryStore()
+    assert store.compare_and_set("v1", 0, FORMAT_1_RECORD, 60)[0]
+    clock = 1_800_000_001.0
+    if kind == "async":
+        tracker: Any = AsyncActivationTracker(defensive(), store, clock=lambda: clock)
+        view = asyncio.run(tracker.view("v1"))
+    else:
+        tracker = ActivationTracker(defensive(), store, clock=lambda: clock)
+        view = tracker.view("v1")
+    assert (view.state, view.flow_id, view.lease_until) == (
+        State.ACTIVATING,
+        "flowAAAA",
+        1800000024.0,
+    )
+    assert (view.attempts, view.token_fingerprint) == (2, "sha256:6b046674b2c03e4a")
+    assert len(view.history) == 5
+    # The same flow asks again: the tag's retry, taken from the old record.
+    ask = tracker.token_request("v1", "flowAAAA", partial(issuer.issue, "visitor-7"))
+    reply: TokenReply = asyncio.run(ask) if kind == "async" else ask
+    assert (reply.answer, reply.attempt) == (Answer.TOKEN, 3)
+    stored = json.loads(store.load("v1").data)
+    assert stored["format"] == 2
+    assert (stored["flow_id"], stored["session"]["format"]) == ("flowAAAA", SNAPSHOT_FORMAT)
+    assert stored["session"]["session_id"] == "0152224cd727a037"
+
+
+RECORD_DAMAGE = [
+    ("flow_id", "a b", "flow_id"),
+    ("lease_until", float("inf"), "lease_until"),
+    ("ended_flows", ["a b"], "ended_flows: not a flow id"),
+    ("ended_flows", ["f"] * 9, "ended_flows: must be a list of at most 8"),
+    ("session", KeyError, "session: missing"),
+    ("session", {"format": 2}, "attempts: missing"),
+    ("extra", 1, "extra: unknown field"),
+]
+
+
+@pytest.mark.parametrize(("key", "value", "message"), RECORD_DAMAGE)
+def test_a_damaged_tracker_record_is_refused_whole(key: str, value: Any, message: str) -> None:
+    from statemachine import records
+
+    record = records.dump(records.load(json.loads(FORMAT_1_RECORD), defensive()))
+    assert record["format"] == records.RECORD_FORMAT
+    with pytest.raises(SnapshotError) as caught:
+        records.load(_damage(record, key, value), defensive())
+    assert message in str(caught.value)
+
+
+def test_a_damaged_format_1_record_is_refused_whole() -> None:
+    from statemachine import records
+
+    old = json.loads(FORMAT_1_RECORD)
+    with pytest.raises(SnapshotError, match="flow_id"):
+        records.load({**old, "flow_id": "a b"}, defensive())

@@ -1,7 +1,7 @@
 """Host calls that hang or crowd: bounded threads, no starved loop, no congestion blamed on the host.
 
-Each test reproduces one finding of the hardening audit against the real
-sessions, with a pool small enough to fill quickly.
+Each test reproduces one way host code can crowd or hang a flow, against the
+real sessions, with a pool small enough to fill quickly.
 """
 
 from __future__ import annotations
@@ -53,7 +53,7 @@ def provider() -> str:
 
 
 def test_async_hung_plain_activator_leaves_the_default_executor_alone() -> None:
-    """Finding 1: 200 flows on a hanging plain activator must not starve to_thread or DNS."""
+    """200 flows on a hanging plain activator must not starve to_thread or DNS."""
     pool = WorkerPool(8)
     hanging = Hanging()
 
@@ -96,7 +96,7 @@ def test_async_hung_plain_activator_leaves_the_default_executor_alone() -> None:
 
 
 def test_queue_time_is_not_counted_as_the_hosts_time() -> None:
-    """Finding 2: many concurrent flows with instant plain callables all succeed."""
+    """Many concurrent flows with instant plain callables all succeed."""
     pool = WorkerPool(4)
 
     def slowish() -> str:
@@ -116,7 +116,7 @@ def test_queue_time_is_not_counted_as_the_hosts_time() -> None:
 
 
 def test_blocking_session_reuses_a_bounded_set_of_threads() -> None:
-    """Finding 3: 2,000 activations against a hanging activator: bounded threads, typed answers."""
+    """2,000 activations against a hanging activator: bounded threads, typed answers."""
     pool = WorkerPool(8)
     hanging = Hanging()
     before = threading.active_count()
@@ -165,7 +165,7 @@ def test_idle_workers_exit() -> None:
 
 # -- cancellation races -----------------------------------------------------------
 def test_async_cancel_twice_still_returns_cancelled() -> None:
-    """Finding 4: two cancel() calls before the flow reacts must not cancel the host's task."""
+    """Two cancel() calls before the flow reacts must not cancel the host's task."""
 
     async def slow_provider() -> str:
         await asyncio.sleep(0.001)
@@ -193,7 +193,7 @@ def test_async_cancel_twice_still_returns_cancelled() -> None:
 
 
 def test_blocking_cancel_true_means_cancelled() -> None:
-    """Finding 5: cancel() answering True while activate() ends authenticated."""
+    """cancel() never answers True while activate() ends authenticated."""
     pool = WorkerPool(4)
     switch = sys.getswitchinterval()
     sys.setswitchinterval(1e-6)  # switch threads as often as possible: widen every race window

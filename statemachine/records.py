@@ -1,0 +1,99 @@
+"""The tracker's visitor record: one core plus what only the tracker needs.
+
+A tracked visitor is a session's core (exported and restored by the core, in
+the snapshot's form) and three fields of the tag-driven rules: the flow id
+holding the visitor, when a silent flow's lease runs out, and the flows that
+ended (so a stale tab's retry cannot start them again). This module is the
+one home of that record and of its stored form; sessions never carry it.
+
+Stored form (format 2)::
+
+    {"format": 2, "flow_id": ..., "lease_until": ..., "ended_flows": [...],
+     "session": <a session snapshot>}
+
+Format 1 (one flat dict: the session snapshot with these three fields beside
+its own) is still read, so visitors written before the change go on.
+"""
+
+from __future__ import annotations
+
+import re
+import time
+from collections.abc import Callable, Mapping
+from typing import Any, Final, cast
+
+from statemachine import snapshots
+from statemachine.core import ActivationCore
+from statemachine.policy import ActivationPolicy
+from statemachine.snapshots import SnapshotError, check_fields, show, time_field
+
+RECORD_FORMAT: Final = 2
+"""The stored record's own format; the session inside carries the snapshot's."""
+
+ENDED_FLOWS_LIMIT: Final = 8
+"""Flow ids kept after their flow ended, so a stale tab's retry cannot start them again."""
+
+FLOW_ID: Final = re.compile(r"[A-Za-z0-9_-]{1,128}")
+"""What a flow id may look like: the snippet draws 22 URL-safe characters."""
+
+_FIELDS: Final = frozenset({"format", "flow_id", "lease_until", "ended_flows", "session"})
+
+
+class VisitorRecord:
+    """A core and the tracker's fields beside it: what one store key holds."""
+
+    __slots__ = ("core", "ended_flows", "flow_id", "lease_until")
+
+    def __init__(
+        self,
+        core: ActivationCore,
+        flow_id: str | None = None,
+        lease_until: float | None = None,
+        ended_flows: list[str] | None = None,
+    ) -> None:
+        self.core = core
+        self.flow_id = flow_id
+        self.lease_until = lease_until
+        self.ended_flows = ended_flows if ended_flows is not None else []
+
+
+def dump(record: VisitorRecord) -> dict[str, Any]:
+    """The record's stored form (JSON-safe; the token appears only as its fingerprint)."""
+    return {
+        "format": RECORD_FORMAT,
+        "flow_id": record.flow_id,
+        "lease_until": record.lease_until,
+        "ended_flows": record.ended_flows[-ENDED_FLOWS_LIMIT:],
+        "session": snapshots.dump(record.core),
+    }
+
+
+def load(
+    data: object, policy: ActivationPolicy, clock: Callable[[], float] = time.time
+) -> VisitorRecord:
+    """Check every field of ``data`` (format 2 or 1), then build the record.
+
+    Raises ``SnapshotError`` naming the first bad field; nothing is half-built.
+    """
+    version = snapshots.format_of(data)
+    data = cast(Mapping[str, Any], data)
+    if version == 1:  # the session's fields and ours, side by side
+        saved = snapshots.read(data, version)
+    else:
+        check_fields(data, _FIELDS)
+        saved = snapshots.read(data["session"])
+    flow_id = data.get("flow_id")
+    if flow_id is not None and not (isinstance(flow_id, str) and FLOW_ID.fullmatch(flow_id)):
+        raise SnapshotError("flow_id", f"must match {FLOW_ID.pattern}, got {show(flow_id)}")
+    lease = data.get("lease_until")
+    lease_until = None if lease is None else time_field(lease, "lease_until")
+    ended = data.get("ended_flows")
+    if not isinstance(ended, list) or len(ended) > ENDED_FLOWS_LIMIT:
+        raise SnapshotError(
+            "ended_flows", f"must be a list of at most {ENDED_FLOWS_LIMIT} flow ids"
+        )
+    for flow_text in ended:
+        if not isinstance(flow_text, str) or not FLOW_ID.fullmatch(flow_text):
+            raise SnapshotError("ended_flows", f"not a flow id: {show(flow_text)}")
+    core = ActivationCore.restore(saved, policy, clock)
+    return VisitorRecord(core, flow_id, lease_until, list(ended))
