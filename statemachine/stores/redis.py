@@ -251,6 +251,8 @@ class RedisStore:
         self._local_clock = clock
         self._offset = 0.0
         self._warned = False
+        self.skipped_shards: tuple[str, ...] = ()
+        """The shards the last listing could not reach (down or unreachable)."""
         self._async_client = async_client
         if client is not None:
             client = _bounded_sync(client, self._options(), self._timeout, max_connections)
@@ -379,7 +381,8 @@ class RedisStore:
                 if not target:
                     raise _fail("scan", error) from None
                 skipped.append(name)
-        return KeyListing(found[:limit], tuple(skipped))
+        self.skipped_shards = tuple(skipped)
+        return KeyListing(found[:limit], self.skipped_shards)
 
     def close(self) -> None:
         if self._client is not None:
@@ -432,7 +435,8 @@ class RedisStore:
                 if not target:
                     raise _fail("scan", error) from None
                 skipped.append(name)
-        return KeyListing(found[:limit], tuple(skipped))
+        self.skipped_shards = tuple(skipped)
+        return KeyListing(found[:limit], self.skipped_shards)
 
     async def aclose(self) -> None:
         if self._async_client is not None:

@@ -18,7 +18,7 @@ from starlette.routing import BaseRoute, Route
 
 from statemachine.metrics import CONTENT_TYPE, ActivationMetrics
 from statemachine.policy import Profile
-from statemachine.stores.base import StoreError
+from statemachine.stores.base import DamagedRecord, StoreError
 from statemachine.trackers import AsyncActivationTracker
 from statemachine.web.routes import NO_STORE, error
 from statemachine.web.svg import diagram_svg
@@ -44,11 +44,18 @@ def inspector_routes(
     page = resources.files("statemachine.web").joinpath("static/inspector.html").read_text("utf-8")
     store: Any = tracker.store
 
+    damaged: list[str] = []  # keys of the last listing whose record nobody can read
+
     async def visitors() -> list[tuple[str, Any]]:
         keys = await store.akeys(MAX_LISTED)
         found = []
+        damaged.clear()
         for key in keys:
-            view = await tracker.view(key)
+            try:
+                view = await tracker.view(key)
+            except DamagedRecord:  # shown as damaged (a logout repairs it), not a failed page
+                damaged.append(key)
+                continue
             if view is not None:
                 found.append((key, view))
         found.sort(key=lambda item: item[1].since, reverse=True)
@@ -75,7 +82,9 @@ def inspector_routes(
                         "authenticated_until": view.authenticated_until,
                     }
                     for key, view in found
-                ],
+                ]
+                + [{"ref": visitor_ref(key), "state": "damaged"} for key in damaged],
+                "skipped_shards": len(getattr(store, "skipped_shards", ()) or ()),
             },
             headers=NO_STORE,
         )
