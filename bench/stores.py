@@ -197,7 +197,11 @@ def report(r: dict[str, Any]) -> list[str]:
         "A token request for a new visitor is two scripts (the claim, then its settlement), "
         "each reading Redis `TIME` and comparing a random write id; the rest of a request is "
         "the tracker's own work (rebuilding and dumping the visitor record, the machine's "
-        "step). With 2 processes on a 2-core machine the client side, not Redis, is the "
-        "limit; the cluster client adds its slot lookup and per-node pools.",
+        'step). "In store calls" is the client\'s whole time in `aload`/`acompare_and_set` '
+        "(redis-py encoding and parsing, the pool, the script), so it exceeds two bare PINGs. "
+        "Throughput is bound by the Python side: a second process nearly doubles it. On the "
+        "Cluster the server work is spread over three primaries, and its client keeps plain "
+        "per-node connection lists, where one server's URL goes through a pool that waits "
+        "(asyncio) for a free connection.",
         "",
     ]
