@@ -18,7 +18,18 @@ ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
-from bench import concurrency, engine, retry, signals, stores, tokens, tracker, web  # noqa: E402
+from bench import (  # noqa: E402
+    concurrency,
+    engine,
+    frameworks,
+    origin,
+    retry,
+    signals,
+    stores,
+    tokens,
+    tracker,
+    web,
+)
 from bench.common import machine_description, quiet_logs  # noqa: E402
 
 HERE = Path(__file__).resolve().parent
@@ -32,7 +43,18 @@ def main(argv: list[str] | None = None) -> int:
     quiet_logs()
     started = time.perf_counter()
     sections = []
-    for module in (engine, concurrency, tokens, retry, tracker, signals, web, stores):
+    for module in (
+        engine,
+        concurrency,
+        tokens,
+        retry,
+        tracker,
+        signals,
+        web,
+        origin,
+        frameworks,
+        stores,
+    ):
         print(f"running {module.__name__} ...", file=sys.stderr)
         sections += module.report(module.run(args.quick))
     notes = (HERE / "NOTES.md").read_text(encoding="utf-8")

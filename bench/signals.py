@@ -3,14 +3,22 @@
 The async session with async callables (the engine's cheapest face), three
 ways in the same run: no listener at all, the built-in log listener (info
 filtered out, as in production at WARNING), and the log listener plus
-``ActivationMetrics``.
+``ActivationMetrics``. The same three again in a child process with
+``PROMETHEUS_MULTIPROC_DIR`` set (counts in memory-mapped files, summed across
+workers), which must be set before prometheus-client is imported.
 """
 
 from __future__ import annotations
 
 import asyncio
+import json
+import os
 import statistics
+import subprocess
+import sys
+import tempfile
 import time
+from pathlib import Path
 from typing import Any
 
 from bench.common import us
@@ -53,6 +61,27 @@ def measure(setups: dict[str, Any], number: int, repeats: int) -> dict[str, floa
 
 
 def run(quick: bool) -> dict[str, Any]:
+    found = run_here(quick)
+    root = Path(__file__).resolve().parents[1]
+    with tempfile.TemporaryDirectory() as directory:
+        code = (
+            "import json; from bench import signals; from bench.common import quiet_logs; "
+            f"quiet_logs(); print(json.dumps(signals.run_here({quick})))"
+        )
+        done = subprocess.run(  # the same measurement, counting into multiprocess files
+            [sys.executable, "-c", code],
+            capture_output=True,
+            text=True,
+            timeout=600,
+            check=True,
+            cwd=root,
+            env={**os.environ, "PYTHONPATH": str(root), "PROMETHEUS_MULTIPROC_DIR": directory},
+        )
+    found["multiprocess"] = json.loads(done.stdout.strip().splitlines()[-1])
+    return found
+
+
+def run_here(quick: bool) -> dict[str, Any]:
     number, repeats = (300, 3) if quick else (3000, 7)
     metrics = ActivationMetrics()
 
@@ -90,5 +119,27 @@ def report(r: dict[str, Any]) -> list[str]:
         f"Against the default configuration (the log listener alone), the metrics listener "
         f"costs **{over_default:.2f}x**: {us(r['metrics'] - r['logged'])} per visitor for three "
         "transitions, one outcome and one duration.",
+        "",
+        *_multiprocess_rows(r.get("multiprocess")),
+    ]
+
+
+def _multiprocess_rows(m: dict[str, float] | None) -> list[str]:
+    if m is None:
+        return []
+    ratio, over_default = m["metrics"] / m["none"], m["metrics"] / m["logged"]
+    return [
+        "With `PROMETHEUS_MULTIPROC_DIR` set (a child process; every worker writes its counts "
+        "to memory-mapped files that any worker's `/metrics` sums):",
+        "",
+        "| listeners, multiprocess mode | median per visitor | ratio |",
+        "|---|---|---|",
+        f"| none | {us(m['none'])} | 1.00x |",
+        f"| the log listener (info filtered out) | {us(m['logged'])} | "
+        f"{m['logged'] / m['none']:.2f}x |",
+        f"| log + `ActivationMetrics` | {us(m['metrics'])} | **{ratio:.2f}x** |",
+        "",
+        f"Against the log listener alone: **{over_default:.2f}x**, "
+        f"{us(m['metrics'] - m['logged'])} per visitor.",
         "",
     ]

@@ -1,4 +1,4 @@
-"""8. Store engines: token requests per second for new visitors on one Redis and on a Cluster.
+"""10. Store engines: token requests per second for new visitors on one Redis and on a Cluster.
 
 The provider is cheap (an async callable returning a token minted beforehand),
 so minting does not hide the store: what is measured is the tracker and its
@@ -171,7 +171,7 @@ def report(r: dict[str, Any]) -> list[str]:
             f"{one / r['redis-1']:.2f}x |"
         )
     return [
-        "## 8. Store engines",
+        "## 10. Store engines",
         "",
         f"Token requests per second for {r['visitors']:,} new visitors (`AsyncActivationTracker`, "
         "32 requests in flight per process, an async provider returning a token minted "

@@ -17,7 +17,8 @@ from statemachine import AsyncActivationTracker
 from statemachine.stores import RedisStore
 from statemachine.tokens import TokenIssuer
 from statemachine.web import activation_routes
-from statemachine.web.routes import NO_STORE, json_body
+from statemachine.web.http import NO_STORE, Refused, json_object
+from statemachine.web.routes import request_facts
 
 
 def create_app() -> Starlette:
@@ -32,11 +33,14 @@ def create_app() -> Starlette:
 
     async def bare(request: Request) -> Response:
         """The same body parsing and response, minus the tracker: mint and answer."""
-        body = await json_body(request)
+        try:
+            body = json_object(await request_facts(request))
+        except Refused as refused:
+            return JSONResponse({"error": refused.message}, status_code=refused.status)
         if not isinstance(body.get("flow"), str):
             return JSONResponse({"error": "flow"}, status_code=400)
         option = {"type": "SECURED_AUTHENTICATION", "token": await mint()}
-        return JSONResponse({"authenticationOption": option}, headers=NO_STORE)
+        return JSONResponse({"authenticationOption": option}, headers=dict(NO_STORE))
 
     async def noop(_request: Request) -> Response:
         return PlainTextResponse("ok")

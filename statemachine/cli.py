@@ -137,6 +137,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     serve.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1)")
     serve.add_argument("--port", type=_port, default=8000, help="port (default 8000)")
+    _run_parser(commands)
 
     check_store = commands.add_parser(
         "check-store",
@@ -151,6 +152,56 @@ def build_parser() -> argparse.ArgumentParser:
         "--timeout", type=float, default=1.0, help="seconds per command (default 1)"
     )
     return parser
+
+
+# -- run: your own ASGI app on several workers ---------------------------------
+def _run_parser(commands: Any) -> None:
+    run = commands.add_parser(
+        "run", help="run your ASGI app (MODULE:APP) on worker processes, socket bound as TCP"
+    )
+    run.add_argument("app", metavar="MODULE:APP", type=_app_target, help="e.g. myhost:app")
+    run.add_argument("--workers", type=_workers, default=1, help="worker processes (default 1)")
+    run.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1)")
+    run.add_argument("--port", type=_port, default=8000, help="port (default 8000)")
+    run.add_argument("--factory", action="store_true", help="APP is a function returning the app")
+    run.add_argument(
+        "--app-dir", default=".", help="directory put first on the import path (default .)"
+    )
+
+
+_APP_TARGET = re.compile(r"[A-Za-z_][\w.]*:[A-Za-z_][\w.]*")
+
+
+def _app_target(text: str) -> str:
+    if not _APP_TARGET.fullmatch(text):
+        raise argparse.ArgumentTypeError("must be MODULE:APP, e.g. myhost:app")
+    return text
+
+
+def _run(args: argparse.Namespace) -> int:
+    try:
+        from statemachine.web.serving import TargetError, run_workers
+    except ImportError:  # pragma: no cover - uvicorn comes with every web extra
+        raise UsageError("run needs uvicorn: pip install -e '.[web]'") from None
+    where = f"[{args.host}]" if ":" in args.host else args.host
+    print(
+        f"{PROG} run: {args.app} on http://{where}:{args.port} ({args.workers} "
+        f"worker{'s' if args.workers > 1 else ''}); Ctrl-C to stop",
+        file=sys.stderr,
+        flush=True,
+    )
+    try:
+        run_workers(
+            args.app,
+            host=args.host,
+            port=args.port,
+            workers=args.workers,
+            factory=args.factory,
+            app_dir=args.app_dir,
+        )
+    except TargetError as error:
+        raise UsageError(f"cannot load {args.app}: {error}") from None
+    return 0
 
 
 def _workers(text: str) -> int:
@@ -368,6 +419,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             return _table(args, out)
         if args.command == "serve":
             return _serve(args)
+        if args.command == "run":
+            return _run(args)
         if args.command == "keys":
             return _keys(args, out)
         if args.command == "check-store":

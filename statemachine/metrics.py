@@ -3,19 +3,27 @@
 Counters of transitions and of outcomes, and a histogram of flow durations,
 all labelled with low-cardinality values only: states, triggers, reason
 names and the policy's name — never a visitor id, a user id or a token.
-In a web host, each worker process counts its own events (Prometheus sums
-them across scrapes of each worker, or use prometheus-client's multiprocess
-mode).
+
+Several worker processes behind one socket: a scrape reaches one of them, so
+per-process counts would show whichever worker answered. With
+``PROMETHEUS_MULTIPROC_DIR`` set before the processes start (prometheus-client's
+multiprocess convention), every worker writes its counts to its own memory-mapped
+file in that directory and ``render()`` sums every file: each scrape, on any
+worker, shows the whole machine. Clear the directory when the server starts
+(counts of earlier runs would be summed too).
 
 The counts live in plain dictionaries under one lock, and prometheus-client
 reads them only when scraped (a custom collector): a transition costs one
 lock and a few dictionary updates instead of a labelled metric update per
-series, which keeps metrics within a few per cent of a visitor's flow.
+series, which keeps metrics within a few per cent of a visitor's flow. In
+multiprocess mode a transition costs one dictionary look-up per series and a
+write to the memory-mapped file (prometheus-client's own value, under its lock).
 """
 
 from __future__ import annotations
 
 import bisect
+import os
 import threading
 from collections.abc import Iterator
 from typing import TYPE_CHECKING, Any, Final
@@ -30,12 +38,21 @@ DURATION_BUCKETS: Final = (0.01, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0
 
 CONTENT_TYPE: Final = "text/plain; version=0.0.4; charset=utf-8"
 
+MULTIPROC_ENV: Final = "PROMETHEUS_MULTIPROC_DIR"
+"""prometheus-client's variable: where every worker process writes its counts."""
+
 
 class ActivationMetrics:
     """A listener: ``session.add_listener(metrics)``, ``tracker.add_listener(metrics)``.
 
     ``render()`` gives the Prometheus text; ``registry`` is where the
-    collector is registered (a fresh one unless given).
+    collector is registered (a fresh one unless given). With
+    ``PROMETHEUS_MULTIPROC_DIR`` set, counts go to that directory and
+    ``registry`` holds prometheus-client's ``MultiProcessCollector``, which sums
+    every worker's files: ``render()`` is then the machine's aggregate (with any
+    other metric the app writes there). Pass no registry in that mode, or one
+    without a ``MultiProcessCollector`` of its own: two would export every series
+    twice.
     """
 
     def __init__(
@@ -57,9 +74,18 @@ class ActivationMetrics:
         # per (state, policy): a count per bucket (the last is +Inf), and the sum
         self._durations: dict[tuple[str, str], tuple[list[int], list[float]]] = {}
         self.registry = registry if registry is not None else CollectorRegistry()
-        self.registry.register(self)
+        self.shared = _shared_series(namespace) if os.environ.get(MULTIPROC_ENV) else None
+        if self.shared is None:
+            self.registry.register(self)
+        else:
+            from prometheus_client.multiprocess import MultiProcessCollector
+
+            MultiProcessCollector(self.registry)  # type: ignore[no-untyped-call]
 
     def __call__(self, event: TransitionEvent) -> None:
+        if self.shared is not None:
+            self.shared.count(event)
+            return
         key = (event.source._value_, event.dest._value_, event.trigger._value_, event.policy)
         with self._lock:
             transitions = self._transitions
@@ -128,6 +154,79 @@ class ActivationMetrics:
         from prometheus_client import generate_latest
 
         return bytes(generate_latest(self.registry))
+
+
+class _SharedSeries:
+    """The same series as prometheus-client metrics whose values live in the multiprocess files.
+
+    One instance per namespace and process (the files are per process, and two
+    instances writing the same keys would each overwrite the other's count).
+    """
+
+    def __init__(self, namespace: str) -> None:
+        from prometheus_client import Counter, Histogram
+
+        # registry=None: the values are read back from the files by the MultiProcessCollector
+        self.transitions = Counter(
+            f"{namespace}_transitions",
+            "Transitions taken, by source, destination, trigger and policy.",
+            ["source", "dest", "trigger", "policy"],
+            registry=None,
+        )
+        self.outcomes = Counter(
+            f"{namespace}_outcomes",
+            "Flows brought to rest, by final state, reason and policy.",
+            ["state", "reason", "policy"],
+            registry=None,
+        )
+        self.durations = Histogram(
+            f"{namespace}_flow_duration_seconds",
+            "Seconds from the start of a flow to its rest, by final state and policy.",
+            ["state", "policy"],
+            buckets=DURATION_BUCKETS,
+            registry=None,
+        )
+        self._children: dict[tuple[str, ...], Any] = {}
+        self._lock = threading.Lock()
+
+    def _child(self, metric: Any, key: tuple[str, ...]) -> Any:
+        child = self._children.get(key)
+        if child is None:
+            with self._lock:
+                child = self._children[key] = metric.labels(*key[1:])
+        return child
+
+    def count(self, event: TransitionEvent) -> None:
+        source, dest = event.source._value_, event.dest._value_
+        self._child(
+            self.transitions, ("t", source, dest, event.trigger._value_, event.policy)
+        ).inc()
+        if not event.ends_flow:
+            return
+        reason = "none" if event.reason is None else event.reason._name_
+        self._child(self.outcomes, ("o", dest, reason, event.policy)).inc()
+        if event.flow_started_at is not None:
+            seconds = max(0.0, event.at - event.flow_started_at)
+            self._child(self.durations, ("d", dest, event.policy)).observe(seconds)
+
+
+_SHARED: dict[str, _SharedSeries] = {}
+_SHARED_LOCK = threading.Lock()
+
+
+def _shared_series(namespace: str) -> _SharedSeries:
+    from prometheus_client import values
+
+    if not getattr(values.ValueClass, "_multiprocess", False):
+        raise RuntimeError(
+            f"{MULTIPROC_ENV} was set after prometheus_client was imported; "
+            "set it in the environment before the process starts"
+        )
+    with _SHARED_LOCK:
+        shared = _SHARED.get(namespace)
+        if shared is None:
+            shared = _SHARED[namespace] = _SharedSeries(namespace)
+        return shared
 
 
 def _bound(value: float) -> str:

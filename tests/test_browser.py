@@ -159,3 +159,73 @@ def test_logout(context: Any, host: Host) -> None:
     page.wait_for_selector("body[data-state='unauthenticated']", timeout=15_000)
     assert page.evaluate("() => window.iAdvize.activated") is None
     page.screenshot(path=str(ARTIFACTS / f"page-logged-out-{host.policy}.png"))  # type: ignore[attr-defined]
+
+
+class Sibling:
+    """A second site on another loopback port whose page posts a plain HTML form to the host."""
+
+    def __init__(self, target: str) -> None:
+        import http.server
+        import threading
+
+        page = f"""<!doctype html><html><body>
+<form id="form" method="POST" action="{target}/activation/logout">
+  <input name="flow" value="x"><button id="send-form">win a prize</button></form>
+<form id="text" method="POST" action="{target}/activation/logout" enctype="text/plain">
+  <input name='{{"flow": "' value='x"}}'><button id="send-text">win another</button></form>
+</body></html>""".encode()
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            def do_GET(self) -> None:
+                self.send_response(200)
+                self.send_header("Content-Type", "text/html")
+                self.send_header("Content-Length", str(len(page)))
+                self.end_headers()
+                self.wfile.write(page)
+
+            def log_message(self, *_args: Any) -> None:
+                return
+
+        self.server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}/"
+        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+        self.thread.start()
+
+    def stop(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+        self.thread.join(timeout=10)
+
+
+def test_a_form_on_another_origin_cannot_log_the_visitor_out(context: Any, host: Host) -> None:
+    page = context.new_page()
+    page.goto(host.url + "/?manual")
+    sign_in(context, host, "visitor-5")
+    assert load(page, host.url + "/")["state"] == "authenticated"
+    sibling = Sibling(host.url)
+    try:
+        attacker = context.new_page()
+        for button in ("#send-form", "#send-text"):
+            attacker.goto(sibling.url)
+            with attacker.expect_response(lambda r: r.url.endswith("/activation/logout")) as sent:
+                attacker.click(button)
+            response = sent.value
+            assert response.status == 403
+            assert response.json() == {"error": "cross-origin state changes are refused"}
+            headers = response.request.all_headers()
+            assert headers["origin"] == sibling.url.rstrip("/")  # another port: another origin
+            assert "sa_visitor=" in headers.get("cookie", "")  # same site: the cookie went along
+        # A script on the sibling page cannot do it either (no-cors: it cannot even read why).
+        attacker.goto(sibling.url)
+        attacker.evaluate(
+            """url => fetch(url, {method: "POST", mode: "no-cors", credentials: "include",
+                                  headers: {"Content-Type": "text/plain"}, body: "{}"})""",
+            host.url + "/activation/logout",
+        )
+    finally:
+        sibling.stop()
+    state = page.evaluate("() => SecuredActivation.state()")
+    assert state["state"] == "authenticated"  # the visitor is still signed in
+    assert "logout" not in [entry["trigger"] for entry in state["history"]]
+    page.click("#logout")  # the page's own same-origin JSON request works
+    page.wait_for_selector("body[data-state='unauthenticated']", timeout=15_000)

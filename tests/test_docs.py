@@ -31,7 +31,7 @@ def _blocks(section: str, end: str) -> list[tuple[str, str]]:
 
 def test_readme_walkthrough_runs_in_order_from_a_fresh_directory(tmp_path: Path) -> None:
     """Every block of the walkthrough, as written, in reading order; no output shows a token."""
-    blocks = _blocks("## Walkthrough", "## Reference")
+    blocks = _blocks("## Walkthrough", "## Hosts: FastAPI, Flask, Django")
     assert [kind for kind, _ in blocks].count("python") >= 3
     bindir = str(Path(sys.executable).parent)
     outputs = []

@@ -159,3 +159,37 @@ def test_no_raw_token_in_state_inspector_or_metrics(host: Host) -> None:
     assert token not in text
     assert token.split(".")[0] not in text
     assert "secret-user" not in text
+
+
+def raw_call(host: Host, method: str, path: str, headers: dict[str, str], body: bytes = b"") -> int:
+    connection = http.client.HTTPConnection("127.0.0.1", host.port, timeout=30)
+    try:
+        connection.request(
+            method, path, body=body or None, headers={"Connection": "close", **headers}
+        )
+        response = connection.getresponse()
+        response.read()
+        return response.status
+    finally:
+        connection.close()
+
+
+def test_over_http_the_rules_hold_on_every_worker(host: Host) -> None:
+    """Through uvicorn on two workers: a proxied client gets no inspector or metrics, and a
+    state change from another origin or not declared JSON changes nothing."""
+    visitor = Visitor(host)
+    visitor.sign_in("visitor-rules")
+    assert visitor.activate("rules-1")[1]["state"] == "authenticated"
+    cookie = "; ".join(f"{k}={v}" for k, v in visitor.cookies.items())
+    for _ in range(4):  # new connections: both workers answer
+        for path in ("/inspect", "/inspect/visitors", "/metrics"):
+            assert raw_call(host, "GET", path, {}) == 200
+            assert raw_call(host, "GET", path, {"X-Forwarded-For": "203.0.113.9"}) == 403
+            assert raw_call(host, "GET", path, {"Forwarded": "for=203.0.113.9"}) == 403
+        sibling = {"Cookie": cookie, "Origin": f"http://127.0.0.1:{host.port + 1}"}
+        json_type = {"Content-Type": "application/json"}
+        assert raw_call(host, "POST", "/activation/logout", {**sibling, **json_type}, b"{}") == 403
+        form = {"Cookie": cookie, "Content-Type": "application/x-www-form-urlencoded"}
+        assert raw_call(host, "POST", "/activation/logout", form, b"a=1") == 415
+        assert raw_call(host, "POST", "/signout", {**sibling, **json_type}, b"{}") == 403
+    assert visitor.state()["state"] == "authenticated"

@@ -6,11 +6,9 @@ runs ``LocalActivator``, the inspector and ``/metrics``. Throwaway keys and the
 cookie secret are made once by ``serve`` and handed to every worker through
 the environment, so that any worker can mint, verify and read any cookie.
 
-One trap is avoided here: uvicorn's multi-worker mode binds its socket without
-naming TCP, and asyncio sets ``TCP_NODELAY`` only on sockets whose protocol is
-``IPPROTO_TCP``, so every response written in two parts waited ~40 ms for a
-delayed ACK (a no-op endpoint: 2.5 ms on one worker, a flat 44 ms on two).
-``serve`` binds the socket itself, as TCP, for any number of workers.
+``serve`` runs it with ``statemachine.web.serving.run_workers``, which binds the
+socket itself, as TCP (``TCP_NODELAY``), for any number of workers. The stand-in
+tag and platform are the testing kit's (``statemachine.web.testing``).
 """
 
 from __future__ import annotations
@@ -23,7 +21,6 @@ import os
 import re
 import secrets
 import shutil
-import socket
 import sys
 import tempfile
 from importlib import resources
@@ -32,22 +29,31 @@ from typing import Any, Final
 
 from starlette.applications import Starlette
 from starlette.requests import Request
-from starlette.responses import HTMLResponse, JSONResponse, Response
-from starlette.routing import Route
 
 from policies import AnonymousFallbackPolicy, DefensivePolicy, load_policy
 from statemachine.activator import LocalActivator
-from statemachine.errors import ActivationError
 from statemachine.metrics import ActivationMetrics
-from statemachine.options import ANONYMOUS, SECURED, AuthenticationOption
 from statemachine.policy import ActivationPolicy
-from statemachine.results import FAILURE, SUCCESS
 from statemachine.stores.memory import MemoryStore
 from statemachine.tokens import TokenIssuer, TokenVerifier
 from statemachine.tokens.keys import generate_rsa, private_pem, public_pem
 from statemachine.trackers import AsyncActivationTracker
-from statemachine.web.inspector import inspector_routes
-from statemachine.web.routes import BadRequest, activation_routes, error, json_body
+from statemachine.web.http import (
+    NO_STORE,
+    HttpRequest,
+    HttpResponse,
+    Refused,
+    Route,
+    check_state_change,
+    cookie_header,
+    error_response,
+    is_https,
+    json_object,
+    last_resort,
+)
+from statemachine.web.routes import activation_routes, adapt, inspector_routes
+from statemachine.web.serving import run_workers
+from statemachine.web.testing import standin_routes
 
 ENV_KEYS: Final = "SECURED_ACTIVATION_KEYS"
 ENV_POLICY: Final = "SECURED_ACTIVATION_POLICY"
@@ -96,8 +102,9 @@ class Cookies:
         return f"{payload}.{self._mac(payload)}"
 
     def read(self, value: str | None) -> tuple[str, bool] | None:
-        if not value or value.count(".") != 1 or len(value) > 2048:
-            return None
+        """The signed-in user, or None for anything that is not a cookie this host signed."""
+        if not value or len(value) > 2048 or not value.isascii() or value.count(".") != 1:
+            return None  # compare_digest refuses non-ASCII text: checked before it
         payload, mac = value.split(".")
         if not hmac.compare_digest(mac, self._mac(payload)):
             return None
@@ -106,6 +113,99 @@ class Cookies:
             return str(data["u"]), bool(data["w"])
         except (ValueError, KeyError, TypeError):
             return None
+
+
+class ReferencePages:
+    """The reference host's own routes, on the HTTP core's rules: the page and the demo
+    sign-in (same-origin JSON only, like every state change)."""
+
+    routes: Final = (
+        Route("/", ("GET", "HEAD")),
+        Route("/login", ("POST",)),
+        Route("/signout", ("POST",)),
+    )
+
+    def __init__(self, policy: ActivationPolicy, cookies: Cookies, activator: LocalActivator):
+        static = resources.files("statemachine.web").joinpath("static")
+        page = static.joinpath("page.html").read_text("utf-8")
+        self.page = page.replace("__POLICY__", str(policy.name)).encode("utf-8")
+        self.cookies = cookies
+        self.activator = activator
+        self._methods = {route.path: route.methods for route in self.routes}
+
+    async def handle(self, request: HttpRequest) -> HttpResponse:
+        try:
+            methods = self._methods.get(request.path)
+            if methods is None:
+                raise Refused(404, "no such route")
+            if request.method.upper() not in methods:
+                raise Refused(405, "method not allowed", (("Allow", ", ".join(methods)),))
+            if request.path == "/":
+                html = (("Content-Type", "text/html; charset=utf-8"), *NO_STORE)
+                return HttpResponse(200, html + self._visitor_cookie(request), self.page)
+            if request.path == "/login":
+                return self.login(request)
+            check_state_change(request)  # /signout
+            json_object(request, empty_ok=True)
+            gone = cookie_header(USER_COOKIE, "", secure=is_https(request), max_age=0)
+            return HttpResponse(204, (*NO_STORE, gone), b"")
+        except Refused as refused:
+            return error_response(refused.status, refused.message, refused.headers)
+        except Exception as error:  # noqa: BLE001 - never a 500
+            return last_resort(error, request.path)
+
+    def _visitor_cookie(self, request: HttpRequest) -> tuple[tuple[str, str], ...]:
+        if visitor_of(cookie_jar(request)) is not None:
+            return ()
+        return (cookie_header(VISITOR_COOKIE, secrets.token_hex(16), secure=is_https(request)),)
+
+    def login(self, request: HttpRequest) -> HttpResponse:
+        check_state_change(request)
+        body = json_object(request)
+        user_id, wrong = body.get("user_id"), body.get("wrong_key", False)
+        if (
+            not isinstance(user_id, str)
+            or not 0 < len(user_id) <= 255
+            or _CONTROL.search(user_id)
+            or not _encodable(user_id)
+        ):
+            raise Refused(400, "user_id must be 1 to 255 printable characters")
+        if not isinstance(wrong, bool):
+            raise Refused(400, "wrong_key must be true or false")
+        signed = cookie_header(
+            USER_COOKIE, self.cookies.sign(user_id, wrong), secure=is_https(request)
+        )
+        return HttpResponse(204, (*NO_STORE, signed, *self._visitor_cookie(request)), b"")
+
+
+def _encodable(text: str) -> bool:
+    """Whether ``text`` is valid Unicode (JSON may carry lone surrogates, UTF-8 cannot)."""
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
+def cookie_jar(request: HttpRequest) -> dict[str, str]:
+    """The request's cookies (the first of a repeated name wins), from the native request."""
+    native = request.native
+    if isinstance(native, Request):
+        return dict(native.cookies)
+    from http.cookies import SimpleCookie
+
+    jar: SimpleCookie = SimpleCookie()
+    for header in request.headers.get_all("cookie"):
+        try:
+            jar.load(header)
+        except Exception:  # noqa: BLE001, S112 - a malformed cookie header is no cookie
+            continue
+    return {name: morsel.value for name, morsel in jar.items()}
+
+
+def visitor_of(cookies: dict[str, str]) -> str | None:
+    value = cookies.get(VISITOR_COOKIE)
+    return value if value and _VISITOR.fullmatch(value) else None
 
 
 def create_app() -> Starlette:
@@ -130,13 +230,9 @@ def create_app() -> Starlette:
         TokenVerifier(keys / "platform_private.pem", keys / "brand_public.pem", issuer=ISSUER)
     )
     cookies = Cookies(bytes.fromhex(os.environ[ENV_SECRET]))
-    static = resources.files("statemachine.web").joinpath("static")
-    page = static.joinpath("page.html").read_text("utf-8")
-    tag = static.joinpath("tag.js").read_text("utf-8")
 
     def visitor_id(request: Request) -> str | None:
-        value = request.cookies.get(VISITOR_COOKIE)
-        return value if value and _VISITOR.fullmatch(value) else None
+        return visitor_of(dict(request.cookies))
 
     def token_provider(request: Request) -> Any:
         signed = cookies.read(request.cookies.get(USER_COOKIE))
@@ -149,89 +245,14 @@ def create_app() -> Starlette:
 
         return mint
 
-    def with_visitor(response: Response, request: Request) -> Response:
-        if visitor_id(request) is None:
-            response.set_cookie(
-                VISITOR_COOKIE, secrets.token_hex(16), httponly=True, samesite="lax"
-            )
-        return response
-
-    async def index(request: Request) -> Response:
-        html = page.replace("__POLICY__", str(policy.name))
-        return with_visitor(HTMLResponse(html, headers={"Cache-Control": "no-store"}), request)
-
-    async def login(request: Request) -> Response:
-        try:
-            body = await json_body(request)
-        except BadRequest as refused:
-            return error(refused.status, refused.message)
-        user_id, wrong = body.get("user_id"), body.get("wrong_key", False)
-        if not isinstance(user_id, str) or not 0 < len(user_id) <= 255 or _CONTROL.search(user_id):
-            return error(400, "user_id must be 1 to 255 printable characters")
-        if not isinstance(wrong, bool):
-            return error(400, "wrong_key must be true or false")
-        response = Response(status_code=204)
-        response.set_cookie(
-            USER_COOKIE, cookies.sign(user_id, wrong), httponly=True, samesite="lax"
-        )
-        return with_visitor(response, request)
-
-    async def signout(_request: Request) -> Response:
-        response = Response(status_code=204)
-        response.delete_cookie(USER_COOKIE)
-        return response
-
-    async def tag_script(_request: Request) -> Response:
-        return Response(tag, media_type="text/javascript")
-
-    async def platform(request: Request) -> Response:
-        """The local platform: what the real one does with an activation, offline."""
-        try:
-            body = await json_body(request)
-        except BadRequest as refused:
-            return error(refused.status, refused.message)
-        raw = body.get("authenticationOption")
-        kind = raw.get("type") if isinstance(raw, dict) else None
-        token = raw.get("token") if isinstance(raw, dict) else None
-        if kind not in (SECURED, ANONYMOUS) or (kind == SECURED and not isinstance(token, str)):
-            return JSONResponse(
-                _callback(kind, FAILURE, "A valid authentication option must be provided")
-            )
-        try:
-            activator.activate(AuthenticationOption(kind, token if kind == SECURED else None))
-        except ActivationError as refused:
-            return JSONResponse(_callback(kind, FAILURE, refused.reason.message))
-        return JSONResponse(_callback(kind, SUCCESS, None))
-
+    pages = ReferencePages(policy, cookies, activator)
     routes = [
-        Route("/", index, methods=["GET"]),
-        Route("/login", login, methods=["POST"]),
-        Route("/signout", signout, methods=["POST"]),
-        Route("/tag.js", tag_script, methods=["GET"]),
-        Route("/platform/activate", platform, methods=["POST"]),
+        *adapt((route.path for route in pages.routes), pages.handle),
+        *standin_routes(activator),  # the stand-in tag and platform: this host is offline
         *activation_routes(tracker, visitor_id=visitor_id, token_provider=token_provider),
         *inspector_routes(tracker, metrics=metrics),
     ]
     return Starlette(routes=routes)
-
-
-def _callback(kind: Any, status: str, reason: str | None) -> dict[str, Any]:
-    """The tag's callback object; the token is not sent back (the tag has it already)."""
-    authentication: dict[str, Any] = {"option": {"type": kind or SECURED}, "status": status}
-    if reason is not None:
-        authentication["reason"] = reason
-    return {"authentication": authentication}
-
-
-def listening_socket(host: str, port: int) -> socket.socket:
-    """A TCP listening socket whose accepted connections get ``TCP_NODELAY`` from asyncio."""
-    family = socket.AF_INET6 if ":" in host else socket.AF_INET
-    sock = socket.socket(family, socket.SOCK_STREAM, socket.IPPROTO_TCP)
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    sock.bind((host, port))
-    sock.listen(2048)
-    sock.set_inheritable(True)
-    return sock
 
 
 def serve(*, policy: str, redis: str | None, workers: int, host: str, port: int) -> int:
@@ -264,20 +285,3 @@ def serve(*, policy: str, redis: str | None, workers: int, host: str, port: int)
         return 0
     finally:
         shutil.rmtree(directory, ignore_errors=True)
-
-
-def run_workers(factory: str, *, host: str, port: int, workers: int) -> None:
-    """Run ``factory`` (``module:function`` returning an ASGI app) on ``workers`` processes.
-
-    The socket is bound here, as TCP (see the module's docstring), and shared
-    by every worker; uvicorn's supervisor restarts a worker that dies.
-    """
-    import uvicorn
-    from uvicorn.supervisors import Multiprocess
-
-    sock = listening_socket(host, port)
-    config = uvicorn.Config(factory, factory=True, workers=workers, log_level="warning")
-    if workers > 1:
-        Multiprocess(config, sockets=[sock]).run()
-    else:
-        uvicorn.Server(config).run(sockets=[sock])

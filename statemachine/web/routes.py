@@ -1,94 +1,149 @@
-"""Routes a host mounts: the tag-driven tracker over HTTP.
+"""The Starlette / FastAPI adapter of the HTTP core: routes a host mounts in its ASGI app.
 
 The host supplies two callables: who the visitor is (usually a cookie) and
 the signed-in user's token provider (``None`` when nobody is signed in: the
-backend cannot mint, and the policy answers). Everything else — bodies,
-flow ids, reports, store failures — is checked here, and every refusal is a
-4xx (or 503) JSON ``{"error": ...}`` that changed nothing.
+backend cannot mint, and the policy answers). Each callable receives
+Starlette's ``Request`` and may be sync or async. Every rule — bodies, flow
+ids, origins, the inspector's guard, store failures, never a 500 — lives in
+``statemachine.web.http``; this module only translates a Starlette request
+into the core's facts (reading at most ``MAX_BODY + 1`` bytes) and the core's
+answer back.
+
+In FastAPI, ``app.router.routes.extend(activation_routes(...))``, or mount a
+Starlette app made of them: ``app.mount("/", Starlette(routes=[...]))``.
 """
 
 from __future__ import annotations
 
-import inspect
-from collections.abc import Awaitable, Callable
-from importlib import resources
-from typing import Any, Final
+from collections.abc import Awaitable, Callable, Iterable
 
 from starlette.requests import Request
-from starlette.responses import JSONResponse, Response
+from starlette.responses import Response
 from starlette.routing import BaseRoute, Route
+from starlette.types import Receive, Scope, Send
 
-from statemachine.sessions import TokenProvider
-from statemachine.stores.base import StoreError
+from statemachine.metrics import ActivationMetrics
 from statemachine.trackers import AsyncActivationTracker
-from statemachine.tracking import TrackerInputError
+from statemachine.web.http import (
+    MAX_BODY,
+    AsyncActivationHttp,
+    AsyncInspectorHttp,
+    GuardOf,
+    Headers,
+    HttpRequest,
+    HttpResponse,
+    ProviderOf,
+    VisitorOf,
+    last_resort,
+)
 
-MAX_BODY: Final = 64 * 1024
-"""Bytes a request body may have: a flow id and the tag's callback object are far smaller."""
+__all__ = [
+    "MAX_BODY",
+    "activation_routes",
+    "adapt",
+    "inspector_routes",
+    "request_facts",
+    "starlette_response",
+]
 
-NO_STORE: Final = {"Cache-Control": "no-store"}
-
-VisitorOf = Callable[[Request], "str | Awaitable[str | None] | None"]
-ProviderOf = Callable[[Request], "TokenProvider | Awaitable[TokenProvider | None] | None"]
-
-
-class BadRequest(Exception):
-    def __init__(self, status: int, message: str) -> None:
-        super().__init__(message)
-        self.status = status
-        self.message = message
-
-
-def error(status: int, message: str) -> JSONResponse:
-    return JSONResponse({"error": message}, status_code=status, headers=NO_STORE)
-
-
-async def json_body(request: Request) -> dict[str, Any]:
-    """The request's JSON object, read with a size cap and strict parsing."""
-    from statemachine.tokens.verifier import strict_json
-
-    kind = request.headers.get("content-type", "").split(";")[0].strip().lower()
-    if kind != "application/json":
-        raise BadRequest(415, "the body must be JSON (Content-Type: application/json)")
-    declared = request.headers.get("content-length")
-    if declared is not None and (not declared.isdigit() or int(declared) > MAX_BODY):
-        raise BadRequest(413, f"the body is over {MAX_BODY} bytes")
-    chunks, size = [], 0
-    async for chunk in request.stream():
-        size += len(chunk)
-        if size > MAX_BODY:
-            raise BadRequest(413, f"the body is over {MAX_BODY} bytes")
-        chunks.append(chunk)
-    try:
-        body = strict_json(b"".join(chunks))
-    except ValueError:
-        raise BadRequest(400, "the body is not valid JSON") from None
-    if not isinstance(body, dict):
-        raise BadRequest(400, "the body must be a JSON object")
-    return body
+_NO_BODY = frozenset({"GET", "HEAD", "OPTIONS"})
 
 
-def _text(body: dict[str, Any], field: str) -> str:
-    value = body.get(field)
-    if not isinstance(value, str):
-        raise BadRequest(400, f"'{field}' must be a string")
-    return value
+async def request_facts(request: Request, path: str | None = None) -> HttpRequest:
+    """The core's facts of a Starlette request; the body is read up to ``MAX_BODY + 1`` bytes.
+
+    The body is read from the ASGI channel here, so a host callable must not read it again.
+    """
+    scope = request.scope
+    headers = Headers.from_latin1(scope["headers"])
+    method = str(scope["method"])
+    body = b""
+    if method not in _NO_BODY:
+        declared = headers.get("content-length")
+        if declared is None or not declared.isdigit() or int(declared) <= MAX_BODY:
+            body = await _read_body(request.receive)
+    host = headers.get("host")
+    if host is None:
+        server = scope.get("server")
+        host = f"{server[0]}:{server[1]}" if server else ""
+    client = scope.get("client")
+    query = scope.get("query_string")
+    return HttpRequest(
+        method,
+        scope["path"] if path is None else path,
+        headers,
+        body,
+        str(client[0]) if client else None,
+        str(scope.get("scheme", "http")),
+        host,
+        query.decode("latin-1") if query else "",
+        request,
+    )
 
 
-async def _call(fn: Callable[[Request], Any], request: Request) -> Any:
-    value = fn(request)
-    if inspect.isawaitable(value):
-        value = await value
-    return value
+class ClientGone(Exception):
+    """The client went away before its body arrived."""
 
 
-def _no_token() -> None:
-    """The provider when nobody is signed in: the backend cannot mint."""
-    return
+async def _read_body(receive: Receive) -> bytes:
+    """At most ``MAX_BODY + 1`` bytes of the body: enough for the core to refuse more."""
+    chunks: list[bytes] = []
+    size = 0
+    while True:
+        message = await receive()
+        if message["type"] != "http.request":
+            raise ClientGone
+        chunk = message.get("body", b"")
+        if chunk:
+            chunks.append(chunk)
+            size += len(chunk)
+            if size > MAX_BODY:
+                return b"".join(chunks)[: MAX_BODY + 1]
+        if not message.get("more_body", False):
+            return chunks[0] if len(chunks) == 1 else b"".join(chunks)
 
 
-def snippet_source() -> str:
-    return resources.files("statemachine.web").joinpath("static/snippet.js").read_text("utf-8")
+def starlette_response(answer: HttpResponse) -> Response:
+    """The core's answer as a Starlette response (repeated headers such as Set-Cookie kept)."""
+    response = Response(answer.body, status_code=answer.status)
+    response.raw_headers.extend(
+        (name.lower().encode("latin-1"), value.encode("latin-1")) for name, value in answer.headers
+    )
+    return response
+
+
+class _Endpoint:
+    """One core route as a plain ASGI app: Starlette then lets every method through, so a
+    wrong one is the core's JSON 405 like any other refusal."""
+
+    def __init__(
+        self, template: str, handle: Callable[[HttpRequest], Awaitable[HttpResponse]]
+    ) -> None:
+        self.template = template
+        self.handle = handle
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        request = Request(scope, receive)
+        template = self.template
+        try:
+            path = template.format(**request.path_params) if "{" in template else template
+            answer = await self.handle(await request_facts(request, path))
+        except Exception as error:  # noqa: BLE001 - a client that went away, say
+            answer = last_resort(error, template)
+        raw = [(b"content-length", str(len(answer.body)).encode())]
+        raw += [
+            (name.lower().encode("latin-1"), value.encode("latin-1"))
+            for name, value in answer.headers
+        ]
+        await send({"type": "http.response.start", "status": answer.status, "headers": raw})
+        await send({"type": "http.response.body", "body": answer.body})
+
+
+def adapt(
+    paths: Iterable[str], handle: Callable[[HttpRequest], Awaitable[HttpResponse]]
+) -> list[BaseRoute]:
+    """Starlette routes for a core's ``paths`` (templates), each answered by ``handle``."""
+    return [Route(path, _Endpoint(path, handle)) for path in paths]
 
 
 def activation_routes(
@@ -96,82 +151,38 @@ def activation_routes(
     *,
     visitor_id: VisitorOf,
     token_provider: ProviderOf,
+    allowed_origins: Iterable[str] = (),
     prefix: str = "/activation",
 ) -> list[BaseRoute]:
     """``POST {prefix}/token``, ``/report``, ``/logout``; ``GET {prefix}/state``, ``/snippet.js``.
 
     ``visitor_id(request)`` and ``token_provider(request)`` may be sync or
-    async. A request without a visitor is refused (401) before anything else.
+    async. State changes are same-origin only; ``allowed_origins`` adds origins
+    (``"https://www.brand.example"``) the app cannot see as its own.
     """
+    core = AsyncActivationHttp(
+        tracker,
+        visitor_id=visitor_id,
+        token_provider=token_provider,
+        allowed_origins=allowed_origins,
+        prefix=prefix,
+    )
+    return adapt((route.path for route in core.routes), core.handle)
 
-    async def visitor(request: Request) -> str:
-        found = await _call(visitor_id, request)
-        if not found:
-            raise BadRequest(401, "no visitor: the visitor cookie is missing")
-        return str(found)
 
-    async def handle(request: Request, work: Callable[[Request], Awaitable[Response]]) -> Response:
-        try:
-            return await work(request)
-        except BadRequest as refused:
-            return error(refused.status, refused.message)
-        except TrackerInputError as refused:
-            return error(400, str(refused))
-        except StoreError:
-            return error(503, "the activation store is unavailable; try again")
+def inspector_routes(
+    tracker: AsyncActivationTracker,
+    *,
+    metrics: ActivationMetrics | None = None,
+    prefix: str = "/inspect",
+    guard: GuardOf | None = None,
+) -> list[BaseRoute]:
+    """``GET {prefix}`` (the page), ``{prefix}/visitors``, ``{prefix}/visitor/{ref}``, and
+    ``/metrics`` when ``metrics`` is given.
 
-    async def token(request: Request) -> Response:
-        async def work(request: Request) -> Response:
-            who = await visitor(request)
-            body = await json_body(request)
-            provider = await _call(token_provider, request) or _no_token
-            reply = await tracker.token_request(who, _text(body, "flow"), provider)
-            return JSONResponse(reply.to_dict(), status_code=reply.status_code, headers=NO_STORE)
-
-        return await handle(request, work)
-
-    async def report(request: Request) -> Response:
-        async def work(request: Request) -> Response:
-            who = await visitor(request)
-            body = await json_body(request)
-            reply = await tracker.report(who, _text(body, "flow"), body.get("activation"))
-            return JSONResponse(reply.to_dict(), headers=NO_STORE)
-
-        return await handle(request, work)
-
-    async def logout(request: Request) -> Response:
-        async def work(request: Request) -> Response:
-            await tracker.logout(await visitor(request))
-            return JSONResponse({"state": "unauthenticated"}, headers=NO_STORE)
-
-        return await handle(request, work)
-
-    async def state(request: Request) -> Response:
-        async def work(request: Request) -> Response:
-            view = await tracker.view(await visitor(request))
-            if view is None:
-                body: dict[str, Any] = {
-                    "state": "unauthenticated",
-                    "attempts": 0,
-                    "reason": None,
-                    "history": [],
-                    "authenticated_until": None,
-                }
-            else:
-                body = view.to_dict()
-            return JSONResponse(body, headers=NO_STORE)
-
-        return await handle(request, work)
-
-    source = snippet_source()
-
-    async def snippet(_request: Request) -> Response:
-        return Response(source, media_type="text/javascript")
-
-    return [
-        Route(f"{prefix}/token", token, methods=["POST"]),
-        Route(f"{prefix}/report", report, methods=["POST"]),
-        Route(f"{prefix}/logout", logout, methods=["POST"]),
-        Route(f"{prefix}/state", state, methods=["GET"]),
-        Route(f"{prefix}/snippet.js", snippet, methods=["GET"]),
-    ]
+    Closed by default: without ``guard`` only loopback clients (and no proxy in
+    between) get them; ``guard(request) -> bool``, sync or async, is the host's
+    own admin check and alone decides.
+    """
+    core = AsyncInspectorHttp(tracker, metrics=metrics, prefix=prefix, guard=guard)
+    return adapt((route.path for route in core.routes), core.handle)

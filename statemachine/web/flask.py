@@ -1,0 +1,153 @@
+"""The Flask adapter of the HTTP core (extra ``[flask]``): blueprints a Flask host registers.
+
+A thin translation: each core route becomes a URL rule of a blueprint, the
+Flask request becomes the core's facts (body read up to ``MAX_BODY + 1``
+bytes), and the core's answer becomes a Flask response. Every rule — bodies,
+flow ids, origins, the inspector's guard, store failures, never a 500 — is the
+core's (``statemachine.web.http``), the same as on every other framework.
+
+The host's callables (``visitor_id``, ``token_provider``, ``guard``) receive
+Flask's request object; with Flask's signed session they usually read
+``flask.session``. The tracker is the blocking ``ActivationTracker``: a WSGI
+worker handles a request in one thread.
+
+::
+
+    app.register_blueprint(
+        activation_blueprint(tracker, visitor_id=..., token_provider=...),
+        url_prefix="/activation",
+    )
+    app.register_blueprint(inspector_blueprint(tracker, metrics=metrics, guard=...))
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable, Iterable
+from typing import Final
+
+from flask import Blueprint, Response, request
+
+from statemachine.metrics import ActivationMetrics
+from statemachine.trackers import ActivationTracker
+from statemachine.web.http import (
+    MAX_BODY,
+    ActivationHttp,
+    GuardOf,
+    Headers,
+    HttpRequest,
+    HttpResponse,
+    InspectorHttp,
+    ProviderOf,
+    VisitorOf,
+    last_resort,
+)
+
+__all__ = ["activation_blueprint", "adapt", "inspector_blueprint", "request_facts"]
+
+ALL_METHODS: Final = ("GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS")
+"""Every rule takes every method, so a wrong one gets the core's JSON 405 like any refusal."""
+
+_NO_BODY: Final = frozenset({"GET", "HEAD", "OPTIONS"})
+_SEGMENT: Final = re.compile(r"\{(\w+)\}")
+
+
+def request_facts(path: str) -> HttpRequest:
+    """The core's facts of Flask's current request, answered as ``path`` (a core route)."""
+    native = request._get_current_object()  # type: ignore[attr-defined]
+    environ = native.environ
+    headers = Headers(native.headers.items())
+    method = native.method
+    body = b""
+    declared = native.content_length
+    if method not in _NO_BODY and not (declared is not None and declared > MAX_BODY):
+        body = native.stream.read(MAX_BODY + 1)
+    server = f"{environ.get('SERVER_NAME', '')}:{environ.get('SERVER_PORT', '')}"
+    return HttpRequest(
+        method=method,
+        path=path,
+        headers=headers,
+        body=body,
+        client=environ.get("REMOTE_ADDR"),
+        scheme=native.scheme,
+        host=environ.get("HTTP_HOST") or server,
+        query=environ.get("QUERY_STRING", ""),
+        native=native,
+    )
+
+
+def flask_response(answer: HttpResponse) -> Response:
+    """The core's answer as a Flask response (repeated headers such as Set-Cookie kept)."""
+    response = Response(answer.body, status=answer.status)
+    response.headers.clear()
+    for name, value in answer.headers:
+        response.headers.add(name, value)
+    return response
+
+
+def adapt(
+    name: str, templates: Iterable[str], handle: Callable[[HttpRequest], HttpResponse]
+) -> Blueprint:
+    """A blueprint named ``name`` whose rules are a core's ``templates``, answered by ``handle``."""
+    blueprint = Blueprint(name, __name__)
+    for template in templates:
+        rule = _SEGMENT.sub(r"<\1>", template)
+
+        def view(_template: str = template, **params: str) -> Response:
+            try:
+                path = _template.format(**params) if params else _template
+                answer = handle(request_facts(path))
+            except Exception as error:  # noqa: BLE001 - a client that went away, say
+                answer = last_resort(error, _template)
+            return flask_response(answer)
+
+        blueprint.add_url_rule(
+            rule,
+            endpoint=re.sub(r"\W+", "_", template).strip("_") or "index",
+            view_func=view,
+            methods=list(ALL_METHODS),
+            provide_automatic_options=False,
+        )
+    return blueprint
+
+
+def activation_blueprint(
+    tracker: ActivationTracker,
+    *,
+    visitor_id: VisitorOf,
+    token_provider: ProviderOf,
+    allowed_origins: Iterable[str] = (),
+    name: str = "secured_activation",
+) -> Blueprint:
+    """``POST /token``, ``/report``, ``/logout``; ``GET /state``, ``/snippet.js``, under the
+    blueprint's ``url_prefix`` (``/activation`` in the README).
+
+    ``visitor_id(request)`` and ``token_provider(request)`` get Flask's request.
+    State changes are same-origin only; ``allowed_origins`` adds origins the app
+    cannot see as its own (behind a proxy that changes scheme or host).
+    """
+    core = ActivationHttp(
+        tracker,
+        visitor_id=visitor_id,
+        token_provider=token_provider,
+        allowed_origins=allowed_origins,
+    )
+    return adapt(name, (route.path for route in core.routes), core.handle)
+
+
+def inspector_blueprint(
+    tracker: ActivationTracker,
+    *,
+    metrics: ActivationMetrics | None = None,
+    guard: GuardOf | None = None,
+    prefix: str = "/inspect",
+    name: str = "secured_activation_inspector",
+) -> Blueprint:
+    """``GET {prefix}`` (the page), ``{prefix}/visitors``, ``{prefix}/visitor/<ref>``, and
+    ``/metrics`` beside them when ``metrics`` is given; register without a ``url_prefix``.
+
+    Without ``guard`` only loopback clients that no proxy stands in front of get
+    them (403 otherwise); ``guard(request) -> bool`` is the host's admin check.
+    """
+    core = InspectorHttp(tracker, metrics=metrics, prefix=prefix, guard=guard)
+    return adapt(name, (route.path for route in core.routes), core.handle)
