@@ -192,9 +192,17 @@ def test_a_stall_past_the_timeout_leaves_no_visitor_stuck(
     provider = partial(issuer.issue, "u")
     assert tracker.token_request("warm", new_flow(), provider).answer is Answer.TOKEN
     stall = redis.Redis(port=own_redis.port, socket_timeout=10)
-    sleeper = threading.Thread(target=stall.execute_command, args=("DEBUG", "SLEEP", "1.5"))
+    sleeper = threading.Thread(target=stall.execute_command, args=("DEBUG", "SLEEP", "2"))
     sleeper.start()
-    time.sleep(0.2)  # the server is asleep now
+    probe = redis.Redis(port=own_redis.port, socket_timeout=0.05, retry=None)
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline:  # until the server is seen asleep (no timing guess)
+        try:
+            probe.ping()
+        except redis.TimeoutError:
+            break
+        time.sleep(0.01)
+    probe.close()
     flow = new_flow()
     try:
         started = time.monotonic()

@@ -187,11 +187,11 @@ def _topology(kind: str, client: Any, url: str) -> Check:
 
 
 def _uses_tls(client: Any) -> bool:
+    """An SSL connection class (``rediss://``), or ``ssl`` set on the connections."""
     pool = getattr(client, "connection_pool", None)
     kwargs = getattr(pool, "connection_kwargs", {}) or {}
-    return (
-        "ssl_cert_reqs" in kwargs or "SSL" in type(getattr(pool, "connection_class", "")).__name__
-    )
+    name = getattr(getattr(pool, "connection_class", None), "__name__", "")
+    return bool(kwargs.get("ssl")) or "SSL" in name
 
 
 def _script(store: RedisStore) -> Check:
