@@ -346,7 +346,14 @@ class RedisStore:
         return self._loaded(reply)
 
     def compare_and_set(
-        self, key: str, expected: int, data: str, ttl: float, *, now: float | None = None
+        self,
+        key: str,
+        expected: int,
+        data: str,
+        ttl: float,
+        *,
+        now: float | None = None,
+        in_flight_for: float = 0.0,  # noqa: ARG002 - Redis with noeviction never drops a visitor
     ) -> tuple[bool, Versioned | None]:
         self._first_use()
         write_id = _write_id()
@@ -401,7 +408,14 @@ class RedisStore:
         return self._loaded(reply)
 
     async def acompare_and_set(
-        self, key: str, expected: int, data: str, ttl: float, *, now: float | None = None
+        self,
+        key: str,
+        expected: int,
+        data: str,
+        ttl: float,
+        *,
+        now: float | None = None,
+        in_flight_for: float = 0.0,  # noqa: ARG002 - Redis with noeviction never drops a visitor
     ) -> tuple[bool, Versioned | None]:
         await self._afirst_use()
         write_id = _write_id()
