@@ -467,7 +467,7 @@ class RedisStore:
     async def _afirst_use(self) -> None:
         if not self._warned:
             self._warned = True
-            self._warn_if_unsafe(await _aconfig_policy(self.async_client(), self._deadline))
+            self._warn_if_unsafe(await _aconfig_policy(self.async_client(), self._timeout))
 
     def _warn_if_unsafe(self, policy: str | None) -> None:
         """Once per store: an eviction policy that may drop a visitor in flight is logged."""
