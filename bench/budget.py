@@ -1,4 +1,4 @@
-"""10. The minting budget and a full memory store: what guarding against hostile visitors costs.
+"""11. The minting budget and a full memory store: what guarding against hostile visitors costs.
 
 The same token requests with the budget on (the default 12 per 60 s) and off, on a real
 ``redis-server`` (loopback), in alternating batches of one run so that the machine's drift
@@ -159,7 +159,7 @@ def report(r: dict[str, Any]) -> list[str]:
     )
     full = memory["full"] / memory["room"]
     return [
-        "## 10. Minting budget and a full memory store",
+        "## 11. Minting budget and a full memory store",
         "",
         "`AsyncActivationTracker.token_request` on a real `redis-server` (loopback), async "
         "provider, with the minting budget on (12 per 60 s) and off, in alternating batches "
