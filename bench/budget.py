@@ -1,4 +1,4 @@
-"""10. The minting budget and a full memory store: what guarding against hostile visitors costs.
+"""11. The minting budget and a full memory store: what guarding against hostile visitors costs.
 
 The same token requests with the budget on (the default 12 per 60 s) and off, on a real
 ``redis-server`` (loopback), in alternating batches of one run so that the machine's drift
@@ -85,12 +85,35 @@ def _token_requests(url: str, mint: Any, number: int, repeats: int) -> dict[str,
     return asyncio.run(run())
 
 
+def _in_process(number: int, repeats: int) -> dict[str, float]:
+    """The budget's own CPU cost: the async tracker on the memory store, a constant provider."""
+
+    async def provider() -> str:
+        return "constant"
+
+    async def run() -> dict[str, float]:
+        trackers = {b: AsyncActivationTracker(_policy(b), MemoryStore()) for b in (True, False)}
+        samples: dict[bool, list[float]] = {True: [], False: []}
+        counter = 0
+        for repeat in range(repeats):
+            for budget in (True, False) if repeat % 2 else (False, True):
+                started = time.perf_counter()
+                for _ in range(number):
+                    counter += 1
+                    await trackers[budget].token_request(f"v{counter}", f"f{counter}", provider)
+                samples[budget].append((time.perf_counter() - started) / number)
+        return {f"{'on' if b else 'off'}": statistics.median(s) for b, s in samples.items()}
+
+    return asyncio.run(run())
+
+
 def _commands(url: str, mint: Any) -> dict[str, tuple[list[str], list[str]]]:
     """The Redis commands of each event of a flow, with the budget on and off."""
     seen: dict[str, list[list[str]]] = {}
     for budget in (True, False):
         store = RedisStore.from_url(url, prefix=f"bench-commands:{budget}:")
         tracker = ActivationTracker(_policy(budget), store)
+        tracker.token_request("warm-up", "w" + os.urandom(8).hex(), mint)  # first-use checks
         flow = "f" + os.urandom(8).hex()
         token, report, logout = tracker.token_request, tracker.report, tracker.logout
         for name, action in (
@@ -138,6 +161,7 @@ def run(quick: bool) -> dict[str, Any]:
             return {
                 "requests": _token_requests(server.url, mint, number, repeats),
                 "commands": _commands(server.url, mint),
+                "in_process": _in_process(100 if quick else 500, 4 if quick else 20),
                 "memory": _memory_writes(2_000 if quick else 20_000, 3 if quick else 7),
             }
         finally:
@@ -158,8 +182,9 @@ def report(r: dict[str, Any]) -> list[str]:
         for name, (on, off) in r["commands"].items()
     )
     full = memory["full"] / memory["room"]
+    alone = r["in_process"]
     return [
-        "## 10. Minting budget and a full memory store",
+        "## 11. Minting budget and a full memory store",
         "",
         "`AsyncActivationTracker.token_request` on a real `redis-server` (loopback), async "
         "provider, with the minting budget on (12 per 60 s) and off, in alternating batches "
@@ -168,6 +193,12 @@ def report(r: dict[str, Any]) -> list[str]:
         "| token request | budget off | budget on | ratio |",
         "|---|---|---|---|",
         *rows,
+        "",
+        f"The budget's own CPU cost, the same tracker on the memory store with a constant "
+        f"provider (no mint, no network): {us(alone['off'])} off, {us(alone['on'])} on, "
+        f"**{(alone['on'] - alone['off']) * 1e6:+.1f} µs** per token request "
+        f"({alone['on'] / alone['off']:.3f}x of the tracker alone). On this shared machine the "
+        "rows above move by a few per cent from run to run; this row is what the budget adds.",
         "",
         f"Redis commands per event, budget on and off (identical: **{same}**; the budget "
         "rides in the record the claim already writes):",

@@ -26,6 +26,7 @@ from bench import (  # noqa: E402
     origin,
     retry,
     signals,
+    stores,
     tokens,
     tracker,
     web,
@@ -53,6 +54,7 @@ def main(argv: list[str] | None = None) -> int:
         web,
         origin,
         frameworks,
+        stores,
         budget,
     ):
         print(f"running {module.__name__} ...", file=sys.stderr)

@@ -29,7 +29,8 @@ def test_benchmarks_run_in_quick_mode(tmp_path: Path) -> None:
         "## 7. Web",
         "## 8. Web rules",
         "## 9. Web frameworks",
-        "## 10. Minting budget and a full memory store",
+        "## 10. Store engines",
+        "## 11. Minting budget and a full memory store",
     ):
         assert section in text
     assert "results identical: **True**" in text

@@ -301,6 +301,7 @@ def test_the_budget_costs_no_extra_redis_command(
     def commands(budget: MintBudget | None) -> list[list[str]]:
         store = RedisStore.from_url(redis_server.url, prefix=f"rt:{os.urandom(4).hex()}:")
         tracker = ActivationTracker(defensive(mint_budget=budget), store)
+        tracker.token_request("warm-up", new_flow(), provider)  # the store's first-use checks
         flow = new_flow()
         seen = []
         for action in (

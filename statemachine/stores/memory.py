@@ -65,13 +65,26 @@ class MemoryStore:
         entries = len(self._settled) + len(self._flying)
         return f"MemoryStore(entries={entries}, max_entries={self.max_entries})"
 
+    def now(self) -> float:
+        """The store's clock: this process's wall clock (one process, one clock)."""
+        return time.time()
+
     def load(self, key: str) -> Versioned | None:
         with self._lock:
             return self._get(key, self._clock())
 
     def compare_and_set(
-        self, key: str, expected: int, data: str, ttl: float, *, in_flight_for: float = 0.0
+        self,
+        key: str,
+        expected: int,
+        data: str,
+        ttl: float,
+        *,
+        now: float | None = None,
+        in_flight_for: float = 0.0,
     ) -> tuple[bool, Versioned | None]:
+        # ``now`` (when the write was decided) is on ``now()``'s clock, this process's own;
+        # expiry and flights are judged on the store's monotonic clock.
         report = 0
         with self._lock:
             now = self._clock()
@@ -115,9 +128,16 @@ class MemoryStore:
         return self.load(key)
 
     async def acompare_and_set(
-        self, key: str, expected: int, data: str, ttl: float, *, in_flight_for: float = 0.0
+        self,
+        key: str,
+        expected: int,
+        data: str,
+        ttl: float,
+        *,
+        now: float | None = None,
+        in_flight_for: float = 0.0,
     ) -> tuple[bool, Versioned | None]:
-        return self.compare_and_set(key, expected, data, ttl, in_flight_for=in_flight_for)
+        return self.compare_and_set(key, expected, data, ttl, now=now, in_flight_for=in_flight_for)
 
     def _make_room(self, now: float) -> int:
         """Drop one settled visitor for a newcomer; returns how many drops to log now (or 0).

@@ -59,6 +59,7 @@ import re
 from collections.abc import Awaitable, Callable, Iterable, Iterator, Sequence
 from functools import lru_cache
 from importlib import resources
+from types import SimpleNamespace
 from typing import Any, Final, NamedTuple
 from urllib.parse import parse_qs, urlsplit
 
@@ -67,7 +68,7 @@ from statemachine.calls import run_awaitable
 from statemachine.metrics import CONTENT_TYPE, ActivationMetrics
 from statemachine.policy import Profile
 from statemachine.replies import TokenReply
-from statemachine.stores.base import StoreError
+from statemachine.stores.base import DamagedRecord, StoreError
 from statemachine.tokens.verifier import strict_json
 from statemachine.trackers import ActivationTracker, AsyncActivationTracker
 from statemachine.tracking import TrackerInputError
@@ -90,6 +91,17 @@ _GET: Final = ("GET", "HEAD")
 _POST: Final = ("POST",)
 _UNAVAILABLE: Final = "the activation store is unavailable; try again"
 LAST_RESORT: Final = "the request could not be handled"
+
+
+DAMAGED: Final = SimpleNamespace(
+    state=SimpleNamespace(value="damaged"),
+    since=0.0,
+    attempts=0,
+    reason=None,
+    authenticated_until=None,
+    history=(),
+)
+"""How the inspector lists a record nobody can read (a logout repairs it): never a failed page."""
 
 
 class Headers:
@@ -715,6 +727,8 @@ class _Inspector:
     def _one(self, key: str | None, view: Any) -> dict[str, Any] | None:
         if key is None or view is None:
             return None
+        if view is DAMAGED:
+            return content.damaged_body(self.profile, self.names, key)
         return content.visitor_body(self.profile, self.names, key, view)
 
     @staticmethod
@@ -799,6 +813,8 @@ class AsyncInspectorHttp(_Inspector):
             return await self.tracker.view(key)
         except TrackerInputError:
             return None
+        except DamagedRecord:
+            return DAMAGED
 
     async def _visitor(self, handle: str) -> dict[str, Any] | None:
         key = self.names.open(handle)
@@ -823,12 +839,12 @@ class AsyncInspectorHttp(_Inspector):
     async def _listing(self) -> dict[str, Any]:
         tracker = self.tracker
         keys = await tracker.store.akeys(content.MAX_LISTED + 1)
-        found, damaged = [], 0
+        found: list[tuple[str, Any]] = []
+        damaged: list[str] = []
         for key in keys[: content.MAX_LISTED]:
-            try:
-                view = await self._view(key)
-            except StoreError:
-                damaged += 1  # a damaged record does not hide the others
+            view = await self._view(key)
+            if view is DAMAGED:  # listed as damaged (a logout repairs it), never a failed page
+                damaged.append(key)
                 continue
             if view is not None:
                 found.append((key, view))
@@ -899,6 +915,8 @@ class InspectorHttp(_Inspector):
             return self.tracker.view(key)
         except TrackerInputError:
             return None
+        except DamagedRecord:
+            return DAMAGED
 
     def _visitor(self, handle: str) -> dict[str, Any] | None:
         key = self.names.open(handle)
@@ -922,12 +940,12 @@ class InspectorHttp(_Inspector):
 
     def _listing(self) -> dict[str, Any]:
         keys = self._keys(content.MAX_LISTED + 1)
-        found, damaged = [], 0
+        found: list[tuple[str, Any]] = []
+        damaged: list[str] = []
         for key in keys[: content.MAX_LISTED]:
-            try:
-                view = self._view(key)
-            except StoreError:
-                damaged += 1  # a damaged record does not hide the others
+            view = self._view(key)
+            if view is DAMAGED:  # listed as damaged (a logout repairs it), never a failed page
+                damaged.append(key)
                 continue
             if view is not None:
                 found.append((key, view))

@@ -129,15 +129,35 @@ def row_body(names: References, key: str, view: TrackerView) -> dict[str, Any]:
     }
 
 
+def damaged_row(names: References, key: str) -> dict[str, Any]:
+    """A record nobody can read (damaged, or an unknown format): shown, never a failed page."""
+    return {
+        "ref": names.ref(key),
+        "handle": names.handle(key),
+        "state": "damaged",
+        "kind": "damaged",
+        "since": 0.0,
+        "attempts": 0,
+        "reason": None,
+        "authenticated_until": None,
+    }
+
+
+def damaged_body(profile: Profile, names: References, key: str) -> dict[str, Any]:
+    """One damaged record: nothing to draw but the machine; a logout repairs it."""
+    return {**damaged_row(names, key), "history": [], "flows": 0, "svg": diagram_svg(profile)}
+
+
 def listing_body(
     policy: ActivationPolicy,
     names: References,
     found: Sequence[tuple[str, TrackerView]],
     *,
-    damaged: int = 0,
+    damaged: Sequence[str] = (),
     more: bool = False,
 ) -> dict[str, Any]:
-    """``{prefix}/visitors``: the counts per state and reason, and the visitors, newest first."""
+    """``{prefix}/visitors``: the counts per state and reason, and the visitors, newest first
+    (records nobody can read last, as ``damaged``)."""
     ordered = sorted(found, key=lambda item: item[1].since, reverse=True)
     states = Counter(view.state.value for _, view in ordered)
     reasons = Counter(view.reason.name for _, view in ordered if view.reason is not None)
@@ -146,12 +166,15 @@ def listing_body(
         "counts": {
             "visitors": len(ordered),
             "more": more,
-            "damaged": damaged,
+            "damaged": len(damaged),
             "states": {state.value: states.get(state.value, 0) for state in State},
             "kinds": dict(Counter(kind_of(view.state) for _, view in ordered)),
             "reasons": dict(sorted(reasons.items())),
         },
-        "visitors": [row_body(names, key, view) for key, view in ordered],
+        "visitors": [
+            *(row_body(names, key, view) for key, view in ordered),
+            *(damaged_row(names, key) for key in damaged),
+        ],
     }
 
 
