@@ -25,6 +25,7 @@ from bench import (  # noqa: E402
     origin,
     retry,
     signals,
+    stores,
     tokens,
     tracker,
     web,
@@ -42,7 +43,18 @@ def main(argv: list[str] | None = None) -> int:
     quiet_logs()
     started = time.perf_counter()
     sections = []
-    for module in (engine, concurrency, tokens, retry, tracker, signals, web, origin, frameworks):
+    for module in (
+        engine,
+        concurrency,
+        tokens,
+        retry,
+        tracker,
+        signals,
+        web,
+        origin,
+        frameworks,
+        stores,
+    ):
         print(f"running {module.__name__} ...", file=sys.stderr)
         sections += module.report(module.run(args.quick))
     notes = (HERE / "NOTES.md").read_text(encoding="utf-8")

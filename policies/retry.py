@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import math
 import random
 from collections.abc import Iterable, Mapping
@@ -47,13 +48,23 @@ def _number(name: str, value: object, *, low: float, high: float = math.inf) -> 
     return number
 
 
+_MAX_LISTED: Final = 64
+"""More names than ``FailureReason`` has members, many times over: anything longer is a mistake."""
+
+
 def parse_reasons(name: str, values: object) -> frozenset[FailureReason]:
     if isinstance(values, str) and values == "all":
         return RETRYABLE
     if isinstance(values, str | bytes | Mapping) or not isinstance(values, Iterable):
         raise PolicyError(name, 'must be a list of FailureReason names, or "all"')
+    try:  # a host's iterable may raise anything while iterated, or never end
+        items = list(itertools.islice(values, _MAX_LISTED + 1))
+    except Exception as error:  # noqa: BLE001 - one typed error naming the field
+        raise PolicyError(name, f"could not be read ({type(error).__name__})") from None
+    if len(items) > _MAX_LISTED:
+        raise PolicyError(name, f"lists more than {_MAX_LISTED} reasons")
     reasons: set[FailureReason] = set()
-    for item in values:
+    for item in items:
         if isinstance(item, FailureReason):
             reason = item
         elif isinstance(item, str) and item.strip().upper() in FailureReason.__members__:

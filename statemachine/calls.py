@@ -12,8 +12,8 @@ import asyncio
 import functools
 import inspect
 import threading
-from collections.abc import Awaitable, Callable, Mapping
-from typing import Any, Protocol
+from collections.abc import Awaitable, Callable, Coroutine, Mapping
+from typing import Any, Protocol, TypeVar
 
 from statemachine import logs
 from statemachine.effects import (
@@ -28,9 +28,62 @@ from statemachine.errors import ActivationError
 from statemachine.options import SECURED, AuthenticationOption
 from statemachine.reasons import FailureReason
 from statemachine.results import ActivationResult
-from statemachine.workers import Job, WorkerPool, WorkersExhausted, default_pool
+from statemachine.workers import Job, WorkerPool, WorkersExhausted, callable_key, default_pool
 
 Callback = Callable[[ActivationResult], Any]
+T = TypeVar("T")
+
+
+class AnsweredCoroutine(Coroutine[Any, Any, T]):
+    """A coroutine that still answers when cancelled before its first step.
+
+    A task cancelled before it starts never runs its coroutine's body, so a
+    plain ``async def activate(callback)`` would never call the callback the
+    host handed it. This wrapper starts ``start()`` on the first step; if the
+    first thing it receives is a cancellation, it runs ``early(error)``
+    instead (which answers the callback and re-raises) — the call is
+    answered exactly once either way.
+    """
+
+    __slots__ = ("_early", "_running", "_start")
+
+    def __init__(
+        self,
+        start: Callable[[], Coroutine[Any, Any, T]],
+        early: Callable[[BaseException], Coroutine[Any, Any, T]],
+    ) -> None:
+        self._start = start
+        self._early = early
+        self._running: Coroutine[Any, Any, T] | None = None
+
+    def send(self, value: Any) -> Any:
+        if self._running is None:
+            self._running = self._start()
+        return self._running.send(value)
+
+    def throw(self, typ: Any, val: Any = None, tb: Any = None) -> Any:  # noqa: ARG002
+        error = typ if isinstance(typ, BaseException) else (typ() if val is None else val)
+        if self._running is None:
+            if isinstance(error, asyncio.CancelledError):
+                self._running = self._early(error)
+                return self._running.send(None)
+            self._running = self._start()
+        return self._running.throw(error)
+
+    def close(self) -> None:
+        if self._running is not None:
+            self._running.close()
+
+    def __await__(self) -> Any:
+        return self
+
+    def __iter__(self) -> AnsweredCoroutine[T]:
+        return self
+
+    def __next__(self) -> Any:
+        return self.send(None)
+
+
 TokenProvider = Callable[[], Any]
 """The host's token provider (sync or async): no argument; a token, an option or a mapping."""
 
@@ -201,6 +254,7 @@ async def call_async(
         if job is None:
             return Outcome(error=WorkersExhausted())
         waiting = asyncio.wrap_future(job.future)
+        waiting.add_done_callback(_retrieved)  # an abandoned call may still fail: never logged
         try:
             while not waiting.done():
                 left = None if timeout is None else job.remaining(timeout)
@@ -222,6 +276,17 @@ async def call_async(
         raise
     except Exception as error:  # noqa: BLE001 - token_answer or activation_answer sorts it
         return Outcome(error=error)
+
+
+def _retrieved(future: asyncio.Future[Any]) -> None:
+    """Mark a finished call's outcome as seen.
+
+    A call abandoned (timed out, or its flow cancelled) may fail later; unread,
+    asyncio would log "Future exception was never retrieved" with the host's
+    own exception message, which may quote a token.
+    """
+    if not future.cancelled():
+        future.exception()
 
 
 async def _settle(value: Any) -> Any:
@@ -276,7 +341,7 @@ def call_pooled(
 ) -> Outcome | None:
     """A blocking host call on a pooled worker under ``timeout``; ``None`` if ``wake`` fired."""
     pool = pool or default_pool()
-    job = pool.submit(call_blocking, fn, is_async, args)
+    job = pool.submit(call_blocking, fn, is_async, args, key=callable_key(fn))
     if job is None:
         return Outcome(error=WorkersExhausted())
     return wait_blocking(job, timeout, pool, wake)

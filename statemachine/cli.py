@@ -138,6 +138,19 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1)")
     serve.add_argument("--port", type=_port, default=8000, help="port (default 8000)")
     _run_parser(commands)
+
+    check_store = commands.add_parser(
+        "check-store",
+        help="check a Redis deployment for the tracker (reachable, noeviction, clock, topology)",
+    )
+    check_store.add_argument(
+        "url",
+        metavar="URL",
+        help="redis://, rediss://, redis+cluster://h:p[,h:p] or redis+sentinel://h:p[,h:p]/service",
+    )
+    check_store.add_argument(
+        "--timeout", type=float, default=1.0, help="seconds per command (default 1)"
+    )
     return parser
 
 
@@ -410,6 +423,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             return _run(args)
         if args.command == "keys":
             return _keys(args, out)
+        if args.command == "check-store":
+            from statemachine.stores import check
+
+            return check.main(args.url, out, timeout=args.timeout)
         if args.token_command == "issue":
             return _token_issue(args, out, err)
         return _token_verify(args, out, sys.stdin)

@@ -7,12 +7,14 @@ semantics; they differ only in how they wait. Every rule lives in the core.
 from __future__ import annotations
 
 import asyncio
+import inspect
 import threading
 from typing import Any, Self
 
 from statemachine import snapshots
 from statemachine.activator import Activator
 from statemachine.calls import (
+    AnsweredCoroutine,
     Callback,
     activation_answer,
     call_async,
@@ -189,16 +191,31 @@ class AsyncActivationSession(_Session):
         self._task: asyncio.Task[Any] | None = None
         self._cancelled_by_us = False
 
-    async def activate(self, callback: Callback | None = None) -> ActivationResult:
-        """Run a secured flow to its end; ``callback`` gets the result exactly once."""
-        return await self._run(Trigger.ACTIVATE, callback)
+    def activate(self, callback: Callback | None = None) -> AnsweredCoroutine[ActivationResult]:
+        """Run a secured flow to its end; ``callback`` gets the result exactly once.
 
-    async def activate_anonymously(self, callback: Callback | None = None) -> ActivationResult:
-        return await self._run(Trigger.ACTIVATE_ANONYMOUSLY, callback)
+        (A coroutine: ``await`` it. Even a task cancelled before its first step
+        answers the callback, with a CANCELLED result.)
+        """
+        return self._answered(Trigger.ACTIVATE, callback)
 
-    async def reverify(self, callback: Callback | None = None) -> ActivationResult:
+    def activate_anonymously(
+        self, callback: Callback | None = None
+    ) -> AnsweredCoroutine[ActivationResult]:
+        return self._answered(Trigger.ACTIVATE_ANONYMOUSLY, callback)
+
+    def reverify(self, callback: Callback | None = None) -> AnsweredCoroutine[ActivationResult]:
         """The platform session expired: verify the visitor's identity again."""
-        return await self._run(Trigger.REVERIFY, callback)
+        return self._answered(Trigger.REVERIFY, callback)
+
+    def _answered(
+        self, trigger: Trigger, callback: Callback | None
+    ) -> AnsweredCoroutine[ActivationResult]:
+        async def early(error: BaseException) -> ActivationResult:
+            await notify_async(callback, _cancelled(self._core), self._core.logger)
+            raise error
+
+        return AnsweredCoroutine(lambda: self._run(trigger, callback), early)
 
     async def logout(self) -> None:
         """Forget the visitor. A no-op when nothing is activated; refused while a flow runs."""
@@ -270,11 +287,11 @@ class AsyncActivationSession(_Session):
             if ours and finish is not None and task is not None and task.uncancel() == 0:
                 await self._publish()
                 return finish.result
-            self._listeners.publish(core.take_events())  # cancelled for good: nothing awaited
+            _discard(self._listeners.publish(core.take_events()))  # cancelled for good
             raise
         except BaseException:
             core.cancel()  # never leave the machine in flight
-            self._listeners.publish(core.take_events())
+            _discard(self._listeners.publish(core.take_events()))
             raise
         finally:
             self._task = None
@@ -309,6 +326,13 @@ class _SharedRefresh:
     def __init__(self) -> None:
         self.done = threading.Event()
         self.result: ActivationResult | None = None
+
+
+def _discard(pending: list[Any] | None) -> None:
+    """Drop async listeners' calls a cancelled flow will not await, without a warning."""
+    for call in pending or ():
+        if inspect.iscoroutine(call):
+            call.close()
 
 
 def _cancelled(core: ActivationCore) -> ActivationResult:

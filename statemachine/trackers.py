@@ -46,7 +46,7 @@ from statemachine.reasons import FailureReason
 from statemachine.records import VisitorRecord
 from statemachine.replies import Answer, ReportReply, TokenReply, TrackerView
 from statemachine.snapshots import SnapshotError
-from statemachine.stores.base import AsyncStore, Store, StoreError, Versioned
+from statemachine.stores.base import AsyncStore, DamagedRecord, Store, StoreError, Versioned
 from statemachine.stores.memory import MemoryStore
 from statemachine.tracking import (
     TokenStep,
@@ -73,6 +73,8 @@ Apply = Callable[[VisitorRecord, float], tuple[bool, R]]
 
 _ABSENT: Final = Versioned(0, "")
 
+REPAIRED: Final = "activation.record_repaired"
+
 
 # -- what a flow asks its driver to do -------------------------------------------
 class Load(NamedTuple):
@@ -82,12 +84,17 @@ class Load(NamedTuple):
 
 
 class CompareAndSet(NamedTuple):
-    """Write ``data`` if ``key`` is at ``expected``; the driver sends back ``(ok, current)``."""
+    """Write ``data`` if ``key`` is at ``expected``; the driver sends back ``(ok, current)``.
+
+    ``now`` is the store-clock time the step was decided at (None: the
+    tracker runs on a clock of its own), for the store to check against its own.
+    """
 
     key: str
     expected: int
     data: str
     ttl: float
+    now: float | None = None
 
 
 class CallProvider(NamedTuple):
@@ -116,14 +123,22 @@ class _Tracker(Generic[S]):
         policy: ActivationPolicy | None = None,
         store: S | None = None,
         *,
-        clock: Callable[[], float] = time.time,
+        clock: Callable[[], float] | None = None,
         workers: WorkerPool | None = None,
     ) -> None:
         policy = checked_policy(policy)
         self.policy = policy
         # The embedded default serves both faces: MemoryStore is a Store and an AsyncStore.
         self.store: S = cast(S, MemoryStore()) if store is None else store
-        self._clock = clock
+        # Leases are judged on the store's clock when it has one (``now()``: Redis's TIME as
+        # last measured, the memory store's own), so a worker's skew cannot open a visitor
+        # twice; every write says when it was decided, and the store refuses one decided too
+        # far from its own clock. An explicit ``clock`` (tests, simulations) replaces it.
+        store_now = getattr(self.store, "now", None)
+        self._store_clock = clock is None and callable(store_now)
+        self._clock: Callable[[], float] = (
+            clock if clock is not None else store_now if callable(store_now) else time.time
+        )
         self._workers = workers
         self._ttl = max(session_lifetime(policy), lease_seconds(policy))
         self._hints: OrderedDict[str, Versioned] = OrderedDict()
@@ -178,8 +193,35 @@ class _Tracker(Generic[S]):
 
     def _logout_flow(self, visitor_id: str) -> Flow[TrackerView | None]:
         key = check_visitor_id(visitor_id)
-        _, current, _ = yield from self._step(key, lambda r, _now: (apply_logout(r), None))
+        try:
+            _, current, _ = yield from self._step(key, lambda r, _now: (apply_logout(r), None))
+        except DamagedRecord:
+            current = yield from self._repair(key)
         return self._view(current)
+
+    def _repair(self, key: str) -> Flow[Versioned | None]:
+        """A logout overwrites a record nobody can read (damaged, or an unknown format)."""
+        for _ in range(MAX_CONFLICTS):
+            damaged: Versioned | None = yield Load(key)
+            if damaged is None:
+                return None
+            try:
+                self._record(damaged)
+            except DamagedRecord:
+                pass
+            else:  # repaired by someone else meanwhile: log out as usual
+                _, current, _ = yield from self._step(key, lambda r, _now: (apply_logout(r), None))
+                return current
+            fresh = VisitorRecord(ActivationCore(self.policy, clock=self._clock))
+            decided = self._clock() if self._store_clock else None
+            written = CompareAndSet(key, damaged.version, self._dump(fresh), self._ttl, decided)
+            ok, current = yield written
+            if ok:
+                logs.emit(logs.PROXY.warning, REPAIRED, reason="damaged record replaced on logout")
+                self._remember(key, current)
+                repaired: Versioned | None = current
+                return repaired
+        raise StoreError(f"gave up after {MAX_CONFLICTS} conflicting writes")
 
     def _step(
         self,
@@ -202,7 +244,8 @@ class _Tracker(Generic[S]):
         for _ in range(MAX_CONFLICTS):
             record = reuse if reuse is not None else self._record(current)
             reuse = None  # only for the first try: after a conflict, what the store says
-            changed, result = apply(record, self._clock())
+            now = self._clock()
+            changed, result = apply(record, now)
             if not changed:
                 if fresh:
                     return result, current, record
@@ -212,7 +255,8 @@ class _Tracker(Generic[S]):
                 current, fresh = loaded, True
                 continue
             expected = 0 if current is None else current.version
-            ok, current = yield CompareAndSet(key, expected, self._dump(record), self._ttl)
+            decided = now if self._store_clock else None
+            ok, current = yield CompareAndSet(key, expected, self._dump(record), self._ttl, decided)
             fresh = True
             if ok:  # publish what the store accepted; a conflict drops the record and its events
                 self._remember(key, current)
@@ -229,11 +273,11 @@ class _Tracker(Generic[S]):
         try:
             data = json.loads(current.data)
         except ValueError:
-            raise StoreError("the stored visitor is not valid JSON") from None
+            raise DamagedRecord("the stored visitor is not valid JSON") from None
         try:
             return records.load(data, self.policy, self._clock)
         except SnapshotError as error:
-            raise StoreError(f"the stored visitor is damaged: {error}") from None
+            raise DamagedRecord(f"the stored visitor is damaged: {error}") from None
 
     def _dump(self, record: VisitorRecord) -> str:
         return json.dumps(records.dump(record), separators=(",", ":"))
@@ -313,7 +357,11 @@ class AsyncActivationTracker(_Tracker[AsyncStore]):
             while True:
                 request = flow.send(answer)
                 if type(request) is CompareAndSet:
-                    answer = await store.acompare_and_set(*request)
+                    if request.now is None:
+                        answer = await store.acompare_and_set(*request[:4])
+                    else:
+                        clocked: Any = store  # a store with a clock takes the decision time
+                        answer = await clocked.acompare_and_set(*request[:4], now=request.now)
                 elif type(request) is Load:
                     answer = await store.aload(request.key)
                 elif type(request) is CallProvider:
@@ -356,7 +404,11 @@ class ActivationTracker(_Tracker[Store]):
             while True:
                 request = flow.send(answer)
                 if type(request) is CompareAndSet:
-                    answer = store.compare_and_set(*request)
+                    if request.now is None:
+                        answer = store.compare_and_set(*request[:4])
+                    else:
+                        clocked: Any = store  # a store with a clock takes the decision time
+                        answer = clocked.compare_and_set(*request[:4], now=request.now)
                 elif type(request) is Load:
                     answer = store.load(request.key)
                 elif type(request) is CallProvider:

@@ -162,8 +162,13 @@ def plan_token(record: VisitorRecord, flow_id: str, now: float) -> TokenStep:
         _end_flow(record, flow_id)
         return _step_after(record, effect, now)
     if state.in_flight:
-        if record.flow_id != flow_id or state is State.FETCHING_TOKEN:
+        if record.flow_id != flow_id:
             return TokenStep(changed, _refused(record))
+        if state is State.FETCHING_TOKEN:
+            # This flow's claim stands but its answer never reached the page (the write timed
+            # out on our side and landed, say): the same flow claims again and mints once more.
+            record.lease_until = now + claim_seconds(core.policy)
+            return TokenStep(True, FetchToken(core.attempts + 1, core.policy.token_timeout))
         if state is State.ACTIVATING_ANONYMOUS:  # told to fall back already: say it again
             option = AuthenticationOption.anonymous()
             reply = TokenReply(Answer.ANONYMOUS, state, option, core.reason, core.attempts)

@@ -100,6 +100,7 @@ LAYERS: list[tuple[str, tuple[str, ...]]] = [
             "statemachine.diagrams",
             "statemachine.demo",
             "statemachine.cli",
+            "statemachine.stores.check",
             "statemachine.__main__",
         ),
     ),

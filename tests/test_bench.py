@@ -29,6 +29,7 @@ def test_benchmarks_run_in_quick_mode(tmp_path: Path) -> None:
         "## 7. Web",
         "## 8. Web rules",
         "## 9. Web frameworks",
+        "## 10. Store engines",
     ):
         assert section in text
     assert "results identical: **True**" in text

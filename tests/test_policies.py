@@ -157,6 +157,21 @@ def test_host_policy_object_is_accepted() -> None:
         ActivationSession(lambda: None, Ok(), Mine(on_token_failure="maybe"))  # type: ignore[arg-type]
 
 
+def test_a_retry_on_iterable_that_raises_is_a_policy_error() -> None:
+    import itertools
+
+    from policies import PolicyError, RetryPolicy
+
+    def breaks() -> Any:
+        yield "SERVER_ERROR"
+        raise ZeroDivisionError
+
+    with pytest.raises(PolicyError, match="retry_on"):
+        RetryPolicy(retry_on=breaks())
+    with pytest.raises(PolicyError, match="retry_on"):
+        RetryPolicy(retry_on=itertools.repeat("SERVER_ERROR"))  # never ends: bounded
+
+
 def test_policy_limits_and_defaults_have_one_home() -> None:
     """``policies`` builds on the engine's limits; neither keeps its own copy."""
     from policies import fallback, retry

@@ -1,7 +1,7 @@
 """Every tracker rule, one test each, for both policies, both faces and both stores.
 
 Tokens are real JWEs from a key pair made for this test session; Redis is a
-real redis-server on a free loopback port.
+real redis-server on a free loopback port, and a real 6-node Redis Cluster.
 """
 
 from __future__ import annotations
@@ -25,11 +25,13 @@ from tests.tracker_harness import Clock, CountingProvider, Face, callback, new_f
 POLICIES = {"defensive": defensive, "anonymous": anonymous}
 
 
-@pytest.fixture(params=["memory", "redis"])
+@pytest.fixture(params=["memory", "redis", "cluster"])
 def store(request: pytest.FixtureRequest) -> Any:
     if request.param == "memory":
         return MemoryStore()
-    server = request.getfixturevalue("redis_server")
+    server = request.getfixturevalue(
+        "redis_cluster" if request.param == "cluster" else "redis_server"
+    )
     return RedisStore.from_url(server.url, prefix=f"test:{os.urandom(6).hex()}:")
 
 

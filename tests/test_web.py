@@ -280,3 +280,14 @@ def test_inspector_lists_visitors_by_reference_only(client: TestClient) -> None:
     assert client.get("/app/inspect/visitor/000000000000").status_code == 404
     page = client.get("/app/inspect")
     assert page.headers["content-type"].startswith("text/html")
+
+
+def test_the_inspector_shows_a_damaged_record_instead_of_failing(client: TestClient) -> None:
+    client.post("/app/activation/token", json={"flow": "f1"}, headers=SIGNED)
+    store = client.tracker.store  # type: ignore[attr-defined]
+    assert store.compare_and_set("broken", 0, '{"format": 99}', 60)[0]
+    listing = client.get("/app/inspect/visitors")
+    assert listing.status_code == 200
+    states = sorted(visitor["state"] for visitor in listing.json()["visitors"])
+    assert states == ["activating", "damaged"]
+    assert "broken" not in listing.text

@@ -9,13 +9,21 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from statemachine.stores.base import AsyncStore, Store, StoreError, Versioned
+from statemachine.stores.base import AsyncStore, DamagedRecord, Store, StoreError, Versioned
 from statemachine.stores.memory import MemoryStore
 
 if TYPE_CHECKING:
     from statemachine.stores.redis import RedisStore
 
-__all__ = ["AsyncStore", "MemoryStore", "RedisStore", "Store", "StoreError", "Versioned"]
+__all__ = [
+    "AsyncStore",
+    "DamagedRecord",
+    "MemoryStore",
+    "RedisStore",
+    "Store",
+    "StoreError",
+    "Versioned",
+]
 
 
 def __getattr__(name: str) -> Any:

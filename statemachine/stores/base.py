@@ -6,6 +6,11 @@ a tracker loads a visitor, takes one step of the machine, and writes back only
 if nobody wrote in between; otherwise it gets the newer value and takes its
 step again from there. That is what keeps two workers from both moving one
 visitor.
+
+A store that has a clock of its own offers ``now()`` (epoch seconds, no round
+trip) and accepts ``now=`` on a write: the time the write was decided at. It
+refuses (as a conflict) a write decided on a clock too far from its own, so
+leases are judged on one clock however many machines share the store.
 """
 
 from __future__ import annotations
@@ -21,8 +26,21 @@ class StoreError(Exception):
     """
 
 
+class DamagedRecord(StoreError):
+    """A stored visitor that cannot be read (damaged, or written by an unknown format).
+
+    Token requests and reports get the policy's answer, as for any store error;
+    a logout overwrites the record, which repairs it.
+    """
+
+
 class Versioned(NamedTuple):
-    """A stored snapshot (JSON text) and its version; version 0 means absent."""
+    """A stored snapshot (JSON text) and its version; version 0 means absent.
+
+    A version identifies one write: the Redis store draws a random one per
+    write, so a version can never be matched by another writer's write (after
+    a failover lost one, say); only "equal or not" means anything.
+    """
 
     version: int
     data: str
@@ -41,7 +59,8 @@ class Store(Protocol):
         """Write ``data`` if the key's version is ``expected`` (0: absent).
 
         Returns ``(True, new)`` on success, or ``(False, current)`` with what is
-        there now, so a conflict costs no extra read.
+        there now, so a conflict costs no extra read. A write retried after a
+        timeout that finds itself already written reports success.
         """
         ...
 

@@ -46,13 +46,18 @@ class MemoryStore:
     def __repr__(self) -> str:
         return f"MemoryStore(entries={len(self._items)}, max_entries={self.max_entries})"
 
+    def now(self) -> float:
+        """The store's clock: this process's wall clock (one process, one clock)."""
+        return time.time()
+
     def load(self, key: str) -> Versioned | None:
         with self._lock:
             return self._get(key, self._clock())
 
     def compare_and_set(
-        self, key: str, expected: int, data: str, ttl: float
+        self, key: str, expected: int, data: str, ttl: float, *, now: float | None = None
     ) -> tuple[bool, Versioned | None]:
+        # ``now`` (when the write was decided) is on ``now()``'s clock, this process's own.
         with self._lock:
             now = self._clock()
             current = self._get(key, now)
@@ -82,9 +87,9 @@ class MemoryStore:
         return self.load(key)
 
     async def acompare_and_set(
-        self, key: str, expected: int, data: str, ttl: float
+        self, key: str, expected: int, data: str, ttl: float, *, now: float | None = None
     ) -> tuple[bool, Versioned | None]:
-        return self.compare_and_set(key, expected, data, ttl)
+        return self.compare_and_set(key, expected, data, ttl, now=now)
 
     def _get(self, key: str, now: float) -> Versioned | None:
         item = self._items.get(key)

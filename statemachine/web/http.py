@@ -59,6 +59,7 @@ import re
 from collections.abc import Awaitable, Callable, Iterable, Iterator, Sequence
 from functools import lru_cache
 from importlib import resources
+from types import SimpleNamespace
 from typing import Any, Final, NamedTuple
 from urllib.parse import urlsplit
 
@@ -67,7 +68,7 @@ from statemachine.calls import run_awaitable
 from statemachine.metrics import CONTENT_TYPE, ActivationMetrics
 from statemachine.policy import Profile
 from statemachine.replies import TokenReply
-from statemachine.stores.base import StoreError
+from statemachine.stores.base import DamagedRecord, StoreError
 from statemachine.tokens.verifier import strict_json
 from statemachine.trackers import ActivationTracker, AsyncActivationTracker
 from statemachine.tracking import TrackerInputError
@@ -89,6 +90,17 @@ _GET: Final = ("GET", "HEAD")
 _POST: Final = ("POST",)
 _UNAVAILABLE: Final = "the activation store is unavailable; try again"
 LAST_RESORT: Final = "the request could not be handled"
+
+
+DAMAGED: Final = SimpleNamespace(
+    state=SimpleNamespace(value="damaged"),
+    since=0.0,
+    attempts=0,
+    reason=None,
+    authenticated_until=None,
+    history=(),
+)
+"""How the inspector lists a record nobody can read (a logout repairs it): never a failed page."""
 
 
 class Headers:
@@ -689,6 +701,8 @@ class _Inspector:
             return json_response(200, content.listing_body(self.tracker.policy, found))
         for key, view in found:
             if content.visitor_ref(key) == ref:
+                if view is DAMAGED:
+                    return json_response(200, {"ref": ref, "state": "damaged", "history": []})
                 return json_response(200, content.visitor_body(self.profile, ref, view))
         raise Refused(404, "no such visitor in the store")
 
@@ -754,7 +768,10 @@ class AsyncInspectorHttp(_Inspector):
         tracker = self.tracker
         found = []
         for key in await tracker.store.akeys(content.MAX_LISTED):
-            view = await tracker.view(key)
+            try:
+                view = await tracker.view(key)
+            except DamagedRecord:
+                view = DAMAGED
             if view is not None:
                 found.append((key, view))
         found.sort(key=lambda item: item[1].since, reverse=True)
@@ -773,7 +790,7 @@ class InspectorHttp(_Inspector):
         guard: GuardOf | None = None,
     ) -> None:
         super().__init__(tracker, metrics=metrics, prefix=prefix, guard=guard)
-        store: Any = tracker.store  # listing is not part of the Store protocol
+        store: Any = tracker.store  # listing is beyond the Store protocol: memory and Redis have it
         keys = store.keys
         self._limited = "limit" in inspect.signature(keys).parameters
 
@@ -807,7 +824,10 @@ class InspectorHttp(_Inspector):
             keys = list(store.keys())[-content.MAX_LISTED :]
         found = []
         for key in keys:
-            view = tracker.view(key)
+            try:
+                view = tracker.view(key)
+            except DamagedRecord:
+                view = DAMAGED
             if view is not None:
                 found.append((key, view))
         found.sort(key=lambda item: item[1].since, reverse=True)
