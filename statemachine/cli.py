@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import math
 import re
 import sys
 from collections.abc import Sequence
@@ -134,6 +135,13 @@ def build_parser() -> argparse.ArgumentParser:
     )
     serve.add_argument("--redis", metavar="URL", help="share visitors through Redis")
     serve.add_argument(
+        "--redis-timeout",
+        type=_seconds,
+        default=None,
+        metavar="SECONDS",
+        help="seconds per Redis call before the policy answers (default: the store's, 0.5)",
+    )
+    serve.add_argument(
         "--workers", type=_workers, default=1, help="worker processes (above 1 needs --redis)"
     )
     serve.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1)")
@@ -211,6 +219,16 @@ def _workers(text: str) -> int:
     return int(text)
 
 
+def _seconds(text: str) -> float:
+    try:
+        value = float(text) if text.isascii() else math.nan
+    except ValueError:
+        value = math.nan
+    if not 0 < value <= 60:  # NaN fails too
+        raise argparse.ArgumentTypeError("must be a number of seconds above 0, at most 60")
+    return value
+
+
 def _port(text: str) -> int:
     if not (text.isascii() and text.isdigit()) or not 0 <= int(text) <= 65535:
         raise argparse.ArgumentTypeError("must be a port number from 0 to 65535")
@@ -228,8 +246,15 @@ def _serve(args: argparse.Namespace) -> int:
         raise UsageError(
             "serve needs the web extra: pip install 'secured-activation[web]'"
         ) from None
+    if args.redis_timeout is not None and not args.redis:
+        raise UsageError("--redis-timeout needs --redis")
     return serve(
-        policy=args.policy, redis=args.redis, workers=args.workers, host=args.host, port=args.port
+        policy=args.policy,
+        redis=args.redis,
+        workers=args.workers,
+        host=args.host,
+        port=args.port,
+        redis_timeout=args.redis_timeout,
     )
 
 

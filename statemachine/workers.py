@@ -209,8 +209,12 @@ class WorkerPool:
                 except BaseException as error:  # noqa: BLE001 - handed to whoever waits
                     job.future.set_exception(error)
             job.fn = job.args = None  # type: ignore[assignment]  # drop references
-            if job.abandoned:
-                with ready:
+            with ready:
+                # Read under the lock: ``abandon`` checks the future and marks the job in one
+                # critical section, so a call that finished as its caller gave up is counted
+                # hung and released here exactly once (read outside, the mark could land just
+                # after this check and leave a hung thread counted forever).
+                if job.abandoned:
                     self._hung -= 1
                     self._hung_by[job.key] -= 1
                     if self._hung_by[job.key] <= 0:

@@ -122,3 +122,14 @@ def test_a_usage_error_never_echoes_a_token(keys: Path) -> None:
 )
 def test_hostile_arguments(args: Any) -> None:
     one_line_error(cli(*args, stdin="abc"))
+
+
+def test_serve_checks_its_redis_timeout_before_serving() -> None:
+    """A bad --redis-timeout is a one-line usage error, never a host that starts misconfigured."""
+    for bad in ("0", "-1", "nan", "inf", "61", "5s", "\u0661"):  # U+0661: an Arabic-Indic one
+        line = one_line_error(
+            cli("serve", "--redis", "redis://127.0.0.1:1/0", "--redis-timeout", bad, timeout=60)
+        )
+        assert "--redis-timeout: must be a number of seconds above 0, at most 60" in line, bad
+    line = one_line_error(cli("serve", "--redis-timeout", "5", timeout=60))
+    assert "--redis-timeout needs --redis" in line

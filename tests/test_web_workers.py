@@ -64,7 +64,10 @@ class Visitor:
 
 @pytest.fixture(scope="module")
 def host(redis_server: Any) -> Iterator[Host]:
-    served = Host("--workers", "2", "--redis", redis_server.url)
+    # Each worker's event loop mints and verifies tokens (CPU work) between its Redis calls; on
+    # a loaded machine a reply can wait longer than the store's default 0.5 s for the loop, and
+    # then the policy answers. These tests check consistency across workers, not latency.
+    served = Host("--workers", "2", "--redis", redis_server.url, "--redis-timeout", "10")
     yield served
     served.stop()
 

@@ -96,22 +96,32 @@ def test_async_hung_plain_activator_leaves_the_default_executor_alone() -> None:
 
 
 def test_queue_time_is_not_counted_as_the_hosts_time() -> None:
-    """Many concurrent flows with instant plain callables all succeed."""
-    pool = WorkerPool(4)
+    """Calls that waited for a worker longer than their timeout still get all of it.
 
-    def slowish() -> str:
-        time.sleep(0.002)
-        return "token"
+    Every worker is held by another callable while the flows queue for longer than their
+    timeout: a pool that counted queue time would time them all out. Their own time (an
+    instant call) stays far below a generous timeout, however loaded the machine.
+    """
+    pool = WorkerPool(4)
+    gate = threading.Event()
+    held = [pool.submit(gate.wait, 30) for _ in range(pool.max_workers)]
+    assert all(job is not None for job in held)
+    timeout = 3.0
 
     async def scenario() -> list[Any]:
         sessions = [
-            AsyncActivationSession(slowish, Instant(), policy(timeout=0.5), workers=pool)
-            for _ in range(2_000)
+            AsyncActivationSession(provider, Instant(), policy(timeout=timeout), workers=pool)
+            for _ in range(500)
         ]
-        return await asyncio.gather(*(s.activate() for s in sessions))
+        flows = asyncio.gather(*(s.activate() for s in sessions))
+        await asyncio.sleep(timeout + 1.0)  # every flow's first call has queued this long
+        assert not flows.done()  # nothing ran: every worker is still held
+        gate.set()
+        return await flows
 
     results = asyncio.run(scenario())
     assert {r.state for r in results} == {State.AUTHENTICATED}
+    assert all(job is not None and job.future.result(5) for job in held)
     assert pool.workers <= 4  # nothing hung: only live workers
 
 

@@ -60,6 +60,7 @@ from statemachine.web.testing import standin_routes
 ENV_KEYS: Final = "SECURED_ACTIVATION_KEYS"
 ENV_POLICY: Final = "SECURED_ACTIVATION_POLICY"
 ENV_REDIS: Final = "SECURED_ACTIVATION_REDIS"
+ENV_REDIS_TIMEOUT: Final = "SECURED_ACTIVATION_REDIS_TIMEOUT"
 ENV_SECRET: Final = "SECURED_ACTIVATION_SECRET"
 ISSUER: Final = "https://brand.example"
 VISITOR_COOKIE: Final = "sa_visitor"
@@ -251,7 +252,12 @@ def create_app() -> Starlette:
     if redis_url:
         from statemachine.stores.redis import RedisStore
 
-        store: Any = RedisStore.from_url(redis_url)
+        timeout = os.environ.get(ENV_REDIS_TIMEOUT)
+        store: Any = (
+            RedisStore.from_url(redis_url, timeout=float(timeout))
+            if timeout
+            else RedisStore.from_url(redis_url)
+        )
     else:
         store = MemoryStore()
     tracker = AsyncActivationTracker(policy, store)
@@ -292,13 +298,29 @@ def create_app() -> Starlette:
     return Starlette(routes=routes)
 
 
-def serve(*, policy: str, redis: str | None, workers: int, host: str, port: int) -> int:
-    """Run the reference host until interrupted; keys and secret live only for this run."""
+def serve(
+    *,
+    policy: str,
+    redis: str | None,
+    workers: int,
+    host: str,
+    port: int,
+    redis_timeout: float | None = None,
+) -> int:
+    """Run the reference host until interrupted; keys and secret live only for this run.
+
+    ``redis_timeout`` is the store's per-call timeout (its default when ``None``): a host
+    whose event loop is busy with CPU work (minting, verifying) needs more than a quiet one.
+    """
     policy_from(policy)  # a bad policy fails here, once, with a PolicyError
     if redis:
         from statemachine.stores.redis import RedisStore
 
-        RedisStore.from_url(redis)  # checks the URL's form; connecting happens per request
+        # Checks the URL's form and the timeout; connecting happens per request.
+        if redis_timeout is None:
+            RedisStore.from_url(redis)
+        else:
+            RedisStore.from_url(redis, timeout=redis_timeout)
     directory = Path(tempfile.mkdtemp(prefix="secured-activation-keys-"))
     try:
         write_keys(directory)
@@ -308,8 +330,11 @@ def serve(*, policy: str, redis: str | None, workers: int, host: str, port: int)
                 ENV_POLICY: policy,
                 ENV_SECRET: secrets.token_hex(32),
                 **({ENV_REDIS: redis} if redis else {}),
+                **({ENV_REDIS_TIMEOUT: repr(redis_timeout)} if redis_timeout else {}),
             }
         )
+        if not redis_timeout:
+            os.environ.pop(ENV_REDIS_TIMEOUT, None)  # the store's default, not an earlier run's
         where = f"http://[{host}]:{port}" if ":" in host else f"http://{host}:{port}"
         store = "Redis" if redis else "in-memory store"
         print(
