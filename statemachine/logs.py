@@ -52,12 +52,37 @@ def emit(method: Any, event: str, **fields: Any) -> None:
         pass
 
 
+_CLI_SETTINGS: dict[str, bool] | None = None
+"""What ``configure_for_cli`` last applied in this process (None: never called)."""
+
+
+def cli_settings() -> dict[str, bool] | None:
+    """The command line's log configuration, for worker processes to apply in turn."""
+    return None if _CLI_SETTINGS is None else dict(_CLI_SETTINGS)
+
+
+def configure_worker(**settings: bool) -> logging.Filter:
+    """Apply the command line's configuration in a spawned worker process.
+
+    Worker processes start fresh: without this they would run on structlog's
+    defaults (every transition at info level, rendered to stdout). The
+    supervisor hands ``cli_settings()`` to each worker through the logging
+    configuration the worker applies first thing (``logging.config.dictConfig``
+    calls this as a filter factory), so the workers log as the command line
+    asked before the app is even imported. The filter returned lets everything through.
+    """
+    configure_for_cli(**settings)
+    return logging.Filter()
+
+
 def configure_for_cli(*, verbose: bool, json: bool, quiet: bool = False) -> None:
     """Logs to stderr, so stdout stays clean for results (and for ``--json``).
 
     ``quiet`` (the demo) shows only errors: the failures it stages on purpose
     are already on screen as scenario output, not as warnings above it.
     """
+    global _CLI_SETTINGS
+    _CLI_SETTINGS = {"verbose": verbose, "json": json, "quiet": quiet}
     renderer: Any = (
         structlog.processors.JSONRenderer() if json else structlog.dev.ConsoleRenderer(colors=False)
     )
