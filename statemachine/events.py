@@ -101,11 +101,12 @@ class Listeners:
     or removing a listener rebuilds the tuple of calls; publishing only runs it.
     """
 
-    __slots__ = ("_calls", "_logger", "_one_session", "listeners")
+    __slots__ = ("_calls", "_info_off", "_logger", "_one_session", "listeners")
 
     def __init__(self, *, one_session: bool = False) -> None:
         self._one_session = one_session
         self._logger: Any = None
+        self._info_off = False
         self.listeners: tuple[Listener, ...] = DEFAULT_LISTENERS
         self._calls: tuple[Listener, ...] = (
             (self._log_session,) if one_session else DEFAULT_LISTENERS
@@ -165,6 +166,9 @@ class Listeners:
         logger = self._logger
         if logger is None:  # bound on first use: an idle session never pays for a logger
             logger = self._logger = logs.session_logger(event.session_id)
+            self._info_off = not logs.info_enabled(logger)
+        if self._info_off:  # the bound logger drops info lines: skip building them
+            return
         log_transition(event, logger)
 
 

@@ -38,6 +38,22 @@ def session_logger(session_id: str) -> Any:
     return PROXY.bind(session_id=session_id)
 
 
+def info_enabled(logger: Any) -> bool:
+    """Whether ``logger`` (a bound logger) would log at info level.
+
+    A bound logger keeps the wrapper class it was bound with, so the answer
+    holds for its life. structlog's filtering loggers and its stdlib wrapper
+    answer ``is_enabled_for``; a logger that cannot say is taken as enabled.
+    """
+    check = getattr(logger, "is_enabled_for", None)
+    if check is None:
+        return True
+    try:
+        return bool(check(logging.INFO))
+    except Exception:  # noqa: BLE001 - a logger that cannot say logs, as before
+        return True
+
+
 def emit(method: Any, event: str, **fields: Any) -> None:
     """Log, but never let a broken log sink change an activation's outcome.
 
