@@ -29,13 +29,35 @@ LISTENER_ERROR: Final = "activation.listener_error"
 PROXY: Any = structlog.get_logger(LOGGER_NAME)
 
 
+_BASE: tuple[tuple[object, ...], Any] | None = None
+"""The proxy resolved once, with the configuration objects it was resolved under (held, so
+that an identity compared later is never a recycled one)."""
+
+
 def session_logger(session_id: str) -> Any:
     """A logger with the session id bound once, as structlog recommends.
 
     The lazy proxy defers to whatever configuration the host sets, even after
-    import; binding it resolves that configuration for this session.
+    import. Resolving it (the configuration read, a logger made by the
+    factory) costs ~8x binding a key on a logger already resolved, and every
+    session binds one; so the resolved logger is kept and reused for as long as
+    structlog's configuration is the same objects (a host that configures
+    again, or ``capture_logs``, gets a fresh one on the next bind).
     """
-    return PROXY.bind(session_id=session_id)
+    global _BASE
+    config = structlog.get_config()
+    processors, wrapper = config["processors"], config["wrapper_class"]
+    factory, context = config["logger_factory"], config["context_class"]
+    cached = _BASE
+    if (
+        cached is None
+        or cached[0][0] is not processors
+        or cached[0][1] is not wrapper
+        or cached[0][2] is not factory
+        or cached[0][3] is not context
+    ):
+        cached = _BASE = ((processors, wrapper, factory, context), PROXY.bind())
+    return cached[1].bind(session_id=session_id)
 
 
 def info_enabled(logger: Any) -> bool:

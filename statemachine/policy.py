@@ -12,7 +12,7 @@ from __future__ import annotations
 import functools
 import math
 from enum import StrEnum
-from typing import Final, Literal, NamedTuple, Protocol, runtime_checkable
+from typing import Final, Literal, NamedTuple, Protocol, cast, runtime_checkable
 
 from statemachine.reasons import FailureReason
 
@@ -121,8 +121,9 @@ def checked_policy(policy: object) -> ActivationPolicy:
         _check_policy(policy)
     else:
         _check_hashable_policy(policy)
-    assert isinstance(policy, ActivationPolicy)
-    return policy
+    # Checked above (once per hashable policy); an ``isinstance`` here would run the
+    # runtime protocol check again on every session.
+    return cast(ActivationPolicy, policy)
 
 
 def check_seconds(name: str, value: object, *, optional: bool, high: float = MAX_SECONDS) -> None:
