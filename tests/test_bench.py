@@ -30,6 +30,7 @@ def test_benchmarks_run_in_quick_mode(tmp_path: Path) -> None:
         "## 8. Web rules",
         "## 9. Web frameworks",
         "## 10. Store engines",
+        "## The hosted path against its floor",
     ):
         assert section in text
     assert "results identical: **True**" in text
