@@ -78,8 +78,9 @@ def _blocking_row(r: dict[str, Any] | None) -> str:
     why = (
         ""
         if ratio >= 2.5
-        else f"two hand-offs to a pooled worker at {us(faces['handoff'])} each in this run "
-        "(thread wake-ups on a shared 2-core machine)"
+        else f"two hand-offs to a pooled worker at {us(faces['handoff'])} each in this run, "
+        f"against {us(faces.get('pingpong', float('nan')))} for a bare lock passed to another "
+        "thread and back (the machine's thread wake-up, shared with other load)"
     )
     return (
         f"| {name} | {us(own)} per visitor | the same plus a `Machine` per visitor "
