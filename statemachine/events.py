@@ -159,7 +159,7 @@ class Listeners:
         self.listeners = listeners
 
     def _bind(self, listeners: tuple[Listener, ...]) -> tuple[Listener, ...]:
-        log = self._log_session if self._one_session else log_transition
+        log = self._log_session if self._one_session else _log_any_session
         return tuple(log if listener is log_transition else listener for listener in listeners)
 
     def _log_session(self, event: TransitionEvent) -> None:
@@ -170,6 +170,12 @@ class Listeners:
         if self._info_off:  # the bound logger drops info lines: skip building them
             return
         log_transition(event, logger)
+
+
+def _log_any_session(event: TransitionEvent) -> None:
+    """A tracker's log line: bound per event, and not even bound when info is filtered out."""
+    if logs.info_enabled_now():
+        log_transition(event)
 
 
 async def await_listeners(pending: list[Any]) -> None:

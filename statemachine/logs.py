@@ -29,21 +29,12 @@ LISTENER_ERROR: Final = "activation.listener_error"
 PROXY: Any = structlog.get_logger(LOGGER_NAME)
 
 
-_BASE: tuple[tuple[object, ...], Any] | None = None
+_BASE: tuple[tuple[object, ...], Any, bool] | None = None
 """The proxy resolved once, with the configuration objects it was resolved under (held, so
-that an identity compared later is never a recycled one)."""
+that an identity compared later is never a recycled one), and whether it logs info."""
 
 
-def session_logger(session_id: str) -> Any:
-    """A logger with the session id bound once, as structlog recommends.
-
-    The lazy proxy defers to whatever configuration the host sets, even after
-    import. Resolving it (the configuration read, a logger made by the
-    factory) costs ~8x binding a key on a logger already resolved, and every
-    session binds one; so the resolved logger is kept and reused for as long as
-    structlog's configuration is the same objects (a host that configures
-    again, or ``capture_logs``, gets a fresh one on the next bind).
-    """
+def _base() -> tuple[tuple[object, ...], Any, bool]:
     global _BASE
     config = structlog.get_config()
     processors, wrapper = config["processors"], config["wrapper_class"]
@@ -56,8 +47,27 @@ def session_logger(session_id: str) -> Any:
         or cached[0][2] is not factory
         or cached[0][3] is not context
     ):
-        cached = _BASE = ((processors, wrapper, factory, context), PROXY.bind())
-    return cached[1].bind(session_id=session_id)
+        resolved = PROXY.bind()
+        cached = _BASE = ((processors, wrapper, factory, context), resolved, info_enabled(resolved))
+    return cached
+
+
+def session_logger(session_id: str) -> Any:
+    """A logger with the session id bound once, as structlog recommends.
+
+    The lazy proxy defers to whatever configuration the host sets, even after
+    import. Resolving it (the configuration read, a logger made by the
+    factory) costs ~8x binding a key on a logger already resolved, and every
+    session binds one; so the resolved logger is kept and reused for as long as
+    structlog's configuration is the same objects (a host that configures
+    again, or ``capture_logs``, gets a fresh one on the next bind).
+    """
+    return _base()[1].bind(session_id=session_id)
+
+
+def info_enabled_now() -> bool:
+    """Whether a logger bound now would log at info level (see ``info_enabled``)."""
+    return _base()[2]
 
 
 def info_enabled(logger: Any) -> bool:
