@@ -13,7 +13,7 @@ import functools
 import inspect
 import threading
 from collections.abc import Awaitable, Callable, Coroutine, Mapping
-from typing import Any, TypeVar
+from typing import Any, Protocol, TypeVar
 
 from statemachine import logs
 from statemachine.effects import (
@@ -95,7 +95,14 @@ TokenProvider = Callable[[], Any]
 """The host's token provider (sync or async): no argument; a token, an option or a mapping."""
 
 
-def token_answer(outcome: Outcome, logger: Any) -> TokenReceived | TokenFailed:
+class HasLogger(Protocol):
+    """Whose logger a failure is logged on (a core's, bound only when first used)."""
+
+    @property
+    def logger(self) -> Any: ...
+
+
+def token_answer(outcome: Outcome, owner: HasLogger) -> TokenReceived | TokenFailed:
     """The provider's outcome as the core's answer: a usable option, or the failure's reason."""
     error = outcome.error
     if isinstance(error, WorkersExhausted):  # our congestion, not the host's failure
@@ -103,12 +110,12 @@ def token_answer(outcome: Outcome, logger: Any) -> TokenReceived | TokenFailed:
     token = _read_provider_output(outcome)
     if isinstance(token, FailureReason):
         if error is not None and not isinstance(error, TimeoutError):
-            logs.emit(logger.warning, logs.PROVIDER_ERROR, error_type=type(error).__name__)
+            logs.emit(owner.logger.warning, logs.PROVIDER_ERROR, error_type=type(error).__name__)
         return TokenFailed(token)
     return TokenReceived(token)
 
 
-def activation_answer(outcome: Outcome, logger: Any) -> Activated | ActivationFailed:
+def activation_answer(outcome: Outcome, owner: HasLogger) -> Activated | ActivationFailed:
     """The activator's outcome as the core's answer: accepted, or why not."""
     error = outcome.error
     if error is None:
@@ -119,7 +126,7 @@ def activation_answer(outcome: Outcome, logger: Any) -> Activated | ActivationFa
         return ActivationFailed(FailureReason.ACTIVATION_TIMEOUT)
     if isinstance(error, WorkersExhausted):
         return ActivationFailed(FailureReason.WORKERS_EXHAUSTED)
-    logs.emit(logger.warning, logs.ACTIVATOR_ERROR, error_type=type(error).__name__)
+    logs.emit(owner.logger.warning, logs.ACTIVATOR_ERROR, error_type=type(error).__name__)
     return ActivationFailed(FailureReason.SERVER_ERROR)
 
 
@@ -202,11 +209,11 @@ def run_awaitable(awaitable: Awaitable[Any]) -> Any:
     return box[0]
 
 
-def _log_callback_error(logger: Any, error: Exception) -> None:
-    logs.emit(logger.error, logs.CALLBACK_ERROR, error_type=type(error).__name__)
+def _log_callback_error(owner: HasLogger, error: Exception) -> None:
+    logs.emit(owner.logger.error, logs.CALLBACK_ERROR, error_type=type(error).__name__)
 
 
-def notify_blocking(callback: Callback | None, result: ActivationResult, logger: Any) -> None:
+def notify_blocking(callback: Callback | None, result: ActivationResult, owner: HasLogger) -> None:
     """Call the host's callback once; its failure is logged and changes nothing."""
     if callback is None:
         return
@@ -215,10 +222,12 @@ def notify_blocking(callback: Callback | None, result: ActivationResult, logger:
         if inspect.isawaitable(value):
             run_awaitable(value)
     except Exception as error:  # noqa: BLE001 - a host callback must not change the outcome
-        _log_callback_error(logger, error)
+        _log_callback_error(owner, error)
 
 
-async def notify_async(callback: Callback | None, result: ActivationResult, logger: Any) -> None:
+async def notify_async(
+    callback: Callback | None, result: ActivationResult, owner: HasLogger
+) -> None:
     if callback is None:
         return
     try:
@@ -226,7 +235,7 @@ async def notify_async(callback: Callback | None, result: ActivationResult, logg
         if inspect.isawaitable(value):
             await value
     except Exception as error:  # noqa: BLE001 - a host callback must not change the outcome
-        _log_callback_error(logger, error)
+        _log_callback_error(owner, error)
 
 
 async def call_async(

@@ -205,13 +205,13 @@ def _run(args: argparse.Namespace) -> int:
 
 
 def _workers(text: str) -> int:
-    if not text.isdigit() or not 1 <= int(text) <= 32:
+    if not (text.isascii() and text.isdigit()) or not 1 <= int(text) <= 32:
         raise argparse.ArgumentTypeError("must be a whole number from 1 to 32")
     return int(text)
 
 
 def _port(text: str) -> int:
-    if not text.isdigit() or not 0 <= int(text) <= 65535:
+    if not (text.isascii() and text.isdigit()) or not 0 <= int(text) <= 65535:
         raise argparse.ArgumentTypeError("must be a port number from 0 to 65535")
     return int(text)
 

@@ -25,21 +25,27 @@ from statemachine.effects import (
     TokenFailed,
     TokenReceived,
 )
-from statemachine.errors import TransitionNotAllowed
 from statemachine.events import TransitionEvent
-from statemachine.machine import Edge, compiled_for
+from statemachine.machine import (
+    AUTHENTICATED,
+    IN_FLIGHT_NAMES,
+    NO_REASON_NAMES,
+    STATE_OF,
+    UNAUTHENTICATED,
+    EventArgs,
+    dispatch_for,
+    refusal,
+    starts_flow,
+    work_on_entering,
+)
 from statemachine.options import AuthenticationOption
-from statemachine.policy import ActivationPolicy, Profile, session_lifetime
+from statemachine.policy import ActivationPolicy, session_lifetime
 from statemachine.reasons import FailureReason
 from statemachine.results import FAILURE, SUCCESS, ActivationResult, HistoryEntry
-from statemachine.states import FLOW_STARTS, IN_FLIGHT, State, Trigger
+from statemachine.states import State, Trigger
 from statemachine.table import (
-    ON_ENTER,
     REFRESHES,
-    REJECTIONS,
     Work,
-    allowed_triggers,
-    rows_for,
 )
 
 HISTORY_LIMIT: Final = 256
@@ -47,32 +53,6 @@ HISTORY_LIMIT: Final = 256
 
 _ANONYMOUS_OPTION: Final = AuthenticationOption.anonymous()
 _NO_TOKEN_OPTION: Final = AuthenticationOption.secured(None)
-
-
-_STATES: Final = {s.value: s for s in State}
-"""``State(value)`` goes through ``Enum.__call__``; a dict lookup is several times faster."""
-
-_NO_REASON_DESTS: Final = frozenset(
-    {State.FETCHING_TOKEN.value, State.ACTIVATING.value, State.AUTHENTICATED.value}
-)
-"""Entering these says nothing about a failure, so history shows no reason there."""
-
-# Hot-path tables keyed by plain strings: an Enum member's ``.value`` and
-# ``__hash__`` are Python-level calls, a str's are not.
-_REFUSALS: Final = {(s.value, t.value): reason for (s, t), reason in REJECTIONS.items()}
-_FLOW_START_NAMES: Final = frozenset(t.value for t in FLOW_STARTS)
-_WORK: Final = {s.value: work for s, work in ON_ENTER.items()}
-
-
-class EventArgs(NamedTuple):
-    """What guards and actions read: the event's payload (``transitions``' EventData has it too)."""
-
-    kwargs: dict[str, Any]
-
-
-_NO_EDGES: Final[dict[str, Any]] = {}
-_AUTHENTICATED: Final = State.AUTHENTICATED.value
-_IN_FLIGHT_NAMES: Final = frozenset(s.value for s in IN_FLIGHT)
 
 
 def new_session_id() -> str:
@@ -106,15 +86,14 @@ class ActivationCore:
 
     __slots__ = (
         "_clock",
-        "_dispatch",
         "_events",
         "_fingerprint",
         "_fsm_state",
         "_history",
         "_lifetime",
         "_log",
+        "_machine",
         "_policy_name",
-        "_profile",
         "attempts",
         "flow",
         "flow_started_at",
@@ -132,9 +111,9 @@ class ActivationCore:
         session_id: str | None = None,
         clock: Callable[[], float] = time.time,
     ) -> None:
-        self._profile, self._dispatch = _shape_of(policy)
+        self._machine = dispatch_for(policy, ActivationCore)
         self._clock = clock  # wall-clock seconds: timestamps travel between processes
-        self._fsm_state: str = State.UNAUTHENTICATED.value
+        self._fsm_state: str = UNAUTHENTICATED  # the state's name: see machine.MODEL_ATTRIBUTE
         self._history: list[Entry] | None = None
         self._log: Any = None
         self.policy = policy
@@ -154,13 +133,13 @@ class ActivationCore:
     # -- reading ---------------------------------------------------------
     @property
     def state(self) -> State:
-        return _STATES[self._fsm_state]
+        return STATE_OF[self._fsm_state]
 
     @property
     def history(self) -> tuple[HistoryEntry, ...]:
         # Stored as plain tuples; the public objects are built only when asked for.
         return tuple(
-            HistoryEntry(_STATES[source], _STATES[dest], trigger, attempt, reason, at)
+            HistoryEntry(STATE_OF[source], STATE_OF[dest], trigger, attempt, reason, at)
             for source, dest, trigger, attempt, reason, at in self._history or ()
         )
 
@@ -175,7 +154,7 @@ class ActivationCore:
     @property
     def authenticated_until(self) -> float | None:
         """Epoch seconds when the platform session ends; None unless authenticated."""
-        if self._fsm_state != _AUTHENTICATED:
+        if self._fsm_state != AUTHENTICATED:
             return None
         return self.since + self._lifetime
 
@@ -202,7 +181,7 @@ class ActivationCore:
         history = self._history
         return CoreState(
             self.session_id,
-            _STATES[self._fsm_state],
+            STATE_OF[self._fsm_state],
             self.flow,
             self.attempts,
             self.reason,
@@ -221,7 +200,7 @@ class ActivationCore:
     ) -> ActivationCore:
         """A core that goes on from ``saved`` (checked by whoever read it) under ``policy``."""
         core = cls(policy, saved.session_id, clock)
-        core._fsm_state = saved.state._value_
+        core._fsm_state = saved.state.value
         core.flow = saved.flow
         core.attempts = saved.attempts
         core.reason = saved.reason
@@ -240,9 +219,9 @@ class ActivationCore:
         ``reverify`` refreshes (``refreshes``) — the visitor stays
         authenticated while a fresh token is fetched and activated.
         """
-        if trigger._value_ not in _FLOW_START_NAMES:
+        if not starts_flow(trigger):
             raise ValueError(f"'{trigger.value}' does not start a flow")
-        if self._fsm_state == _AUTHENTICATED and trigger is not Trigger.ACTIVATE_ANONYMOUSLY:
+        if self._fsm_state == AUTHENTICATED and trigger is not Trigger.ACTIVATE_ANONYMOUSLY:
             if self.expired(now) and not self.refreshing:
                 effect = self.fire(Trigger.SESSION_EXPIRED)
                 assert effect is not None
@@ -251,22 +230,22 @@ class ActivationCore:
                 fetch = self.refresh()
                 if fetch is not None:
                     return fetch  # otherwise one runs already: refused below, LOGIN_ONGOING
-        refusal = _REFUSALS.get((self._fsm_state, trigger._value_))
-        if refusal is None and self.refreshing:
-            refusal = FailureReason.LOGIN_ONGOING
-        if refusal is not None:
+        refused = refusal(self._fsm_state, trigger)
+        if refused is None and self.refreshing:
+            refused = FailureReason.LOGIN_ONGOING
+        if refused is not None:
             state = self.state
             logs.emit(
                 self.logger.info,
                 logs.REJECTED,
                 state=state.value,
                 trigger=trigger.value,
-                reason=refusal.name,
+                reason=refused.name,
             )
             option = (
                 _ANONYMOUS_OPTION if trigger is Trigger.ACTIVATE_ANONYMOUSLY else _NO_TOKEN_OPTION
             )
-            return Finish(ActivationResult(FAILURE, option, state, refusal, 0))
+            return Finish(ActivationResult(FAILURE, option, state, refused, 0))
         effect = self.fire(trigger)
         assert effect is not None  # a flow start always leads to work
         return effect
@@ -300,7 +279,7 @@ class ActivationCore:
         already. No transition happens until the refresh ends: ``complete``
         then fires ``token_refreshed``, ``refresh_failed`` or ``refresh_rejected``.
         """
-        if self._fsm_state != _AUTHENTICATED or self.refreshing:
+        if self._fsm_state != AUTHENTICATED or self.refreshing:
             return None
         self.refreshing = True
         return FetchToken(
@@ -319,23 +298,7 @@ class ActivationCore:
         Raises ``TransitionNotAllowed`` (and changes nothing) when the table
         has no row for ``trigger`` in the current state.
         """
-        source = self._fsm_state
-        edges = self._dispatch.get(trigger._value_, _NO_EDGES).get(source)
-        if edges is None:
-            state = _STATES[source]
-            raise TransitionNotAllowed(
-                state, trigger, allowed_triggers(state, rows_for(self._profile))
-            )
-        event = EventArgs({"option": option, "reason": reason})
-        for dest, guards, actions in edges:
-            if guards and not all(guard(self, event) for guard in guards):
-                continue
-            for action in actions:
-                action(self, event)
-            self._fsm_state = dest
-            break
-        else:  # pragma: no cover - the table's last row of a group has no guard
-            raise RuntimeError(f"no row of the table matched {trigger.value} in {source}")
+        source, dest = self._machine.move(self, trigger, option, reason)
         self._record(source, dest, trigger)
         return self._work_for(dest)
 
@@ -352,7 +315,7 @@ class ActivationCore:
         if isinstance(effect, Finish):
             raise ValueError("a finished flow has nothing to complete")
         refresh = effect.on_success is Trigger.TOKEN_REFRESHED
-        if refresh and not (self.refreshing and self._fsm_state == _AUTHENTICATED):
+        if refresh and not (self.refreshing and self._fsm_state == AUTHENTICATED):
             return self._refresh_gone()  # logged out or cancelled while the refresh ran
         if isinstance(answer, TokenFailed | ActivationFailed):
             self.refreshing = False
@@ -450,7 +413,7 @@ class ActivationCore:
 
     # -- internals -------------------------------------------------------
     def _record(self, source: str, dest: str, trigger: Trigger) -> None:
-        reason = None if dest in _NO_REASON_DESTS else self.reason
+        reason = None if dest in NO_REASON_NAMES else self.reason
         attempt = self.attempts
         self.since = at = self._clock()
         if trigger is not Trigger.LOGOUT:
@@ -462,8 +425,8 @@ class ActivationCore:
                 del history[: len(history) - HISTORY_LIMIT]
         event = TransitionEvent(
             self.session_id,
-            _STATES[source],
-            _STATES[dest],
+            STATE_OF[source],
+            STATE_OF[dest],
             trigger,
             attempt,
             reason,
@@ -471,7 +434,7 @@ class ActivationCore:
             at,
             self._policy_name,
             self.flow_started_at,
-            source in _IN_FLIGHT_NAMES and dest not in _IN_FLIGHT_NAMES,
+            source in IN_FLIGHT_NAMES and dest not in IN_FLIGHT_NAMES,
         )
         events = self._events
         if events is None:
@@ -495,7 +458,7 @@ class ActivationCore:
 
     def _work_for(self, dest: str) -> Effect | None:
         """The effect the table's ``ON_ENTER`` asks for on entering ``dest``."""
-        work = _WORK[dest]
+        work = work_on_entering(dest)
         policy = self.policy
         if work is Work.FETCH_TOKEN:
             return FetchToken(self.attempts + 1, policy.token_timeout)
@@ -520,7 +483,7 @@ class ActivationCore:
             )
         if self.flow is None:
             return None  # logout: no flow to report on
-        return Finish(self._result(_STATES[dest]))
+        return Finish(self._result(STATE_OF[dest]))
 
     def _result(self, dest: State) -> ActivationResult:
         secured = self.flow is not Trigger.ACTIVATE_ANONYMOUSLY
@@ -531,40 +494,3 @@ class ActivationCore:
             until = self.authenticated_until
             return ActivationResult(SUCCESS, option, dest, None, self.attempts, until)
         return ActivationResult(FAILURE, option, dest, self.reason, self.attempts)
-
-
-_Step = tuple[str, tuple[Any, ...], tuple[Any, ...]]
-_Dispatch = dict[str, dict[str, tuple[_Step, ...]]]
-_SHAPES: dict[tuple[object, object], tuple[Profile, _Dispatch]] = {}
-
-
-def _shape_of(policy: ActivationPolicy) -> tuple[Profile, _Dispatch]:
-    """The profile and machine events for ``policy``, looked up by its two raw decisions.
-
-    ``Fallback`` is a ``StrEnum``, so ``"block"`` and ``Fallback.BLOCK`` share a
-    key; at most four entries ever exist.
-    """
-    key = (policy.on_token_failure, policy.on_activation_failure)
-    shape = _SHAPES.get(key)
-    if shape is None:
-        profile = Profile.of(policy)
-        shape = _SHAPES[key] = (profile, _bind(compiled_for(profile)))
-    return shape
-
-
-def _bind(compiled: dict[str, dict[str, tuple[Edge, ...]]]) -> _Dispatch:
-    """The machine's edges with guard and action names resolved to the core's functions once."""
-    return {
-        trigger: {
-            source: tuple(
-                (
-                    edge.dest,
-                    tuple(getattr(ActivationCore, name) for name in edge.guards),
-                    tuple(getattr(ActivationCore, name) for name in edge.actions),
-                )
-                for edge in edges
-            )
-            for source, edges in sources.items()
-        }
-        for trigger, sources in compiled.items()
-    }

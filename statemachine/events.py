@@ -101,25 +101,24 @@ class Listeners:
     or removing a listener rebuilds the tuple of calls; publishing only runs it.
     """
 
-    __slots__ = ("_calls", "_info_off", "_logger", "_one_session", "listeners")
+    __slots__ = ("_calls", "_log", "listeners")
 
     def __init__(self, *, one_session: bool = False) -> None:
-        self._one_session = one_session
-        self._logger: Any = None
-        self._info_off = False
+        self._log: Listener = _session_log() if one_session else _log_any_session
         self.listeners: tuple[Listener, ...] = DEFAULT_LISTENERS
-        self._calls: tuple[Listener, ...] = (
-            (self._log_session,) if one_session else DEFAULT_LISTENERS
-        )
+        self._calls: tuple[Listener, ...] = (self._log,)
 
     def add(self, listener: Listener) -> Listener:
         if not callable(listener):
             raise TypeError(f"a listener must be callable, got {type(listener).__name__}")
-        self._set((*self.listeners, listener))
+        self._calls = (*self._calls, self._log if listener is log_transition else listener)
+        self.listeners = (*self.listeners, listener)
         return listener
 
     def remove(self, listener: Listener) -> None:
-        self._set(tuple(x for x in self.listeners if x is not listener))
+        listeners = tuple(x for x in self.listeners if x is not listener)
+        self._calls = self._bind(listeners)
+        self.listeners = listeners
 
     def publish(self, events: Sequence[TransitionEvent]) -> list[Any] | None:
         """Hand every event to every listener, in order; return what async ones gave back.
@@ -142,34 +141,36 @@ class Listeners:
                     pending.append(value)
         return pending
 
-    async def apublish(self, events: Sequence[TransitionEvent]) -> None:
-        """``publish``, then await the async listeners (asyncio drivers)."""
-        pending = self.publish(events) if events else None
-        if pending:
-            await await_listeners(pending)
-
     def publish_blocking(self, events: Sequence[TransitionEvent]) -> None:
         """``publish``, then run the async listeners to completion (blocking drivers)."""
         pending = self.publish(events) if events else None
         if pending:
             run_listeners(pending)
 
-    def _set(self, listeners: tuple[Listener, ...]) -> None:
-        self._calls = self._bind(listeners)
-        self.listeners = listeners
-
     def _bind(self, listeners: tuple[Listener, ...]) -> tuple[Listener, ...]:
-        log = self._log_session if self._one_session else _log_any_session
+        log = self._log
         return tuple(log if listener is log_transition else listener for listener in listeners)
 
-    def _log_session(self, event: TransitionEvent) -> None:
-        logger = self._logger
-        if logger is None:  # bound on first use: an idle session never pays for a logger
-            logger = self._logger = logs.session_logger(event.session_id)
-            self._info_off = not logs.info_enabled(logger)
-        if self._info_off:  # the bound logger drops info lines: skip building them
+
+def _session_log() -> Listener:
+    """The log line for one session, on a logger bound with its id on first use.
+
+    A closure, not a method of ``Listeners``: a bound method kept in its own
+    owner's tuple would make every session a reference cycle.
+    """
+    logger: Any = None
+    info_off = False
+
+    def log(event: TransitionEvent) -> None:
+        nonlocal logger, info_off
+        if logger is None:  # an idle session never pays for a logger
+            logger = logs.session_logger(event.session_id)
+            info_off = not logs.info_enabled(logger)
+        if info_off:  # the bound logger drops info lines: skip building them
             return
         log_transition(event, logger)
+
+    return log
 
 
 def _log_any_session(event: TransitionEvent) -> None:

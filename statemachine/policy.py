@@ -121,9 +121,7 @@ def checked_policy(policy: object) -> ActivationPolicy:
         _check_policy(policy)
     else:
         _check_hashable_policy(policy)
-    # Checked above (once per hashable policy); an ``isinstance`` here would run the
-    # runtime protocol check again on every session.
-    return cast(ActivationPolicy, policy)
+    return cast(ActivationPolicy, policy)  # checked above (isinstance again would cost as much)
 
 
 def check_seconds(name: str, value: object, *, optional: bool, high: float = MAX_SECONDS) -> None:

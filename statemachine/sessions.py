@@ -37,7 +37,7 @@ from statemachine.effects import (
     Finish,
     Outcome,
 )
-from statemachine.events import Listener, Listeners
+from statemachine.events import Listener, Listeners, await_listeners
 from statemachine.options import AuthenticationOption
 from statemachine.policy import MAX_LIFETIME, ActivationPolicy, check_seconds, checked_policy
 from statemachine.reasons import FailureReason
@@ -243,7 +243,7 @@ class AsyncActivationSession(_Session):
         shared: asyncio.Future[ActivationResult] | None = self._shared
         if shared is not None:
             result = await asyncio.shield(shared)
-            await notify_async(callback, result, self._core.logger)
+            await notify_async(callback, result, self._core)
             return result
         shared = self._shared = asyncio.get_running_loop().create_future()
         try:
@@ -260,14 +260,16 @@ class AsyncActivationSession(_Session):
     async def _publish(self) -> None:
         events = self._core.take_events()
         if events:
-            await self._listeners.apublish(events)
+            pending = self._listeners.publish(events)
+            if pending:
+                await await_listeners(pending)
 
     async def _flow(self, trigger: Trigger, callback: Callback | None) -> ActivationResult:
         core = self._core
         effect: Effect | None = core.begin(trigger)
         await self._publish()
         if isinstance(effect, Finish):  # refused: the running flow is untouched
-            await notify_async(callback, effect.result, core.logger)
+            await notify_async(callback, effect.result, core)
             return effect.result
         self._task = asyncio.current_task()
         self._cancelled_by_us = False
@@ -280,7 +282,7 @@ class AsyncActivationSession(_Session):
             finish = core.cancel()
             ours = self._cancelled_by_us
             if finish is not None:
-                await notify_async(callback, finish.result, core.logger)
+                await notify_async(callback, finish.result, core)
             task = asyncio.current_task()
             if ours and finish is not None and task is not None and task.uncancel() == 0:
                 await self._publish()
@@ -293,7 +295,7 @@ class AsyncActivationSession(_Session):
             raise
         finally:
             self._task = None
-        await notify_async(callback, effect.result, core.logger)
+        await notify_async(callback, effect.result, core)
         return effect.result
 
     async def _perform(self, effect: Effect) -> Answer:
@@ -304,7 +306,7 @@ class AsyncActivationSession(_Session):
             outcome = await call_async(
                 self._provider, self._provider_is_async, (), effect.timeout, self._workers
             )
-            return token_answer(outcome, self._core.logger)
+            return token_answer(outcome, self._core)
         assert isinstance(effect, CallActivator)
         outcome = await call_async(
             self._activate,
@@ -313,7 +315,7 @@ class AsyncActivationSession(_Session):
             effect.timeout,
             self._workers,
         )
-        return activation_answer(outcome, self._core.logger)
+        return activation_answer(outcome, self._core)
 
 
 class _SharedRefresh:
@@ -405,7 +407,7 @@ class ActivationSession(_Session):
 
     def _run(self, trigger: Trigger, callback: Callback | None) -> ActivationResult:
         result = self._single_flight() if self._refresh_wanted(trigger) else self._flow(trigger)
-        notify_blocking(callback, result, self._core.logger)
+        notify_blocking(callback, result, self._core)
         return result
 
     def _single_flight(self) -> ActivationResult:
@@ -480,8 +482,8 @@ class ActivationSession(_Session):
         if outcome is None:
             return None
         if isinstance(effect, FetchToken):
-            return token_answer(outcome, self._core.logger)
-        return activation_answer(outcome, self._core.logger)
+            return token_answer(outcome, self._core)
+        return activation_answer(outcome, self._core)
 
     def _call(self, effect: FetchToken | CallActivator, control: _FlowControl) -> Outcome | None:
         args: tuple[Any, ...]

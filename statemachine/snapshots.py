@@ -18,9 +18,10 @@ from collections.abc import Callable, Mapping
 from typing import Any, Final, cast
 
 from statemachine.core import ActivationCore, CoreState, Entry
+from statemachine.machine import STATE_OF, TRIGGER_OF
 from statemachine.policy import ActivationPolicy
 from statemachine.reasons import FailureReason
-from statemachine.states import IN_FLIGHT, State, Trigger
+from statemachine.states import IN_FLIGHT, Trigger
 
 SNAPSHOT_FORMAT: Final = 2
 """Bumped whenever a field changes meaning; older readers refuse newer snapshots.
@@ -57,8 +58,6 @@ LEGACY_TRACKER_FIELDS: Final = ("flow_id", "lease_until", "ended_flows")
 """Format 1's tracker fields: required there, read (and checked) by the tracker's record."""
 
 _FIELDS_V1: Final = _FIELDS | frozenset(LEGACY_TRACKER_FIELDS)
-_STATES: Final = {s.value: s for s in State}
-_TRIGGERS: Final = {t.value: t for t in Trigger}
 _FLOWS: Final = {t.value: t for t in (Trigger.ACTIVATE, Trigger.ACTIVATE_ANONYMOUSLY)}
 _FINGERPRINT: Final = re.compile(r"sha256:[0-9a-f]{16}")
 _SESSION_ID: Final = re.compile(r"[A-Za-z0-9_.:-]{1,128}")
@@ -128,7 +127,7 @@ def read(data: object, version: int | None = None) -> CoreState:
     check_fields(data, _FIELDS if version == SNAPSHOT_FORMAT else _FIELDS_V1)
 
     session_id = text_field(data, "session_id", _SESSION_ID)
-    state = _choice(data["state"], "state", _STATES)
+    state = _choice(data["state"], "state", STATE_OF)
     flow_name = data["flow"]
     if flow_name is not None and flow_name not in _FLOWS:
         raise SnapshotError(
@@ -221,9 +220,9 @@ def _history(value: object) -> tuple[Entry, ...]:
         source, dest, trigger, attempt, reason, at = item
         entries.append(
             (
-                _choice(source, field, _STATES).value,
-                _choice(dest, field, _STATES).value,
-                _choice(trigger, field, _TRIGGERS),
+                _choice(source, field, STATE_OF).value,
+                _choice(dest, field, STATE_OF).value,
+                _choice(trigger, field, TRIGGER_OF),
                 _count(attempt, field),
                 _reason(reason, field),
                 time_field(at, field),

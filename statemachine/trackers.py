@@ -27,7 +27,7 @@ import threading
 import time
 from collections import OrderedDict
 from collections.abc import Callable, Generator
-from typing import Any, Final, Generic, NamedTuple, TypeVar
+from typing import Any, Final, Generic, NamedTuple, TypeVar, cast
 
 from statemachine import logs, records
 from statemachine.calls import (
@@ -120,20 +120,21 @@ class _Tracker(Generic[S]):
 
     def __init__(
         self,
-        policy: ActivationPolicy | None,
-        store: S,
+        policy: ActivationPolicy | None = None,
+        store: S | None = None,
         *,
-        clock: Callable[[], float] | None,
-        workers: WorkerPool | None,
+        clock: Callable[[], float] | None = None,
+        workers: WorkerPool | None = None,
     ) -> None:
         policy = checked_policy(policy)
         self.policy = policy
-        self.store: S = store
+        # The embedded default serves both faces: MemoryStore is a Store and an AsyncStore.
+        self.store: S = cast(S, MemoryStore()) if store is None else store
         # Leases are judged on the store's clock when it has one (``now()``: Redis's TIME as
         # last measured, the memory store's own), so a worker's skew cannot open a visitor
         # twice; every write says when it was decided, and the store refuses one decided too
         # far from its own clock. An explicit ``clock`` (tests, simulations) replaces it.
-        store_now = getattr(store, "now", None)
+        store_now = getattr(self.store, "now", None)
         self._store_clock = clock is None and callable(store_now)
         self._clock: Callable[[], float] = (
             clock if clock is not None else store_now if callable(store_now) else time.time
@@ -170,14 +171,13 @@ class _Tracker(Generic[S]):
         step, current, claimed = yield from self._step(
             key, lambda r, now: _planned(plan_token(r, flow, now)), hint=self._hint(key)
         )
-        if step.fetch is None:
-            assert step.reply is not None
-            return step.reply
-        fetch = step.fetch
+        fetch = step.then
+        if isinstance(fetch, TokenReply):
+            return fetch
         outcome: Outcome = yield CallProvider(
             token_provider, is_async_callable(token_provider), fetch.timeout
         )
-        answer = token_answer(outcome, claimed.core.logger)
+        answer = token_answer(outcome, claimed.core)
 
         def settle(record: VisitorRecord, now: float) -> tuple[bool, TokenReply]:
             return settle_token(record, flow, fetch, answer, now)
@@ -329,17 +329,6 @@ class _Tracker(Generic[S]):
 class AsyncActivationTracker(_Tracker[AsyncStore]):
     """Follows the tag's activation for asyncio hosts (Starlette, FastAPI, aiohttp)."""
 
-    def __init__(
-        self,
-        policy: ActivationPolicy | None = None,
-        store: AsyncStore | None = None,
-        *,
-        clock: Callable[[], float] | None = None,
-        workers: WorkerPool | None = None,
-    ) -> None:
-        store = MemoryStore() if store is None else store
-        super().__init__(policy, store, clock=clock, workers=workers)
-
     async def token_request(
         self, visitor_id: str, flow: str, token_provider: TokenProvider
     ) -> TokenReply:
@@ -390,17 +379,6 @@ class AsyncActivationTracker(_Tracker[AsyncStore]):
 
 class ActivationTracker(_Tracker[Store]):
     """The same tracker for blocking hosts (WSGI, Django, Flask); safe across threads."""
-
-    def __init__(
-        self,
-        policy: ActivationPolicy | None = None,
-        store: Store | None = None,
-        *,
-        clock: Callable[[], float] | None = None,
-        workers: WorkerPool | None = None,
-    ) -> None:
-        store = MemoryStore() if store is None else store
-        super().__init__(policy, store, clock=clock, workers=workers)
 
     def token_request(
         self, visitor_id: str, flow: str, token_provider: TokenProvider

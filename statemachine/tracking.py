@@ -52,9 +52,15 @@ class TrackerInputError(ValueError):
 
 
 class TokenStep(NamedTuple):
+    """What a token request does next: answer at once, or mint (then ``settle_token``)."""
+
     changed: bool  # the record moved and must be written before anything else happens
-    reply: TokenReply | None  # the answer, when no token has to be minted
-    fetch: FetchToken | None  # otherwise: call the provider, then ``settle_token``
+    then: TokenReply | FetchToken  # the answer, or the provider call to make first
+
+    @property
+    def fetch(self) -> FetchToken | None:
+        then = self.then
+        return then if isinstance(then, FetchToken) else None
 
 
 class Report(NamedTuple):
@@ -152,21 +158,21 @@ def plan_token(record: VisitorRecord, flow_id: str, now: float) -> TokenStep:
         # or, once the platform session is over, session_expired and a new, claimed flow.
         effect: Effect | None = core.begin(Trigger.REVERIFY, now)
         if isinstance(effect, FetchToken) and effect.refresh:
-            return TokenStep(changed, None, effect)
+            return TokenStep(changed, effect)
         _end_flow(record, flow_id)
         return _step_after(record, effect, now)
     if state.in_flight:
         if record.flow_id != flow_id:
-            return TokenStep(changed, _refused(record), None)
+            return TokenStep(changed, _refused(record))
         if state is State.FETCHING_TOKEN:
             # This flow's claim stands but its answer never reached the page (the write timed
             # out on our side and landed, say): the same flow claims again and mints once more.
             record.lease_until = now + claim_seconds(core.policy)
-            return TokenStep(True, None, FetchToken(core.attempts + 1, core.policy.token_timeout))
+            return TokenStep(True, FetchToken(core.attempts + 1, core.policy.token_timeout))
         if state is State.ACTIVATING_ANONYMOUS:  # told to fall back already: say it again
             option = AuthenticationOption.anonymous()
             reply = TokenReply(Answer.ANONYMOUS, state, option, core.reason, core.attempts)
-            return TokenStep(changed, reply, None)
+            return TokenStep(changed, reply)
         # The same flow asks again: the tag's attempt failed and it retries.
         effect = core.fire(Trigger.ACTIVATION_FAILED, reason=FailureReason.SERVER_ERROR)
         if isinstance(effect, BackOff):  # the tag waited already; ask for a fresh token now
@@ -174,7 +180,7 @@ def plan_token(record: VisitorRecord, flow_id: str, now: float) -> TokenStep:
         return _step_after(record, effect, now)
     if flow_id == record.flow_id or flow_id in record.ended_flows:
         # That page load's flow is over: repeat the answer, mint nothing.
-        return TokenStep(changed, _settled_answer(record), None)
+        return TokenStep(changed, _settled_answer(record))
     effect = core.begin(Trigger.ACTIVATE, now)
     _end_flow(record, flow_id)
     return _step_after(record, effect, now)
@@ -273,8 +279,8 @@ def apply_logout(record: VisitorRecord) -> bool:
 def _step_after(record: VisitorRecord, effect: Effect | None, now: float) -> TokenStep:
     if isinstance(effect, FetchToken):
         record.lease_until = now + claim_seconds(record.core.policy)
-        return TokenStep(True, None, effect)
-    return TokenStep(True, _answer(record, effect, now), None)
+        return TokenStep(True, effect)
+    return TokenStep(True, _answer(record, effect, now))
 
 
 def _answer(record: VisitorRecord, effect: Effect | None, now: float) -> TokenReply:

@@ -597,3 +597,25 @@ def test_fastapi_hosts_the_same_routes_and_rules(issuer: TokenIssuer, way: str) 
         assert client.get("/hello").json() == {"hello": "world"}
         assert client.post("/activation/logout", json={}, headers=SAME).status_code == 200
         assert state(client, "/activation") == "unauthenticated"
+
+
+@pytest.mark.parametrize(
+    "declared",
+    # Unicode digits pass str.isdigit() but not int(): each once slipped to the last resort.
+    [b"\xb2", b"1\xb2", b"\xb9\xb2\xb3", b" 12 ", b"-1", b"1e3", b"0x10", b"99999999999999999999"],
+)
+@pytest.mark.parametrize("route", ["/app/activation/token", "/app/activation/report"])
+def test_a_content_length_that_is_not_a_plain_number_is_a_4xx(
+    adapter: Starlette, loop: asyncio.AbstractEventLoop, declared: bytes, route: str
+) -> None:
+    headers = [
+        (b"host", b"127.0.0.1:8000"),
+        (b"content-type", b"application/json"),
+        (b"content-length", declared),
+        (b"cookie", b"sa_visitor=" + b"0123456789abcdef" * 2),
+    ]
+    status, answer_headers, body = loop.run_until_complete(
+        asgi(adapter, "POST", route, headers, b'{"flow": "f1"}')
+    )
+    check_answer(status, answer_headers, body)
+    assert 400 <= status < 500, (status, body)

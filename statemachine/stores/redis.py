@@ -172,7 +172,7 @@ def parse_target(url: str) -> Target:
             )
         service, parts = parts[0], parts[1:]
     if parts:
-        if len(parts) > 1 or not parts[0].isdigit():
+        if len(parts) > 1 or not (parts[0].isascii() and parts[0].isdigit()):
             raise ValueError(
                 f"after the hosts, a Redis URL takes only a database number: {url[:80]!r}"
             )
@@ -197,7 +197,7 @@ def _host_port(item: str, default_port: int, url: str) -> tuple[str, int]:
 
 
 def _port(text: str, url: str) -> int:
-    if not text.isdigit() or not 0 < int(text) < 65536:
+    if not (text.isascii() and text.isdigit()) or not 0 < int(text) < 65536:
         raise ValueError(f"not a port: {text[:10]!r} in {url[:80]!r}")
     return int(text)
 

@@ -72,7 +72,7 @@ def request_facts(request: DjangoRequest, path: str) -> HttpRequest:
     meta = request.META
     method = str(request.method or "GET").upper()
     declared = str(meta.get("CONTENT_LENGTH") or "")
-    too_large = declared.isdigit() and int(declared) > MAX_BODY
+    too_large = declared.isascii() and declared.isdigit() and int(declared) > MAX_BODY
     body = b"" if method in _NO_BODY or too_large else request.read(MAX_BODY + 1)
     server = f"{meta.get('SERVER_NAME', '')}:{meta.get('SERVER_PORT', '')}"
     return HttpRequest(

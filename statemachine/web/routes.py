@@ -60,7 +60,11 @@ async def request_facts(request: Request, path: str | None = None) -> HttpReques
     body = b""
     if method not in _NO_BODY:
         declared = headers.get("content-length")
-        if declared is None or not declared.isdigit() or int(declared) <= MAX_BODY:
+        if (
+            declared is None
+            or not (declared.isascii() and declared.isdigit())
+            or int(declared) <= MAX_BODY
+        ):
             body = await _read_body(request.receive)
     host = headers.get("host")
     if host is None:
