@@ -51,20 +51,27 @@ def main(argv: list[str] | None = None) -> int:
     results: dict[str, object] = {}
     ran: list[str] = []
     wanted = None if args.only is None else set(args.only.split(","))
-    for module in (
-        engine,
-        concurrency,
-        tokens,
-        retry,
-        tracker,
-        signals,
-        web,
-        origin,
-        frameworks,
-        stores,
+    earlier = _earlier_sections(args.output) if wanted is not None else {}
+    for number, module in enumerate(
+        (
+            engine,
+            concurrency,
+            tokens,
+            retry,
+            tracker,
+            signals,
+            web,
+            origin,
+            frameworks,
+            stores,
+        ),
+        start=1,
     ):
         name = module.__name__.rsplit(".", 1)[1]
         if wanted is not None and name not in wanted:
+            kept = earlier.get(number)
+            if kept:
+                sections += [*kept, "(Not re-run in this run: kept from the previous file.)", ""]
             continue
         print(f"running {module.__name__} ...", file=sys.stderr)
         results[name] = result = module.run(args.quick)
@@ -86,6 +93,23 @@ def main(argv: list[str] | None = None) -> int:
     args.output.write_text("\n".join(lines), encoding="utf-8")
     print(f"wrote {args.output}", file=sys.stderr)
     return 0
+
+
+def _earlier_sections(path: Path) -> dict[int, list[str]]:
+    """The numbered sections ("## N. ...") of an earlier results file, by number."""
+    if not path.exists():
+        return {}
+    found: dict[int, list[str]] = {}
+    current: list[str] | None = None
+    for line in path.read_text(encoding="utf-8").splitlines():
+        if line.startswith("## "):
+            head = line[3:].split(".", 1)[0]
+            current = found.setdefault(int(head), []) if head.isdigit() else None
+            if line.startswith("## Notes"):
+                break
+        if current is not None and not line.startswith("(Not re-run in this run"):
+            current.append(line)
+    return found
 
 
 if __name__ == "__main__":
