@@ -159,15 +159,16 @@ def _session_log() -> Listener:
     owner's tuple would make every session a reference cycle.
     """
     logger: Any = None
-    info_off = False
+    info_off: bool | None = None  # decided on the first event, as binding once decided it
 
     def log(event: TransitionEvent) -> None:
         nonlocal logger, info_off
+        if info_off is None:
+            info_off = not logs.info_enabled_now()
+        if info_off:  # info lines are filtered out: neither bind a logger nor build them
+            return
         if logger is None:  # an idle session never pays for a logger
             logger = logs.session_logger(event.session_id)
-            info_off = not logs.info_enabled(logger)
-        if info_off:  # the bound logger drops info lines: skip building them
-            return
         log_transition(event, logger)
 
     return log
