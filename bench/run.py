@@ -20,6 +20,7 @@ if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
 from bench import (  # noqa: E402
+    budget,
     concurrency,
     engine,
     floor,
@@ -64,6 +65,7 @@ def main(argv: list[str] | None = None) -> int:
             origin,
             frameworks,
             stores,
+            budget,
         ),
         start=1,
     ):

@@ -12,6 +12,7 @@ check_no_clash()
 
 # ruff: noqa: E402 - the clash check must run before the engine is imported
 
+from policies.budget import MintBudget
 from policies.errors import PolicyError
 from policies.fallback import AnonymousFallbackPolicy, DefensivePolicy
 from policies.loading import load_policy
@@ -25,6 +26,7 @@ __all__ = [
     "AnonymousFallbackPolicy",
     "DefensivePolicy",
     "Fallback",
+    "MintBudget",
     "PolicyError",
     "RetryPolicy",
     "load_policy",

@@ -10,6 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import ClassVar, Final
 
+from policies.budget import DEFAULT_MINT_BUDGET, MintBudget, check_budget
 from policies.errors import PolicyError
 from policies.retry import RetryPolicy, _number
 from statemachine.policy import (
@@ -46,6 +47,7 @@ def _check_common(policy: DefensivePolicy | AnonymousFallbackPolicy) -> None:
         "session_lifetime", policy.session_lifetime, low=1.0, high=MAX_SESSION_LIFETIME
     )
     object.__setattr__(policy, "session_lifetime", lifetime)
+    object.__setattr__(policy, "mint_budget", check_budget(policy.mint_budget))
 
 
 @dataclass(frozen=True, slots=True)
@@ -59,6 +61,7 @@ class DefensivePolicy:
     token_timeout: float | None = DEFAULT_TOKEN_TIMEOUT
     activation_timeout: float | None = DEFAULT_ACTIVATION_TIMEOUT
     session_lifetime: float = DEFAULT_SESSION_LIFETIME
+    mint_budget: MintBudget | None = DEFAULT_MINT_BUDGET
 
     name: ClassVar[str] = "defensive"
 
@@ -88,6 +91,7 @@ class AnonymousFallbackPolicy:
     activation_timeout: float | None = DEFAULT_ACTIVATION_TIMEOUT
     on_activation_failure: FallbackChoice = Fallback.ANONYMOUS
     session_lifetime: float = DEFAULT_SESSION_LIFETIME
+    mint_budget: MintBudget | None = DEFAULT_MINT_BUDGET
 
     name: ClassVar[str] = "anonymous"
 

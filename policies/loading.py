@@ -8,6 +8,7 @@ from os import PathLike
 from pathlib import Path
 from typing import Any, Final
 
+from policies.budget import read_budget
 from policies.errors import PolicyError
 from policies.fallback import AnonymousFallbackPolicy, DefensivePolicy
 from policies.retry import RetryPolicy
@@ -18,6 +19,7 @@ _TOP_KEYS: Final = (
     "token_timeout",
     "activation_timeout",
     "session_lifetime",
+    "mint_budget",
     "retry",
 )
 _RETRY_KEYS: Final = ("max_retries", "base_delay", "multiplier", "max_delay", "jitter", "retry_on")
@@ -88,6 +90,9 @@ def _build(data: dict[str, Any]) -> Policy:
         retry = RetryPolicy(**retry_data)
     except TypeError as error:  # pragma: no cover - keys are checked above
         raise PolicyError("retry", str(error)) from None
+
+    if "mint_budget" in data:
+        data["mint_budget"] = read_budget(data["mint_budget"])
 
     if fallback == "defensive":
         if "on_activation_failure" in data:

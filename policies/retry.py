@@ -14,7 +14,13 @@ from statemachine.policy import MAX_RETRIES, MAX_SECONDS
 from statemachine.reasons import FailureReason
 
 DEFAULT_RETRY_ON: Final = frozenset(
-    {FailureReason.SERVER_ERROR, FailureReason.ACTIVATION_TIMEOUT, FailureReason.EXPIRED_TOKEN}
+    {
+        FailureReason.SERVER_ERROR,
+        FailureReason.ACTIVATION_TIMEOUT,
+        FailureReason.EXPIRED_TOKEN,
+        # The tag retries without saying why: an inferred retry is recorded as UNKNOWN.
+        FailureReason.UNKNOWN,
+    }
 )
 
 NEVER_RETRIED: Final = frozenset(
@@ -26,6 +32,7 @@ NEVER_RETRIED: Final = frozenset(
         FailureReason.ALREADY_ACTIVATED,
         FailureReason.CANCELLED,
         FailureReason.WORKERS_EXHAUSTED,
+        FailureReason.MINT_BUDGET_SPENT,
     }
 )
 

@@ -19,6 +19,7 @@ from typing import Any, NoReturn, TextIO
 from statemachine import diagrams, logs
 from statemachine.options import fingerprint
 from statemachine.policy import Profile
+from statemachine.reasons import FailureReason
 from statemachine.table import STATE_MEANINGS, rows_for
 
 PROG = "secured-activation"
@@ -328,6 +329,9 @@ def _table(args: argparse.Namespace, out: TextIO) -> int:
             f"{row.dest.value:<22} {row.why}",
             file=out,
         )
+    print("reasons (what to check):", file=out)
+    for reason in FailureReason:
+        print(f"  {reason.name:<22} {reason.remediation}", file=out)
     return 0
 
 
@@ -372,6 +376,7 @@ def _token_verify(args: argparse.Namespace, out: TextIO, stdin: TextIO) -> int:
                     "token": fingerprint(token),
                     "valid": diagnosis.valid,
                     "reason": diagnosis.reason.name if diagnosis.reason else None,
+                    "remediation": diagnosis.reason.remediation if diagnosis.reason else None,
                     "checks": [
                         {"name": c.name, "passed": c.passed, "detail": c.detail}
                         for c in diagnosis.checks
@@ -396,6 +401,7 @@ def _token_verify(args: argparse.Namespace, out: TextIO, stdin: TextIO) -> int:
             print("valid", file=out)
         else:
             print(f"invalid: {diagnosis.reason.name} - {diagnosis.reason.message}", file=out)
+            print(f"check: {diagnosis.reason.remediation}", file=out)
     return 0 if diagnosis.valid else 1
 
 

@@ -23,6 +23,8 @@ CALLBACK_ERROR: Final = "activation.callback_error"
 PROVIDER_ERROR: Final = "activation.provider_error"
 ACTIVATOR_ERROR: Final = "activation.activator_error"
 STORE_ERROR: Final = "activation.store_error"
+STORE_EVICTED: Final = "activation.store_evicted"
+BUDGET_SPENT: Final = "activation.budget_spent"
 LISTENER_ERROR: Final = "activation.listener_error"
 
 

@@ -79,6 +79,8 @@ class ActivationMetrics:
         self._outcomes: dict[tuple[str, str, str], int] = {}
         # per (state, policy): a count per bucket (the last is +Inf), and the sum
         self._durations: dict[tuple[str, str], tuple[list[int], list[float]]] = {}
+        self._watched: list[Any] = []  # trackers whose store's counters are exported too
+        self._refusals: dict[str, int] = {}  # per policy: token requests over the budget
         self.registry = registry if registry is not None else CollectorRegistry()
         self.shared = _shared_series(namespace) if os.environ.get(MULTIPROC_ENV) else None
         if self.shared is None:
@@ -87,6 +89,27 @@ class ActivationMetrics:
             from prometheus_client.multiprocess import MultiProcessCollector
 
             MultiProcessCollector(self.registry)  # type: ignore[no-untyped-call]
+
+    def watch(self, tracker: Any) -> None:
+        """Export the drops of a tracker's memory store (``tracker.add_listener`` calls this).
+
+        The store's ``evicted`` and ``refused`` counts are read at scrape
+        time, so the request path pays nothing for them. A memory store is one
+        process's own: in multiprocess mode they are not exported.
+        """
+        if all(tracker is not seen for seen in self._watched):
+            self._watched.append(tracker)
+
+    def budget_refused(self, policy: str) -> None:
+        """A token request was refused (429): the visitor's minting budget was spent.
+
+        A tracker calls this on every listener that has it.
+        """
+        if self.shared is not None:
+            self.shared.refused(policy)
+            return
+        with self._lock:
+            self._refusals[policy] = self._refusals.get(policy, 0) + 1
 
     def __call__(self, event: TransitionEvent) -> None:
         if self.shared is not None:
@@ -168,6 +191,35 @@ class ActivationMetrics:
                 buckets.append((_bound(bound), cumulative))
             histogram.add_metric(list(series), buckets, total)
         yield histogram
+        yield from self._collect_watched()
+
+    def _collect_watched(self) -> Iterator[Any]:
+        from prometheus_client.core import CounterMetricFamily
+
+        name = self.namespace
+        with self._lock:
+            refusals = dict(self._refusals)
+        stores = {id(t.store): t.store for t in self._watched}
+        budget = CounterMetricFamily(
+            f"{name}_budget_refusals",
+            "Token requests refused (429) because the visitor's minting budget was spent.",
+            labels=["policy"],
+        )
+        for policy, count in sorted(refusals.items()):
+            budget.add_metric([policy], count)
+        yield budget
+        evicted = CounterMetricFamily(
+            f"{name}_store_evicted",
+            "Settled visitors the memory store dropped to make room for new ones.",
+        )
+        evicted.add_metric([], sum(int(getattr(s, "evicted", 0)) for s in stores.values()))
+        yield evicted
+        refused = CounterMetricFamily(
+            f"{name}_store_full_refusals",
+            "New visitors the memory store refused: full, and every visitor in flight.",
+        )
+        refused.add_metric([], sum(int(getattr(s, "refused", 0)) for s in stores.values()))
+        yield refused
 
     def describe(self) -> list[Any]:
         return []  # families are only known at collect time
@@ -209,8 +261,17 @@ class _SharedSeries:
             buckets=DURATION_BUCKETS,
             registry=None,
         )
+        self.refusals = Counter(
+            f"{namespace}_budget_refusals",
+            "Token requests refused (429) because the visitor's minting budget was spent.",
+            ["policy"],
+            registry=None,
+        )
         self._children: dict[tuple[str, ...], Any] = {}
         self._lock = threading.Lock()
+
+    def refused(self, policy: str) -> None:
+        self._child(self.refusals, ("r", policy)).inc()
 
     def _child(self, metric: Any, key: tuple[str, ...]) -> Any:
         child = self._children.get(key)

@@ -12,7 +12,7 @@ from __future__ import annotations
 import functools
 import math
 from enum import StrEnum
-from typing import Final, Literal, NamedTuple, Protocol, cast, runtime_checkable
+from typing import Any, Final, Literal, NamedTuple, Protocol, cast, runtime_checkable
 
 from statemachine.reasons import FailureReason
 
@@ -75,11 +75,32 @@ MAX_LIFETIME: Final = 7 * 86400.0
 """The longest platform session a policy may declare: a week."""
 MAX_RETRIES: Final = 10
 """The largest retry budget: the tag's own habit is 3."""
+DEFAULT_BUDGET_TOKENS: Final = 12
+DEFAULT_BUDGET_SECONDS: Final = 60.0
+"""A tracked visitor's minting budget when a policy does not say: 12 tokens per 60 s."""
+MAX_BUDGET_TOKENS: Final = 1_000
+"""Each counted mint is a time in the visitor's record: the record must stay small."""
+MAX_BUDGET_SECONDS: Final = 86_400.0
 
 
 def session_lifetime(policy: ActivationPolicy) -> float:
     """Seconds a platform session lasts before the visitor's identity must be verified again."""
     return float(getattr(policy, "session_lifetime", DEFAULT_SESSION_LIFETIME))
+
+
+def mint_budget(policy: ActivationPolicy) -> tuple[int, float] | None:
+    """``(tokens, seconds)``: a tracked visitor's minting budget, or ``None`` for no budget.
+
+    An optional attribute, ``mint_budget`` (``None``, or an object with
+    ``tokens`` and ``seconds``, as ``policies.MintBudget``); a policy without
+    one gets the default, 12 tokens per 60 s.
+    """
+    if not hasattr(policy, "mint_budget"):
+        return DEFAULT_BUDGET_TOKENS, DEFAULT_BUDGET_SECONDS
+    budget: Any = policy.mint_budget
+    if budget is None:
+        return None
+    return int(budget.tokens), float(budget.seconds)
 
 
 def longest_backoff(retry: RetryStrategy) -> float:
@@ -162,6 +183,17 @@ def _check_policy(policy: object) -> None:
         raise ValueError(f"policy.retry.max_retries must be an integer from 0 to {MAX_RETRIES}")
     for attempt in range(1, budget + 1):
         check_seconds(f"policy.retry.delay({attempt})", retry.delay(attempt), optional=False)
+    minting = getattr(policy, "mint_budget", None)
+    if minting is not None:
+        tokens = getattr(minting, "tokens", None)
+        if type(tokens) is not int or not 1 <= tokens <= MAX_BUDGET_TOKENS:
+            raise ValueError(
+                f"policy.mint_budget.tokens must be an integer from 1 to {MAX_BUDGET_TOKENS}"
+            )
+        seconds = getattr(minting, "seconds", None)
+        check_seconds(
+            "policy.mint_budget.seconds", seconds, optional=False, high=MAX_BUDGET_SECONDS
+        )
 
 
 _check_hashable_policy = functools.lru_cache(maxsize=64)(_check_policy)

@@ -24,7 +24,7 @@ from typing import Any, Final, cast
 
 from statemachine import snapshots
 from statemachine.core import ActivationCore
-from statemachine.policy import ActivationPolicy
+from statemachine.policy import MAX_BUDGET_TOKENS, ActivationPolicy
 from statemachine.snapshots import SnapshotError, check_fields, show, time_field
 
 RECORD_FORMAT: Final = 2
@@ -36,13 +36,18 @@ ENDED_FLOWS_LIMIT: Final = 8
 FLOW_ID: Final = re.compile(r"[A-Za-z0-9_-]{1,128}")
 """What a flow id may look like: the snippet draws 22 URL-safe characters."""
 
+MINTED_LIMIT: Final = MAX_BUDGET_TOKENS
+"""Mint times a record may hold: as many as the largest minting budget counts."""
+
 _FIELDS: Final = frozenset({"format", "flow_id", "lease_until", "ended_flows", "session"})
+_OPTIONAL_FIELDS: Final = frozenset({"minted"})
+"""Written once a token was asked for; absent from records written before the budget."""
 
 
 class VisitorRecord:
     """A core and the tracker's fields beside it: what one store key holds."""
 
-    __slots__ = ("core", "ended_flows", "flow_id", "lease_until")
+    __slots__ = ("core", "ended_flows", "flow_id", "lease_until", "minted")
 
     def __init__(
         self,
@@ -50,22 +55,27 @@ class VisitorRecord:
         flow_id: str | None = None,
         lease_until: float | None = None,
         ended_flows: list[str] | None = None,
+        minted: list[float] | None = None,
     ) -> None:
         self.core = core
         self.flow_id = flow_id
         self.lease_until = lease_until
         self.ended_flows = ended_flows if ended_flows is not None else []
+        self.minted = minted if minted is not None else []  # when tokens were asked for
 
 
 def dump(record: VisitorRecord) -> dict[str, Any]:
     """The record's stored form (JSON-safe; the token appears only as its fingerprint)."""
-    return {
+    stored: dict[str, Any] = {
         "format": RECORD_FORMAT,
         "flow_id": record.flow_id,
         "lease_until": record.lease_until,
         "ended_flows": record.ended_flows[-ENDED_FLOWS_LIMIT:],
         "session": snapshots.dump(record.core),
     }
+    if record.minted:
+        stored["minted"] = record.minted[-MINTED_LIMIT:]
+    return stored
 
 
 def load(
@@ -80,7 +90,7 @@ def load(
     if version == 1:  # the session's fields and ours, side by side
         saved = snapshots.read(data, version)
     else:
-        check_fields(data, _FIELDS)
+        check_fields(data, _FIELDS if "minted" not in data else _FIELDS | _OPTIONAL_FIELDS)
         saved = snapshots.read(data["session"])
     flow_id = data.get("flow_id")
     if flow_id is not None and not (isinstance(flow_id, str) and FLOW_ID.fullmatch(flow_id)):
@@ -95,5 +105,9 @@ def load(
     for flow_text in ended:
         if not isinstance(flow_text, str) or not FLOW_ID.fullmatch(flow_text):
             raise SnapshotError("ended_flows", f"not a flow id: {show(flow_text)}")
+    minted = data.get("minted", [])
+    if not isinstance(minted, list) or len(minted) > MINTED_LIMIT:
+        raise SnapshotError("minted", f"must be a list of at most {MINTED_LIMIT} times")
+    times = [time_field(at, "minted") for at in minted]
     core = ActivationCore.restore(saved, policy, clock)
-    return VisitorRecord(core, flow_id, lease_until, list(ended))
+    return VisitorRecord(core, flow_id, lease_until, list(ended), times)

@@ -8,6 +8,7 @@ and ``to_safe_dict`` show its fingerprint.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from enum import StrEnum
 from typing import Any
@@ -25,20 +26,31 @@ class Answer(StrEnum):
     ANONYMOUS = "anonymous"  # the policy fell back: activate anonymously
     DO_NOT_ACTIVATE = "do_not_activate"  # the policy refused (defensive), or the flow ended
     REFUSED = "refused"  # another flow holds the visitor: A login is already ongoing
+    OVER_BUDGET = "over_budget"  # the visitor's minting budget is spent: nothing was minted
 
 
 @dataclass(frozen=True, slots=True)
 class TokenReply:
     answer: Answer
-    state: State | None  # None only when the store could not be reached
+    state: State | None  # None when the store was not reached (down, or not needed)
     option: AuthenticationOption | None = None
     reason: FailureReason | None = None
     attempt: int = 0
+    retry_after: float | None = None  # seconds until the budget allows a token (OVER_BUDGET)
 
     @property
     def status_code(self) -> int:
         """The HTTP status a token endpoint answers with."""
-        return 409 if self.answer is Answer.REFUSED else 200
+        if self.answer is Answer.REFUSED:
+            return 409
+        return 429 if self.answer is Answer.OVER_BUDGET else 200
+
+    @property
+    def headers(self) -> dict[str, str]:
+        """Headers the token endpoint adds: ``Retry-After`` (whole seconds) when over budget."""
+        if self.retry_after is None:
+            return {}
+        return {"Retry-After": str(max(1, math.ceil(self.retry_after)))}
 
     def to_dict(self) -> dict[str, Any]:
         """The token endpoint's body; a secured option carries the raw token, for the tag."""
@@ -53,6 +65,9 @@ class TokenReply:
         message = (self.reason or FailureReason.SERVER_ERROR).message
         if self.answer is Answer.REFUSED:
             return {"reason": message}
+        if self.answer is Answer.OVER_BUDGET:
+            retry_after = int(self.headers["Retry-After"])
+            return {"activate": False, "reason": message, "retry_after": retry_after}
         return {"activate": False, "reason": message}
 
 
@@ -89,6 +104,7 @@ class TrackerView:
     token_fingerprint: str | None
     policy: str
     authenticated_until: float | None = None  # epoch seconds; None unless authenticated
+    mint_budget_left: int | None = None  # tokens it may still be minted now; None: no budget
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -103,4 +119,5 @@ class TrackerView:
             "token_fingerprint": self.token_fingerprint,
             "policy": self.policy,
             "authenticated_until": self.authenticated_until,
+            "mint_budget_left": self.mint_budget_left,
         }

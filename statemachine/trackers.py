@@ -52,8 +52,10 @@ from statemachine.tracking import (
     TokenStep,
     apply_logout,
     apply_report,
+    budget_left,
     check_flow_id,
     check_visitor_id,
+    in_flight_for,
     lease_seconds,
     parse_report,
     plan_token,
@@ -66,6 +68,9 @@ MAX_CONFLICTS: Final = 16
 
 HINTS: Final = 4_096
 """Versions remembered per tracker, to write a known visitor in one round trip."""
+
+BUDGET_LOG_INTERVAL: Final = 60.0
+"""Seconds between two log lines about one visitor's spent budget: a hammering is one line."""
 
 R = TypeVar("R")
 S = TypeVar("S")
@@ -88,6 +93,8 @@ class CompareAndSet(NamedTuple):
 
     ``now`` is the store-clock time the step was decided at (None: the
     tracker runs on a clock of its own), for the store to check against its own.
+    ``in_flight_for``: seconds the visitor stays in flight (0: settled), so a
+    store that makes room by dropping visitors drops settled ones only.
     """
 
     key: str
@@ -95,6 +102,7 @@ class CompareAndSet(NamedTuple):
     data: str
     ttl: float
     now: float | None = None
+    in_flight_for: float = 0.0
 
 
 class CallProvider(NamedTuple):
@@ -144,6 +152,9 @@ class _Tracker(Generic[S]):
         self._hints: OrderedDict[str, Versioned] = OrderedDict()
         self._hints_lock = threading.Lock()
         self._listeners = Listeners()
+        self.budget_refusals = 0  # token requests answered 429: the visitor's budget was spent
+        self._refusal_hooks: tuple[tuple[Listener, Callable[[str], Any]], ...] = ()
+        self._budget_logged: OrderedDict[str, float] = OrderedDict()  # visitor -> last log line
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}(policy={self.policy.name!r}, store={self.store!r})"
@@ -155,25 +166,45 @@ class _Tracker(Generic[S]):
         caused them: a step retried after a conflict is never heard twice.
         A listener that raises is logged and changes nothing.
         """
-        return self._listeners.add(listener)
+        self._listeners.add(listener)
+        refused = getattr(listener, "budget_refused", None)
+        if callable(refused):  # ActivationMetrics: it counts budget refusals too
+            self._refusal_hooks = (*self._refusal_hooks, (listener, refused))
+        watch = getattr(listener, "watch", None)
+        if callable(watch):  # ActivationMetrics: it exports the memory store's drops
+            watch(self)
+        return listener
 
     def remove_listener(self, listener: Listener) -> None:
         self._listeners.remove(listener)
+        self._refusal_hooks = tuple(h for h in self._refusal_hooks if h[0] is not listener)
 
     # -- the flows (each face drives them) ---------------------------------
     def _token_flow(
-        self, visitor_id: str, flow: str, token_provider: TokenProvider
+        self, visitor_id: str, flow: str, token_provider: TokenProvider | None
     ) -> Flow[TokenReply]:
-        """The page's tag asks for a token: claim (or refuse), mint, settle."""
+        """The page's tag asks for a token: claim (or refuse), mint, settle.
+
+        ``token_provider`` is ``None`` when nobody is signed in: under a policy
+        that blocks, that is answered without touching the store.
+        """
         key, flow = check_visitor_id(visitor_id), check_flow_id(flow)
+        if token_provider is None:
+            unsigned = self._unsigned()
+            if unsigned is not None:
+                return unsigned
+            token_provider = _no_token  # nothing can be minted: no budget is spent
         if not callable(token_provider):
             raise TypeError("token_provider must be a callable taking no argument")
+        budgeted = token_provider is not _no_token
         step, current, claimed = yield from self._step(
-            key, lambda r, now: _planned(plan_token(r, flow, now)), hint=self._hint(key)
+            key,
+            lambda r, now: _planned(plan_token(r, flow, now, budgeted=budgeted)),
+            hint=self._hint(key),
         )
         fetch = step.then
         if isinstance(fetch, TokenReply):
-            return fetch
+            return self._answered(key, fetch)
         outcome: Outcome = yield CallProvider(
             token_provider, is_async_callable(token_provider), fetch.timeout
         )
@@ -194,7 +225,7 @@ class _Tracker(Generic[S]):
     def _logout_flow(self, visitor_id: str) -> Flow[TrackerView | None]:
         key = check_visitor_id(visitor_id)
         try:
-            _, current, _ = yield from self._step(key, lambda r, _now: (apply_logout(r), None))
+            _, current, _ = yield from self._step(key, lambda r, now: (apply_logout(r, now), None))
         except DamagedRecord:
             current = yield from self._repair(key)
         return self._view(current)
@@ -210,7 +241,9 @@ class _Tracker(Generic[S]):
             except DamagedRecord:
                 pass
             else:  # repaired by someone else meanwhile: log out as usual
-                _, current, _ = yield from self._step(key, lambda r, _now: (apply_logout(r), None))
+                _, current, _ = yield from self._step(
+                    key, lambda r, now: (apply_logout(r, now), None)
+                )
                 return current
             fresh = VisitorRecord(ActivationCore(self.policy, clock=self._clock))
             decided = self._clock() if self._store_clock else None
@@ -256,7 +289,14 @@ class _Tracker(Generic[S]):
                 continue
             expected = 0 if current is None else current.version
             decided = now if self._store_clock else None
-            ok, current = yield CompareAndSet(key, expected, self._dump(record), self._ttl, decided)
+            ok, current = yield CompareAndSet(
+                key,
+                expected,
+                self._dump(record),
+                self._ttl,
+                decided,
+                in_flight_for(record, now),
+            )
             fresh = True
             if ok:  # publish what the store accepted; a conflict drops the record and its events
                 self._remember(key, current)
@@ -299,6 +339,7 @@ class _Tracker(Generic[S]):
             token_fingerprint=core.token_fingerprint,
             policy=str(self.policy.name),
             authenticated_until=core.authenticated_until,
+            mint_budget_left=budget_left(record, self._clock()),
         )
 
     def _hint(self, key: str) -> Versioned:
@@ -316,6 +357,47 @@ class _Tracker(Generic[S]):
             if len(hints) > HINTS:
                 hints.popitem(last=False)
 
+    def _unsigned(self) -> TokenReply | None:
+        """The answer for a visitor nobody signed in, if it needs no record (defensive policy).
+
+        Nobody can mint for them, and the policy would block the flow: say so
+        without a read or a write, so a flood of forged visitors costs the
+        store nothing. A policy that falls back runs the flow (its anonymous
+        activation is tracked like any other).
+        """
+        if Fallback(self.policy.on_token_failure) is Fallback.BLOCK:
+            return TokenReply(Answer.DO_NOT_ACTIVATE, None, None, FailureReason.TOKEN_UNAVAILABLE)
+        return None
+
+    def _answered(self, key: str, reply: TokenReply) -> TokenReply:
+        """The planned answer; one refused for its budget is counted and logged (once a minute)."""
+        if reply.answer is Answer.OVER_BUDGET:
+            with self._hints_lock:
+                self.budget_refusals += 1
+                now = time.monotonic()
+                logged = self._budget_logged.get(key)
+                quiet = logged is None or now - logged >= BUDGET_LOG_INTERVAL
+                if quiet:
+                    self._budget_logged[key] = now
+                    self._budget_logged.move_to_end(key)
+                    if len(self._budget_logged) > HINTS:
+                        self._budget_logged.popitem(last=False)
+            for _, refused in self._refusal_hooks:
+                try:
+                    refused(str(self.policy.name))
+                except Exception as error:  # noqa: BLE001 - a listener's failure changes nothing
+                    failed = type(error).__name__
+                    logs.emit(logs.PROXY.error, logs.LISTENER_ERROR, error_type=failed)
+            if quiet:
+                logs.emit(
+                    logs.PROXY.warning,
+                    logs.BUDGET_SPENT,
+                    session_id=key,
+                    policy=str(self.policy.name),
+                    retry_after=reply.retry_after,
+                )
+        return reply
+
     def _store_down(self, error: StoreError) -> TokenReply:
         """The policy's answer when the store cannot hold the visitor: nothing was handed out."""
         logs.emit(logs.PROXY.error, logs.STORE_ERROR, error=str(error))
@@ -330,7 +412,7 @@ class AsyncActivationTracker(_Tracker[AsyncStore]):
     """Follows the tag's activation for asyncio hosts (Starlette, FastAPI, aiohttp)."""
 
     async def token_request(
-        self, visitor_id: str, flow: str, token_provider: TokenProvider
+        self, visitor_id: str, flow: str, token_provider: TokenProvider | None
     ) -> TokenReply:
         """The page's tag asks for a token: start a flow, take its retry, refresh, or refuse."""
         try:
@@ -358,10 +440,14 @@ class AsyncActivationTracker(_Tracker[AsyncStore]):
                 request = flow.send(answer)
                 if type(request) is CompareAndSet:
                     if request.now is None:
-                        answer = await store.acompare_and_set(*request[:4])
+                        answer = await store.acompare_and_set(
+                            *request[:4], in_flight_for=request.in_flight_for
+                        )
                     else:
                         clocked: Any = store  # a store with a clock takes the decision time
-                        answer = await clocked.acompare_and_set(*request[:4], now=request.now)
+                        answer = await clocked.acompare_and_set(
+                            *request[:4], now=request.now, in_flight_for=request.in_flight_for
+                        )
                 elif type(request) is Load:
                     answer = await store.aload(request.key)
                 elif type(request) is CallProvider:
@@ -381,7 +467,7 @@ class ActivationTracker(_Tracker[Store]):
     """The same tracker for blocking hosts (WSGI, Django, Flask); safe across threads."""
 
     def token_request(
-        self, visitor_id: str, flow: str, token_provider: TokenProvider
+        self, visitor_id: str, flow: str, token_provider: TokenProvider | None
     ) -> TokenReply:
         try:
             return self._drive(self._token_flow(visitor_id, flow, token_provider))
@@ -405,10 +491,14 @@ class ActivationTracker(_Tracker[Store]):
                 request = flow.send(answer)
                 if type(request) is CompareAndSet:
                     if request.now is None:
-                        answer = store.compare_and_set(*request[:4])
+                        answer = store.compare_and_set(
+                            *request[:4], in_flight_for=request.in_flight_for
+                        )
                     else:
                         clocked: Any = store  # a store with a clock takes the decision time
-                        answer = clocked.compare_and_set(*request[:4], now=request.now)
+                        answer = clocked.compare_and_set(
+                            *request[:4], now=request.now, in_flight_for=request.in_flight_for
+                        )
                 elif type(request) is Load:
                     answer = store.load(request.key)
                 elif type(request) is CallProvider:
@@ -426,3 +516,8 @@ class ActivationTracker(_Tracker[Store]):
 
 def _planned(step: TokenStep) -> tuple[bool, TokenStep]:
     return step.changed, step
+
+
+def _no_token() -> None:
+    """The provider for a visitor nobody signed in, under a policy that falls back."""
+    return

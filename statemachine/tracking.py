@@ -15,9 +15,11 @@ is told apart from another tab or page load (another flow).
 from __future__ import annotations
 
 import re
+import time
 from collections.abc import Mapping
 from typing import Final, NamedTuple
 
+from statemachine.core import HISTORY_LIMIT
 from statemachine.effects import (
     ACTIVATED,
     BackOff,
@@ -29,7 +31,7 @@ from statemachine.effects import (
     TokenReceived,
 )
 from statemachine.options import ANONYMOUS, SECURED, AuthenticationOption
-from statemachine.policy import ActivationPolicy, longest_backoff
+from statemachine.policy import ActivationPolicy, longest_backoff, mint_budget, session_lifetime
 from statemachine.reasons import FailureReason
 from statemachine.records import ENDED_FLOWS_LIMIT, FLOW_ID, VisitorRecord
 from statemachine.replies import Answer, ReportReply, TokenReply
@@ -41,6 +43,7 @@ LEASE_GRACE: Final = 5.0
 
 _UNBOUNDED_WAIT: Final = 30.0
 """What a lease counts for a timeout the policy leaves unbounded (None)."""
+
 
 MAX_VISITOR_ID: Final = 256
 MAX_REASON_TEXT: Final = 500
@@ -131,9 +134,7 @@ def parse_report(activation: object) -> Report:
         )
     succeeded = status == SUCCESS
     reason = (
-        FailureReason.SERVER_ERROR
-        if reason_text is None
-        else FailureReason.from_message(reason_text)
+        FailureReason.UNKNOWN if reason_text is None else FailureReason.from_message(reason_text)
     )
     return Report(succeeded, str(option_type), reason)
 
@@ -148,17 +149,46 @@ def expire_lease(record: VisitorRecord, now: float) -> bool:
     return False
 
 
-def plan_token(record: VisitorRecord, flow_id: str, now: float) -> TokenStep:
-    """A token request: start a flow, take the tag's retry, refresh, or refuse."""
+def plan_token(
+    record: VisitorRecord, flow_id: str, now: float, *, budgeted: bool = True
+) -> TokenStep:
+    """A token request: start a flow, take the tag's retry, refresh, or refuse.
+
+    Every request that would ask the provider for a token is first checked
+    against the visitor's minting budget; the token it may mint is counted in
+    the same write that claims the visitor (no extra round trip).
+    ``budgeted=False`` when nothing can be minted (nobody is signed in, and
+    the policy falls back): such a request costs no budget.
+    """
+    step = _plan_token(record, flow_id, now, budgeted)
+    if (
+        budgeted
+        and isinstance(step.then, FetchToken)
+        and mint_budget(record.core.policy) is not None
+    ):
+        record.minted.append(now)
+    return step
+
+
+def _plan_token(record: VisitorRecord, flow_id: str, now: float, budgeted: bool) -> TokenStep:
     core = record.core
     changed = expire_lease(record, now)
     state = core.state
     if state is State.AUTHENTICATED:
-        # The core decides: a refresh (nothing is written; the visitor stays authenticated),
-        # or, once the platform session is over, session_expired and a new, claimed flow.
+        if refresh_claimed(record, now):
+            return TokenStep(changed, _refused(record))  # one refresh at a time
+        wait = budget_wait(record, now) if budgeted else None
+        if wait is not None:
+            return TokenStep(changed, _over_budget(record, wait))
+        # The core decides: a refresh (the visitor stays authenticated), or, once the
+        # platform session is over, session_expired and a new, claimed flow.
         effect: Effect | None = core.begin(Trigger.REVERIFY, now)
         if isinstance(effect, FetchToken) and effect.refresh:
-            return TokenStep(changed, effect)
+            # A refresh claims the visitor the way a first flow does: single-flight across
+            # workers (the state stays authenticated; the claim is the flow id and its lease).
+            record.flow_id = flow_id
+            record.lease_until = now + claim_seconds(core.policy)
+            return TokenStep(True, effect)
         _end_flow(record, flow_id)
         return _step_after(record, effect, now)
     if state.in_flight:
@@ -167,6 +197,9 @@ def plan_token(record: VisitorRecord, flow_id: str, now: float) -> TokenStep:
         if state is State.FETCHING_TOKEN:
             # This flow's claim stands but its answer never reached the page (the write timed
             # out on our side and landed, say): the same flow claims again and mints once more.
+            wait = budget_wait(record, now) if budgeted else None
+            if wait is not None:
+                return TokenStep(changed, _over_budget(record, wait))
             record.lease_until = now + claim_seconds(core.policy)
             return TokenStep(True, FetchToken(core.attempts + 1, core.policy.token_timeout))
         if state is State.ACTIVATING_ANONYMOUS:  # told to fall back already: say it again
@@ -174,16 +207,80 @@ def plan_token(record: VisitorRecord, flow_id: str, now: float) -> TokenStep:
             reply = TokenReply(Answer.ANONYMOUS, state, option, core.reason, core.attempts)
             return TokenStep(changed, reply)
         # The same flow asks again: the tag's attempt failed and it retries.
-        effect = core.fire(Trigger.ACTIVATION_FAILED, reason=FailureReason.SERVER_ERROR)
+        wait = budget_wait(record, now) if budgeted else None
+        if wait is not None:
+            return TokenStep(changed, _over_budget(record, wait))
+        # The tag does not say why it retries: record that, not a reason nobody reported.
+        effect = core.fire(Trigger.ACTIVATION_FAILED, reason=FailureReason.UNKNOWN)
         if isinstance(effect, BackOff):  # the tag waited already; ask for a fresh token now
             effect = core.fire(Trigger.BACKOFF_ELAPSED)
         return _step_after(record, effect, now)
     if flow_id == record.flow_id or flow_id in record.ended_flows:
         # That page load's flow is over: repeat the answer, mint nothing.
         return TokenStep(changed, _settled_answer(record))
+    wait = budget_wait(record, now) if budgeted else None
+    if wait is not None:
+        return TokenStep(changed, _over_budget(record, wait))
     effect = core.begin(Trigger.ACTIVATE, now)
     _end_flow(record, flow_id)
     return _step_after(record, effect, now)
+
+
+def refresh_claimed(record: VisitorRecord, now: float) -> bool:
+    """An authenticated visitor's refresh is under way (its claim has not lapsed)."""
+    return record.lease_until is not None and now < record.lease_until
+
+
+def budget_wait(record: VisitorRecord, now: float) -> float | None:
+    """``None`` if the visitor may be minted a token now, else the seconds until it may.
+
+    A sliding window over the mint times the record keeps: at most ``tokens``
+    in any ``seconds``-long span, whatever the boundaries. Times older than
+    the window are dropped here, so the record stays within the budget's size.
+    """
+    budget = mint_budget(record.core.policy)
+    if budget is None:
+        if record.minted:
+            record.minted = []
+        return None
+    tokens, seconds = budget
+    minted = record.minted
+    start = now - seconds
+    if minted and minted[0] <= start:
+        minted = record.minted = [at for at in minted if at > start]
+    if len(minted) < tokens:
+        return None
+    return max(0.0, minted[-tokens] + seconds - now)
+
+
+def budget_left(record: VisitorRecord, now: float) -> int | None:
+    """Tokens the visitor may still be minted in the current window (None: no budget)."""
+    budget = mint_budget(record.core.policy)
+    if budget is None:
+        return None
+    tokens, seconds = budget
+    return max(0, tokens - sum(1 for at in record.minted if at > now - seconds))
+
+
+def _over_budget(record: VisitorRecord, wait: float) -> TokenReply:
+    core = record.core
+    return TokenReply(
+        Answer.OVER_BUDGET,
+        core.state,
+        None,
+        FailureReason.MINT_BUDGET_SPENT,
+        core.attempts,
+        retry_after=wait,
+    )
+
+
+def in_flight_for(record: VisitorRecord, now: float) -> float:
+    """Seconds the visitor stays in flight (a flow or a refresh claim); 0: settled."""
+    if record.lease_until is not None:
+        return max(0.0, record.lease_until - now)
+    if record.core.state.in_flight:
+        return lease_seconds(record.core.policy)
+    return 0.0
 
 
 def _end_flow(record: VisitorRecord, next_flow: str) -> None:
@@ -203,9 +300,15 @@ def settle_token(
     """The provider answered ``fetch`` (classified by ``calls.token_answer``): move the record."""
     core = record.core
     if fetch.refresh:
-        if not core.refreshing and core.refresh() is None:  # logged out while minting
+        if (
+            core.state is not State.AUTHENTICATED  # logged out (or expired) while minting
+            or record.flow_id != flow_id
+            or record.lease_until is None  # the claim lapsed, and another took the visitor
+        ):
             return False, _gone(record)
-        record.flow_id = flow_id
+        if not core.refreshing and core.refresh() is None:
+            return False, _gone(record)
+        record.lease_until = None
         effect = core.complete(fetch, answer)
         if isinstance(effect, CallActivator) and effect.on_success is Trigger.TOKEN_REFRESHED:
             # The tag activates the fresh token itself: handing it out completes the refresh.
@@ -256,23 +359,45 @@ def apply_report(
     return True, ReportReply(True, core.state, following, core.reason)
 
 
-def apply_logout(record: VisitorRecord) -> bool:
+def trail_retention(policy: ActivationPolicy) -> float:
+    """How long a logged-out visitor's trail stays in the record: one platform session.
+
+    The record itself lives as long in the store; the trail is also capped in
+    entries by the snapshot, so it stays bounded however often a visitor returns.
+    """
+    return session_lifetime(policy)
+
+
+def apply_logout(record: VisitorRecord, now: float | None = None) -> bool:
     """Forget the visitor (a flow in flight is cancelled first); True if the record moved.
 
-    The last flow id is kept, and nothing else: a tab still retrying the
-    logged-out flow is told not to activate instead of starting it again.
+    The last flow id is kept, and the trail (the history of the flows that
+    ended, within ``trail_retention``), so a support team still sees what
+    happened before the logout; nothing else.
     """
     core = record.core
+    trail = list(core._history or ())
     changed = False
     if core.state.in_flight:
         core.cancel()
         changed = True
+    logged_out = None
     if core.state is not State.UNAUTHENTICATED:
+        logged_out = core.state
         core.fire(Trigger.LOGOUT)
         changed = True
     if record.lease_until is not None:
         record.lease_until = None
         changed = True
+    if changed and trail:
+        oldest = (time.time() if now is None else now) - trail_retention(core.policy)
+        kept = [entry for entry in trail if entry[5] >= oldest]
+        if logged_out is not None:  # the trail says where it ended (the core keeps no such row)
+            kept.append(
+                (logged_out.value, State.UNAUTHENTICATED.value, Trigger.LOGOUT, 0, None, core.since)
+            )
+        joined = kept + list(core._history or ())
+        core._history = joined[-HISTORY_LIMIT:] or None
     return changed
 
 

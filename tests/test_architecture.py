@@ -38,6 +38,7 @@ LAYERS: list[tuple[str, tuple[str, ...]]] = [
         (
             "policies",
             "policies.errors",
+            "policies.budget",
             "policies.retry",
             "policies.fallback",
             "policies.loading",
@@ -83,14 +84,15 @@ LAYERS: list[tuple[str, tuple[str, ...]]] = [
         "web",  # the tracker behind HTTP, the inspector
         (
             "statemachine.web",
+            "statemachine.web.shoppers",
             "statemachine.web.svg",
-            "statemachine.web.http",
             "statemachine.web.routes",
+            "statemachine.web.inspector",
+            "statemachine.web.http",
             "statemachine.web.flask",
             "statemachine.web.django",
-            "statemachine.web.inspector",
-            "statemachine.web.testing",
             "statemachine.web.serving",
+            "statemachine.web.testing",
             "statemachine.web.reference",
         ),
     ),

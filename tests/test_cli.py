@@ -12,7 +12,7 @@ from typing import Any
 
 import pytest
 
-from statemachine import State
+from statemachine import FailureReason, State
 from statemachine.cli import main
 from statemachine.demo import POLICY_NAMES, SCENARIO_NAMES
 from statemachine.table import TRANSITIONS
@@ -222,6 +222,14 @@ def test_table_lists_every_row_with_its_reason() -> None:
             assert row.why in done.stdout
 
 
+def test_table_gives_every_reason_its_remediation() -> None:
+    done = cli("table")
+    assert done.returncode == 0
+    section = done.stdout.split("reasons (what to check):", 1)[1]
+    for reason in FailureReason:
+        assert re.search(rf"^  {reason.name}\s+{re.escape(reason.remediation)}$", section, re.M)
+
+
 def test_keys_issue_verify_round_trip(tmp_path: Path) -> None:
     keys = tmp_path / "keys"
     done = cli("keys", "generate", str(keys))
@@ -274,11 +282,13 @@ def test_keys_issue_verify_round_trip(tmp_path: Path) -> None:
     assert "FAIL  decryption" in bad.stdout
     assert "not reached" in bad.stdout
     assert "DECRYPTION_FAILED" in bad.stdout
+    assert f"check: {FailureReason.DECRYPTION_FAILED.remediation}" in bad.stdout
 
     wrong_issuer = cli(*verify[:-1], "someone-else", "--json", stdin=token)
     report = json.loads(wrong_issuer.stdout)
     assert wrong_issuer.returncode == 1
     assert report["reason"] == "INVALID_CLAIMS"
+    assert report["remediation"] == FailureReason.INVALID_CLAIMS.remediation
     assert report["token"].startswith("sha256:")
     assert token not in wrong_issuer.stdout
 

@@ -214,7 +214,7 @@ def test_bad_input_gets_a_4xx_json_error(served: Served) -> None:
             b"{}",
             None,
         ),
-        ("GET", "/inspect/visitor/not-a-ref", {}, b"", 400),
+        ("GET", "/inspect/visitor/not-a-handle", {}, b"", 404),
         ("GET", "/inspect/visitors", {"X-Forwarded-For": "203.0.113.9"}, b"", 403),
         ("GET", "/metrics", {"Forwarded": "for=203.0.113.9"}, b"", 403),
     ]

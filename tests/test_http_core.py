@@ -35,7 +35,7 @@ from statemachine.web.http import (
     is_local,
     token_response,
 )
-from statemachine.web.inspector import visitor_ref
+from statemachine.web.inspector import References
 
 HOST = "brand.test:8000"
 ORIGIN = f"http://{HOST}"
@@ -97,6 +97,7 @@ class Face:
 
     def inspector(self, **kw: Any) -> Any:
         core = AsyncInspectorHttp if self.kind == "async" else InspectorHttp
+        kw.setdefault("secret", INSPECTOR_SECRET)
         return core(self.tracker, metrics=self.metrics, **kw)
 
     def call(self, core: Any, made: HttpRequest) -> HttpResponse:
@@ -468,11 +469,13 @@ def test_a_retry_after_from_the_tracker_reaches_the_header() -> None:
 
 # -- the inspector and /metrics: closed by default ------------------------------------------------
 
-INSPECTOR_PATHS = ["/inspect", "/inspect/visitors", "/inspect/visitor/{ref}", "/metrics"]
+INSPECTOR_SECRET = b"the inspector's secret, 32 bytes"
+NAMES = References(INSPECTOR_SECRET)
+INSPECTOR_PATHS = ["/inspect", "/inspect/visitors", "/inspect/visitor/{handle}", "/metrics"]
 
 
 def inspector_request(path: str, **kw: Any) -> HttpRequest:
-    return request("GET", path.format(ref=visitor_ref("v1")), visitor=None, **kw)
+    return request("GET", path.format(handle=NAMES.handle("v1")), visitor=None, **kw)
 
 
 @pytest.mark.parametrize("path", INSPECTOR_PATHS)
@@ -563,10 +566,11 @@ def test_the_inspector_content_on_both_faces(face: Face) -> None:
     page = face.call(core, inspector_request("/inspect"))
     assert page.content_type == "text/html; charset=utf-8"
     (visitor,) = body_of(face.call(core, inspector_request("/inspect/visitors")))["visitors"]
-    assert (visitor["ref"], visitor["state"]) == (visitor_ref("v1"), "authenticated")
-    detail = body_of(face.call(core, inspector_request("/inspect/visitor/{ref}")))
-    assert '<g class="state current" data-state="authenticated">' in detail["svg"]
-    assert face.call(core, inspector_request("/inspect/visitor/nothex")).status == 400
+    assert (visitor["ref"], visitor["state"]) == (NAMES.ref("v1"), "authenticated")
+    detail = body_of(face.call(core, inspector_request("/inspect/visitor/{handle}")))
+    current = '<g class="state current" data-state="authenticated" data-kind="authenticated">'
+    assert current in detail["svg"]
+    assert face.call(core, inspector_request("/inspect/visitor/nothex")).status == 404
     assert face.call(core, inspector_request("/inspect/visitor/000000000000")).status == 404
     assert face.call(core, inspector_request("/inspect/other")).status == 404
     posted = face.call(core, inspector_request("/inspect/visitors")._replace(method="POST"))

@@ -31,7 +31,7 @@ base_delay = 0.25
 multiplier = 2.0
 max_delay = 4.0
 jitter = 0.1
-retry_on = ["SERVER_ERROR", "ACTIVATION_TIMEOUT", "EXPIRED_TOKEN"]
+retry_on = ["SERVER_ERROR", "ACTIVATION_TIMEOUT", "EXPIRED_TOKEN", "UNKNOWN"]
 """
 
 

@@ -113,7 +113,7 @@ def test_same_flow_asking_again_is_the_tags_retry_with_a_fresh_token(
     assert len(fingerprints) == budget + 1  # a fresh token each time
     history = face.view("v1").history
     assert sum(e.trigger is Trigger.ACTIVATION_FAILED for e in history) == budget
-    assert all(e.reason is FailureReason.SERVER_ERROR for e in history if e.dest is State.RETRYING)
+    assert all(e.reason is FailureReason.UNKNOWN for e in history if e.dest is State.RETRYING)
 
     # Past the budget: the policy decides, and no token is minted.
     calls = provider.calls
@@ -124,7 +124,7 @@ def test_same_flow_asking_again_is_the_tags_retry_with_a_fresh_token(
         assert reply.state is State.BLOCKED
         assert reply.to_dict() == {
             "activate": False,
-            "reason": "Failed to fetch authentication with a server error",
+            "reason": FailureReason.UNKNOWN.message,  # the tag never said why it failed
         }
     else:
         assert reply.answer is Answer.ANONYMOUS
@@ -370,14 +370,53 @@ def test_failed_refresh_follows_the_policy_explicitly(
         assert (reply.answer, reply.state) == (Answer.ANONYMOUS, State.ACTIVATING_ANONYMOUS)
 
 
-def test_logout_forgets_the_visitor(face: Face, provider: CountingProvider) -> None:
+def test_logout_forgets_the_visitor_but_keeps_its_trail(
+    face: Face, provider: CountingProvider
+) -> None:
     flow, _ = start(face, provider)
     face.report("v1", flow, callback(True, SECURED))
     view = face.logout("v1")
     assert view is not None
     assert view.state is State.UNAUTHENTICATED
-    assert (view.attempts, view.reason, view.history, view.token_fingerprint) == (0, None, (), None)
+    assert (view.attempts, view.reason, view.token_fingerprint) == (0, None, None)
+    # The ended flow stays visible (for a support team), followed by the logout.
+    assert [e.trigger for e in view.history] == [
+        Trigger.ACTIVATE,
+        Trigger.TOKEN_RECEIVED,
+        Trigger.ACTIVATION_SUCCEEDED,
+        Trigger.LOGOUT,
+    ]
     assert face.token("v1", new_flow(), provider).answer is Answer.TOKEN
+
+
+def test_a_trail_is_kept_for_one_session_lifetime_only(issuer: Any) -> None:
+    from functools import partial
+
+    from policies import DefensivePolicy
+    from statemachine import ActivationTracker
+    from statemachine.stores import MemoryStore
+    from statemachine.tracking import trail_retention
+
+    now = [1_800_000_000.0]
+    policy = DefensivePolicy()
+    tracker = ActivationTracker(policy, MemoryStore(), clock=lambda: now[0])
+    mint = partial(issuer.issue, "user-1")
+    one_flow = [Trigger.ACTIVATE, Trigger.TOKEN_RECEIVED, Trigger.ACTIVATION_SUCCEEDED]
+    one_flow.append(Trigger.LOGOUT)
+
+    def sign_in_and_out(flow: str) -> list[Trigger]:
+        tracker.token_request("v9", flow, mint)
+        tracker.report("v9", flow, callback(True, SECURED))
+        tracker.logout("v9")
+        view = tracker.view("v9")
+        assert view is not None
+        return [e.trigger for e in view.history]
+
+    assert sign_in_and_out("flow-1") == one_flow
+    now[0] += trail_retention(policy) / 2
+    assert sign_in_and_out("flow-2") == one_flow * 2  # within one session lifetime: both
+    now[0] += trail_retention(policy) + 1
+    assert sign_in_and_out("flow-3") == one_flow  # the older flows have aged out
 
 
 def test_logout_during_a_flow_cancels_it(face: Face, provider: CountingProvider) -> None:

@@ -76,9 +76,11 @@ def test_round_trips_per_event(redis_server: Any, issuer: TokenIssuer) -> None:
     assert count(lambda: tracker.token_request("v", flow, provider)) == 2  # the tag's retry
     assert count(lambda: tracker.report("v", flow, callback(True, SECURED))) == 2
     assert sent == ["EVALSHA", "EVALSHA"]  # a read is a script too: it reads Redis's clock
+    assert count(lambda: tracker.token_request("v", new_flow(), provider)) == 2  # a refresh:
+    assert sent == ["EVALSHA", "EVALSHA"]  # it claims the visitor as a first flow does, settles
     other = ActivationTracker(defensive(), store)  # another worker: its guess conflicts...
-    assert count(lambda: other.token_request("v", new_flow(), provider)) == 2  # ...a refresh
-    assert sent == ["EVALSHA", "EVALSHA"]  # the conflict returned the visitor: no extra read
+    assert count(lambda: other.token_request("v", new_flow(), provider)) == 3  # ...a refresh
+    assert sent == ["EVALSHA", "EVALSHA", "EVALSHA"]  # the conflict returned it: no extra read
     tracker.logout("v")
     assert count(lambda: other.token_request("v", new_flow(), provider)) == 3  # conflict+claim
     assert count(lambda: tracker.view("v")) == 1

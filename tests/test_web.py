@@ -95,12 +95,42 @@ def test_mounted_routes_serve_the_flow(client: TestClient) -> None:
 
 
 def test_nobody_signed_in_gets_the_policy(client: TestClient) -> None:
-    reply = client.post("/app/activation/token", json={"flow": "f1"}, headers={"x-visitor": "v2"})
-    assert reply.status_code == 200
-    assert reply.json() == {
-        "activate": False,
-        "reason": "The token provider could not produce a token",
-    }
+    """Defensive: not activated, said so, and no record written (a forged cookie costs a read)."""
+    for flow in ("f1", "f2", "f3"):
+        reply = client.post(
+            "/app/activation/token", json={"flow": flow}, headers={"x-visitor": "v2"}
+        )
+        assert reply.status_code == 200
+        assert reply.json() == {
+            "activate": False,
+            "reason": "The token provider could not produce a token",
+            "signedIn": False,
+        }
+    assert len(client.tracker.store) == 0  # type: ignore[attr-defined]
+    assert unchanged(client, "v2")["state"] == "unauthenticated"
+
+
+def test_nobody_signed_in_activates_anonymously_under_the_anonymous_policy(
+    issuer: TokenIssuer,
+) -> None:
+    tracker = AsyncActivationTracker(AnonymousFallbackPolicy(), MemoryStore())
+    with TestClient(host_app(tracker, issuer), base_url="http://127.0.0.1") as client:
+        who = {"x-visitor": "v3"}
+        reply = client.post("/app/activation/token", json={"flow": "f1"}, headers=who)
+        assert reply.json() == {
+            "authenticationOption": {"type": "ANONYMOUS_AUTHENTICATION"},
+            "signedIn": False,
+        }
+        done = {
+            "authentication": {
+                "option": {"type": "ANONYMOUS_AUTHENTICATION"},
+                "status": "authentication-success",
+            }
+        }
+        report = client.post(
+            "/app/activation/report", json={"flow": "f1", "activation": done}, headers=who
+        )
+        assert report.json()["state"] == "anonymous"
 
 
 def unchanged(client: TestClient, visitor: str = "v1") -> Any:
@@ -230,7 +260,7 @@ class DownStore:
     async def aload(self, key: str) -> Any:
         raise StoreError("redis read failed: ConnectionError")
 
-    async def acompare_and_set(self, *args: Any) -> Any:
+    async def acompare_and_set(self, *args: Any, **kwargs: Any) -> Any:
         raise StoreError("redis write failed: ConnectionError")
 
     async def akeys(self, limit: int = 1000) -> Any:
@@ -273,11 +303,23 @@ def test_inspector_lists_visitors_by_reference_only(client: TestClient) -> None:
     listing = client.get("/app/inspect/visitors").json()
     (visitor,) = listing["visitors"]
     assert visitor["state"] == "activating"
-    assert "v1" not in str(listing)
-    detail = client.get(f"/app/inspect/visitor/{visitor['ref']}").json()
-    assert '<g class="state current" data-state="activating">' in detail["svg"]
-    assert client.get("/app/inspect/visitor/nothex").status_code == 400
-    assert client.get("/app/inspect/visitor/000000000000").status_code == 404
+    assert set(visitor) == {
+        "ref",
+        "handle",
+        "state",
+        "kind",
+        "since",
+        "attempts",
+        "reason",
+        "authenticated_until",
+    }
+    detail = client.get(f"/app/inspect/visitor/{visitor['handle']}").json()
+    assert detail["ref"] == visitor["ref"]
+    assert (
+        '<g class="state current" data-state="activating" data-kind="in-flight">' in (detail["svg"])
+    )
+    assert client.get("/app/inspect/visitor/nothex").status_code == 404
+    assert client.get(f"/app/inspect/visitor/{'A' * 60}").status_code == 404
     page = client.get("/app/inspect")
     assert page.headers["content-type"].startswith("text/html")
 

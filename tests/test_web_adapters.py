@@ -240,7 +240,9 @@ def test_django_refusals_are_the_cores(django_client: Any) -> None:
     assert proxied.status_code == 403
     assert django_client.get("/guarded/visitors").status_code == 403
     assert django_client.get("/guarded/visitors", headers={"X-Admin": "yes"}).status_code == 200
-    assert django_client.get("/inspect/visitor/zz").status_code == 400
+    assert (
+        django_client.get("/inspect/visitor/zz").status_code == 404
+    )  # not a handle: no such visitor
 
 
 def test_django_settings_must_name_what_is_not_passed() -> None:

@@ -33,7 +33,7 @@ from statemachine.stores import MemoryStore
 from statemachine.tokens import TokenIssuer
 from statemachine.web import MAX_BODY, activation_routes, inspector_routes
 from statemachine.web.http import LAST_RESORT
-from statemachine.web.inspector import visitor_ref
+from statemachine.web.inspector import References
 from statemachine.web.reference import (
     ENV_KEYS,
     ENV_POLICY,
@@ -57,6 +57,10 @@ SUCCESS = {
 }
 
 
+INSPECTOR_SECRET = b"the inspector's secret, 32 bytes"
+NAMES = References(INSPECTOR_SECRET)
+
+
 def host_app(issuer: TokenIssuer, **inspector: Any) -> Starlette:
     """A host as the README writes one: the visitor and the user from cookies."""
 
@@ -78,7 +82,9 @@ def host_app(issuer: TokenIssuer, **inspector: Any) -> Starlette:
                     *activation_routes(
                         tracker, visitor_id=visitor_id, token_provider=token_provider
                     ),
-                    *inspector_routes(tracker, metrics=metrics, **inspector),
+                    *inspector_routes(
+                        tracker, metrics=metrics, secret=INSPECTOR_SECRET, **inspector
+                    ),
                 ],
             )
         ]
@@ -146,7 +152,12 @@ def test_starlette_answers_wrong_methods_in_json(issuer: TokenIssuer) -> None:
         assert client.delete("/app/inspect/visitors").status_code == 405
 
 
-INSPECTOR = ["/app/inspect", "/app/inspect/visitors", "/app/inspect/visitor/{ref}", "/app/metrics"]
+INSPECTOR = [
+    "/app/inspect",
+    "/app/inspect/visitors",
+    "/app/inspect/visitor/{ref}",  # a visitor's handle
+    "/app/metrics",
+]
 
 
 @pytest.mark.parametrize("path", INSPECTOR)
@@ -154,7 +165,7 @@ def test_starlette_inspector_is_closed_to_remote_and_proxied_clients(
     issuer: TokenIssuer, path: str
 ) -> None:
     app = host_app(issuer)
-    path = path.format(ref=visitor_ref("v1"))
+    path = path.format(ref=NAMES.handle("v1"))
     with client_for(app) as local, client_for(app, client=REMOTE) as remote:
         authenticate(local)
         assert local.get(path).status_code == 200
@@ -174,7 +185,7 @@ def test_starlette_inspector_guard_decides(issuer: TokenIssuer, path: str) -> No
         return request.headers.get("authorization") == "Bearer admin-secret"
 
     app = host_app(issuer, guard=admin)
-    path = path.format(ref=visitor_ref("v1"))
+    path = path.format(ref=NAMES.handle("v1"))
     with client_for(app) as local, client_for(app, client=REMOTE) as remote:
         authenticate(local)
         admitted = remote.get(path, headers={"authorization": "Bearer admin-secret"})
@@ -445,7 +456,7 @@ def fuzz(
 ) -> None:
     method, template = data.draw(st.sampled_from(routes))
     printable = st.characters(exclude_categories=("Cc", "Cs"), exclude_characters="/")
-    ref = data.draw(st.one_of(st.just(visitor_ref("v1")), st.text(printable, min_size=1)))
+    ref = data.draw(st.one_of(st.just(NAMES.handle("v1")), st.text(printable, min_size=1)))
     path = template.format(ref=ref)  # always one of our routes (not the router's own 404)
     method = data.draw(st.sampled_from([method] * 6 + METHODS))
     headers = data.draw(plausible) + data.draw(headers_strategy)

@@ -154,7 +154,9 @@ def test_no_raw_token_in_state_inspector_or_metrics(host: Host) -> None:
         visitor.call("GET", "/metrics")[1],
     ]
     listing = pages[2]
-    pages += [visitor.call("GET", f"/inspect/visitor/{v['ref']}")[1] for v in listing["visitors"]]
+    pages += [
+        visitor.call("GET", f"/inspect/visitor/{v['handle']}")[1] for v in listing["visitors"]
+    ]
     text = json.dumps(pages)
     assert token not in text
     assert token.split(".")[0] not in text

@@ -54,13 +54,19 @@ class Store(Protocol):
         ...
 
     def compare_and_set(
-        self, key: str, expected: int, data: str, ttl: float
+        self, key: str, expected: int, data: str, ttl: float, *, in_flight_for: float = 0.0
     ) -> tuple[bool, Versioned | None]:
         """Write ``data`` if the key's version is ``expected`` (0: absent).
 
         Returns ``(True, new)`` on success, or ``(False, current)`` with what is
         there now, so a conflict costs no extra read. A write retried after a
         timeout that finds itself already written reports success.
+
+        ``in_flight_for`` is how many more seconds the visitor has a flow in
+        flight (0: settled). A store that makes room by dropping visitors
+        must drop settled ones only: a visitor dropped mid-flow could be
+        handed a second flow. A store that never drops (Redis with
+        ``noeviction``) ignores it.
         """
         ...
 
@@ -71,5 +77,5 @@ class AsyncStore(Protocol):
     async def aload(self, key: str) -> Versioned | None: ...
 
     async def acompare_and_set(
-        self, key: str, expected: int, data: str, ttl: float
+        self, key: str, expected: int, data: str, ttl: float, *, in_flight_for: float = 0.0
     ) -> tuple[bool, Versioned | None]: ...

@@ -8,20 +8,31 @@ from collections import OrderedDict
 from collections.abc import Callable, Iterator
 from typing import Final
 
+from statemachine import logs
 from statemachine.stores.base import StoreError, Versioned
 
 DEFAULT_MAX_ENTRIES: Final = 100_000
+
+EVICTION_LOG_INTERVAL: Final = 10.0
+"""Seconds between two log lines about dropped visitors: one line per burst, not per request."""
 
 
 class MemoryStore:
     """A dict with versions, expiry and a size bound, safe across threads.
 
     When the bound is reached (after dropping expired entries) a write for a
-    *new* key is refused with ``StoreError`` rather than evicting a live
-    visitor: a visitor dropped mid-flow could be handed a second flow, so the
-    tracker answers the newcomer with the policy instead. Keys already present
-    are always writable. Values are kept as the same JSON text a shared store
-    would hold, so what a test sees here is what Redis would hold.
+    *new* key makes room by dropping settled visitors, least recently
+    changed first. A visitor with a flow in flight (the writer says so with
+    ``in_flight_for``) is never dropped: dropped mid-flow, it could be handed
+    a second flow. Only when every entry is in flight is the newcomer
+    refused with ``StoreError`` (and the tracker answers with the policy).
+    Keys already present are always writable.
+
+    ``evicted`` counts the visitors dropped to make room and ``refused`` the
+    newcomers turned away (``ActivationMetrics`` exports both); a burst of
+    drops is logged once per ``EVICTION_LOG_INTERVAL`` seconds. Values are
+    kept as the same JSON text a shared store would hold, so what a test
+    sees here is what Redis would hold.
     """
 
     def __init__(
@@ -33,18 +44,26 @@ class MemoryStore:
         if type(max_entries) is not int or max_entries < 1:
             raise ValueError(f"max_entries must be a positive integer, got {max_entries!r}")
         self.max_entries = max_entries
+        self.evicted = 0
+        self.refused = 0
         self._clock = clock
         self._lock = threading.Lock()
-        # key -> (version, data, expires_at); ordered by last write, so the oldest expire first
-        self._items: OrderedDict[str, tuple[int, str, float]] = OrderedDict()
+        # Two lists, each ordered by last write (oldest first, so the oldest expire first):
+        # settled visitors, key -> (version, data, expires_at), which may be dropped for room;
+        # visitors in flight, key -> (version, data, expires_at, in_flight_until), which may not.
+        self._settled: OrderedDict[str, tuple[int, str, float]] = OrderedDict()
+        self._flying: OrderedDict[str, tuple[int, str, float, float]] = OrderedDict()
+        self._unlogged = 0  # visitors dropped since the last log line
+        self._logged_at = -EVICTION_LOG_INTERVAL
 
     def __len__(self) -> int:
         with self._lock:
             self._purge(self._clock())
-            return len(self._items)
+            return len(self._settled) + len(self._flying)
 
     def __repr__(self) -> str:
-        return f"MemoryStore(entries={len(self._items)}, max_entries={self.max_entries})"
+        entries = len(self._settled) + len(self._flying)
+        return f"MemoryStore(entries={entries}, max_entries={self.max_entries})"
 
     def now(self) -> float:
         """The store's clock: this process's wall clock (one process, one clock)."""
@@ -55,9 +74,18 @@ class MemoryStore:
             return self._get(key, self._clock())
 
     def compare_and_set(
-        self, key: str, expected: int, data: str, ttl: float, *, now: float | None = None
+        self,
+        key: str,
+        expected: int,
+        data: str,
+        ttl: float,
+        *,
+        now: float | None = None,
+        in_flight_for: float = 0.0,
     ) -> tuple[bool, Versioned | None]:
-        # ``now`` (when the write was decided) is on ``now()``'s clock, this process's own.
+        # ``now`` (when the write was decided) is on ``now()``'s clock, this process's own;
+        # expiry and flights are judged on the store's monotonic clock.
+        report = 0
         with self._lock:
             now = self._clock()
             current = self._get(key, now)
@@ -65,20 +93,33 @@ class MemoryStore:
                 return False, current
             if current is None:
                 self._purge(now)
-                if len(self._items) >= self.max_entries:
-                    raise StoreError(
-                        f"memory store full ({self.max_entries} visitors); raise max_entries"
-                    )
+                if len(self._settled) + len(self._flying) >= self.max_entries:
+                    report = self._make_room(now)
+            else:
+                self._settled.pop(key, None)
+                self._flying.pop(key, None)
             version = expected + 1
-            self._items[key] = (version, data, now + ttl)
-            self._items.move_to_end(key)
-            return True, Versioned(version, data)
+            if in_flight_for > 0:
+                self._flying[key] = (version, data, now + ttl, now + in_flight_for)
+            else:
+                self._settled[key] = (version, data, now + ttl)
+        if report:
+            logs.emit(
+                logs.PROXY.warning,
+                logs.STORE_EVICTED,
+                dropped=report,
+                dropped_total=self.evicted,
+                max_entries=self.max_entries,
+            )
+        return True, Versioned(version, data)
 
     def keys(self) -> Iterator[str]:
         """The live keys, oldest write first (a copy: safe while others write)."""
         with self._lock:
             self._purge(self._clock())
-            return iter(list(self._items))
+            items = [*self._settled.items(), *self._flying.items()]
+        items.sort(key=lambda item: item[1][2])  # expiry follows the write for one TTL
+        return iter([key for key, _ in items])
 
     async def akeys(self, limit: int = 1_000) -> list[str]:
         return list(self.keys())[-limit:]
@@ -87,23 +128,67 @@ class MemoryStore:
         return self.load(key)
 
     async def acompare_and_set(
-        self, key: str, expected: int, data: str, ttl: float, *, now: float | None = None
+        self,
+        key: str,
+        expected: int,
+        data: str,
+        ttl: float,
+        *,
+        now: float | None = None,
+        in_flight_for: float = 0.0,
     ) -> tuple[bool, Versioned | None]:
-        return self.compare_and_set(key, expected, data, ttl, now=now)
+        return self.compare_and_set(key, expected, data, ttl, now=now, in_flight_for=in_flight_for)
+
+    def _make_room(self, now: float) -> int:
+        """Drop one settled visitor for a newcomer; returns how many drops to log now (or 0).
+
+        A visitor whose flow outlived what its writer announced is settled by
+        now (the tracker lets such a flow go on its next request): the oldest
+        of those may go too. Nothing else may.
+        """
+        if self._settled:
+            self._settled.popitem(last=False)
+        else:
+            oldest = next(iter(self._flying.values()), None)
+            if oldest is None or oldest[3] > now:
+                self.refused += 1
+                raise StoreError(
+                    f"memory store full ({self.max_entries} visitors, every one in flight); "
+                    "raise max_entries"
+                )
+            self._flying.popitem(last=False)
+        self.evicted += 1
+        self._unlogged += 1
+        if now - self._logged_at < EVICTION_LOG_INTERVAL:
+            return 0
+        self._logged_at = now
+        report, self._unlogged = self._unlogged, 0
+        return report
 
     def _get(self, key: str, now: float) -> Versioned | None:
-        item = self._items.get(key)
-        if item is None:
+        settled = self._settled.get(key)
+        if settled is not None:
+            if settled[2] <= now:
+                del self._settled[key]
+                return None
+            return Versioned(settled[0], settled[1])
+        flying = self._flying.get(key)
+        if flying is None:
             return None
-        if item[2] <= now:
-            del self._items[key]
+        if flying[2] <= now:
+            del self._flying[key]
             return None
-        return Versioned(item[0], item[1])
+        return Versioned(flying[0], flying[1])
 
     def _purge(self, now: float) -> None:
-        items = self._items
-        while items:
-            key, (_, _, expires_at) = next(iter(items.items()))
+        settled, flying = self._settled, self._flying
+        while settled:
+            key, (_, _, expires_at) = next(iter(settled.items()))
             if expires_at > now:
                 break
-            del items[key]
+            del settled[key]
+        while flying:
+            key, (_, _, expires_at, _) = next(iter(flying.items()))
+            if expires_at > now:
+                break
+            del flying[key]

@@ -61,7 +61,7 @@ from functools import lru_cache
 from importlib import resources
 from types import SimpleNamespace
 from typing import Any, Final, NamedTuple
-from urllib.parse import urlsplit
+from urllib.parse import parse_qs, urlsplit
 
 from statemachine import logs
 from statemachine.calls import run_awaitable
@@ -73,6 +73,7 @@ from statemachine.tokens.verifier import strict_json
 from statemachine.trackers import ActivationTracker, AsyncActivationTracker
 from statemachine.tracking import TrackerInputError
 from statemachine.web import inspector as content
+from statemachine.web.shoppers import mark_not_signed_in
 
 MAX_BODY: Final = 64 * 1024
 """Bytes a request body may have: a flow id and the tag's callback object are far smaller."""
@@ -400,11 +401,6 @@ ProviderOf = Callable[[Any], Any]
 GuardOf = Callable[[Any], "bool | Awaitable[bool]"]
 
 
-def _no_token() -> None:
-    """The provider when nobody is signed in: the backend cannot mint."""
-    return
-
-
 def snippet_source() -> str:
     return resources.files("statemachine.web").joinpath("static/snippet.js").read_text("utf-8")
 
@@ -421,8 +417,11 @@ _UNKNOWN_VISITOR: Final = {
 _REPLY_HEADERS: dict[type, str | None] = {}
 
 
-def token_response(reply: TokenReply) -> HttpResponse:
+def token_response(reply: TokenReply, *, signed_in: bool = True) -> HttpResponse:
     """The token endpoint's answer, with the headers the reply asks for (``Retry-After``).
+
+    ``signed_in=False`` marks the answer for a visitor nobody signed in, so the
+    page says "not signed in" rather than raising an alarm.
 
     A reply names them in ``headers`` (a mapping), or gives ``retry_after`` in seconds
     (rounded up, at least 1). Which of the two a reply type has is looked up once: a
@@ -440,7 +439,8 @@ def token_response(reply: TokenReply) -> HttpResponse:
         seconds = getattr(reply, "retry_after")  # noqa: B009
         if seconds is not None:
             extra = (("Retry-After", str(max(1, math.ceil(seconds)))),)
-    return json_response(reply.status_code, reply.to_dict(), extra)
+    body = reply.to_dict() if signed_in else mark_not_signed_in(reply.to_dict())
+    return json_response(reply.status_code, body, extra)
 
 
 class _Activation:
@@ -551,7 +551,9 @@ class AsyncActivationHttp(_Activation):
                 except Exception as error:  # noqa: BLE001 - treated as nobody signed in
                     self._host_failed(error, "token_provider")
                     provider = None
-                return token_response(await tracker.token_request(who, flow, provider or _no_token))
+                # Nobody signed in (None): a blocking policy answers without the store.
+                answer = await tracker.token_request(who, flow, provider or None)
+                return token_response(answer, signed_in=provider is not None)
             if name == "report":
                 body = json_object(request)
                 reply = await tracker.report(who, text_field(body, "flow"), body.get("activation"))
@@ -605,7 +607,9 @@ class ActivationHttp(_Activation):
                 except Exception as error:  # noqa: BLE001 - treated as nobody signed in
                     self._host_failed(error, "token_provider")
                     provider = None
-                return token_response(tracker.token_request(who, flow, provider or _no_token))
+                # Nobody signed in (None): a blocking policy answers without the store.
+                answer = tracker.token_request(who, flow, provider or None)
+                return token_response(answer, signed_in=provider is not None)
             if name == "report":
                 body = json_object(request)
                 reply = tracker.report(who, text_field(body, "flow"), body.get("activation"))
@@ -636,7 +640,13 @@ def _settle_blocking(value: Any) -> Any:
 
 
 class _Inspector:
-    """What both faces of the inspector share: routing, the guard's verdict, the answers."""
+    """What both faces of the inspector share: routing, the guard's verdict, the answers.
+
+    Routes: the page at the prefix; ``/visitors`` (the counts and the listing, and
+    with ``?selected=handle`` that visitor too: the page's one request a second);
+    ``/visitor/{handle}`` (one visitor, one store read); ``POST /lookup {"query"}``
+    (the host's ``lookup``, then one read); ``/metrics``.
+    """
 
     def __init__(
         self,
@@ -645,18 +655,25 @@ class _Inspector:
         metrics: ActivationMetrics | None = None,
         prefix: str = "/inspect",
         guard: GuardOf | None = None,
+        secret: bytes | str | None = None,
+        lookup: content.Lookup | None = None,
     ) -> None:
         if guard is not None and not callable(guard):
             raise TypeError("guard must be a callable taking the request and answering a bool")
+        if lookup is not None and not callable(lookup):
+            raise TypeError("lookup must be a callable taking the query text")
         self.tracker = tracker
         self.metrics = metrics
         self.guard = guard
+        self.lookup = lookup
+        self.names = content.References(secret)
         self.prefix = prefix.rstrip("/")
         self.profile = Profile.of(tracker.policy)
         routes = [
             Route(self.prefix or "/", _GET),
             Route(f"{self.prefix}/visitors", _GET),
-            Route(f"{self.prefix}/visitor/{{ref}}", _GET),
+            Route(f"{self.prefix}/visitor/{{handle}}", _GET),
+            Route(f"{self.prefix}/lookup", _POST),
         ]
         if metrics is not None:
             routes.append(Route("/metrics", _GET))
@@ -672,18 +689,21 @@ class _Inspector:
     def _route(self, request: HttpRequest) -> tuple[str, str]:
         path = request.path
         if path == (self.prefix or "/"):
-            name, ref = "page", ""
+            name, handle = "page", ""
         elif path == f"{self.prefix}/visitors":
-            name, ref = "visitors", ""
+            name, handle = "visitors", _query_value(request.query, "selected")
         elif path.startswith(f"{self.prefix}/visitor/"):
-            name, ref = "visitor", path[len(self.prefix) + len("/visitor/") :]
+            name, handle = "visitor", path[len(self.prefix) + len("/visitor/") :]
+        elif path == f"{self.prefix}/lookup":
+            name, handle = "lookup", ""
         elif path == "/metrics" and self.metrics is not None:
-            name, ref = "metrics", ""
+            name, handle = "metrics", ""
         else:
             raise Refused(404, "no such route")
-        if request.method.upper() not in _GET:
-            raise Refused(405, "method not allowed", (("Allow", ", ".join(_GET)),))
-        return name, ref
+        methods = _POST if name == "lookup" else _GET
+        if request.method.upper() not in methods:
+            raise Refused(405, "method not allowed", (("Allow", ", ".join(methods)),))
+        return name, handle
 
     @staticmethod
     def _verdict(allowed: object) -> None:
@@ -696,15 +716,26 @@ class _Inspector:
                 403, "the inspector and /metrics answer loopback clients only, without a guard"
             )
 
-    def _answer(self, name: str, ref: str, found: list[tuple[str, Any]]) -> HttpResponse:
-        if name == "visitors":
-            return json_response(200, content.listing_body(self.tracker.policy, found))
-        for key, view in found:
-            if content.visitor_ref(key) == ref:
-                if view is DAMAGED:
-                    return json_response(200, {"ref": ref, "state": "damaged", "history": []})
-                return json_response(200, content.visitor_body(self.profile, ref, view))
-        raise Refused(404, "no such visitor in the store")
+    @staticmethod
+    def _query(request: HttpRequest) -> str:
+        check_json_type(request)
+        try:
+            return content.check_query(json_object(request).get("query"))
+        except ValueError as bad:
+            raise Refused(400, str(bad)) from None
+
+    def _one(self, key: str | None, view: Any) -> dict[str, Any] | None:
+        if key is None or view is None:
+            return None
+        if view is DAMAGED:
+            return content.damaged_body(self.profile, self.names, key)
+        return content.visitor_body(self.profile, self.names, key, view)
+
+    @staticmethod
+    def _found(body: dict[str, Any] | None, message: str) -> HttpResponse:
+        if body is None:
+            raise Refused(404, message)
+        return json_response(200, body)
 
     def _scrape(self) -> HttpResponse:
         assert self.metrics is not None
@@ -724,10 +755,12 @@ class _Inspector:
         logs.emit(logs.PROXY.error, HTTP_ERROR, route="guard", error_type=type(error).__name__)
         raise Refused(403, "the inspector is closed to this request") from None
 
-    @staticmethod
-    def _check_ref(ref: str) -> None:
-        if not content.REF.fullmatch(ref):
-            raise Refused(400, "a visitor reference is 12 hexadecimal digits")
+    def _host_failed(self, error: Exception) -> None:
+        logs.emit(logs.PROXY.error, HTTP_ERROR, route="lookup", error_type=type(error).__name__)
+
+
+NO_VISITOR: Final = "no such visitor in the store"
+NOT_FOUND: Final = "no visitor found for that query"
 
 
 class AsyncInspectorHttp(_Inspector):
@@ -740,12 +773,16 @@ class AsyncInspectorHttp(_Inspector):
         metrics: ActivationMetrics | None = None,
         prefix: str = "/inspect",
         guard: GuardOf | None = None,
+        secret: bytes | str | None = None,
+        lookup: content.Lookup | None = None,
     ) -> None:
-        super().__init__(tracker, metrics=metrics, prefix=prefix, guard=guard)
+        super().__init__(
+            tracker, metrics=metrics, prefix=prefix, guard=guard, secret=secret, lookup=lookup
+        )
 
     async def handle(self, request: HttpRequest) -> HttpResponse:
         try:
-            name, ref = self._route(request)
+            name, handle = self._route(request)
             if self.guard is None:
                 self._local_only(request)
             else:
@@ -759,23 +796,65 @@ class AsyncInspectorHttp(_Inspector):
             if name == "metrics":
                 return self._scrape()
             if name == "visitor":
-                self._check_ref(ref)
-            return self._answer(name, ref, await self._visitors())
+                return self._found(await self._visitor(handle), NO_VISITOR)
+            if name == "lookup":
+                return self._found(await self._lookup(self._query(request)), NOT_FOUND)
+            body = await self._listing()
+            if handle:
+                body["selected"] = await self._visitor(handle)
+            return json_response(200, body)
         except Exception as error:  # noqa: BLE001 - every failure is an answer, never a 500
             return self._failed(error, request)
 
-    async def _visitors(self) -> list[tuple[str, Any]]:
-        tracker = self.tracker
-        found = []
-        for key in await tracker.store.akeys(content.MAX_LISTED):
+    async def _view(self, key: str | None) -> Any:
+        if key is None:
+            return None
+        try:
+            return await self.tracker.view(key)
+        except TrackerInputError:
+            return None
+        except DamagedRecord:
+            return DAMAGED
+
+    async def _visitor(self, handle: str) -> dict[str, Any] | None:
+        key = self.names.open(handle)
+        return self._one(key, await self._view(key))  # one store read
+
+    async def _lookup(self, query: str) -> dict[str, Any] | None:
+        key: str | None = None
+        if self.lookup is not None:
             try:
-                view = await tracker.view(key)
-            except DamagedRecord:
-                view = DAMAGED
+                found = await _settle(self.lookup(query))
+            except Exception as error:  # noqa: BLE001 - the host's search failing finds nobody
+                self._host_failed(error)
+                found = None
+            key = found if isinstance(found, str) and found else None
+        if key is None and content.REF.fullmatch(query.lower()):
+            for candidate in await self.tracker.store.akeys(content.MAX_LISTED):
+                if self.names.ref(candidate) == query.lower():
+                    key = candidate
+                    break
+        return self._one(key, await self._view(key))
+
+    async def _listing(self) -> dict[str, Any]:
+        tracker = self.tracker
+        keys = await tracker.store.akeys(content.MAX_LISTED + 1)
+        found: list[tuple[str, Any]] = []
+        damaged: list[str] = []
+        for key in keys[: content.MAX_LISTED]:
+            view = await self._view(key)
+            if view is DAMAGED:  # listed as damaged (a logout repairs it), never a failed page
+                damaged.append(key)
+                continue
             if view is not None:
                 found.append((key, view))
-        found.sort(key=lambda item: item[1].since, reverse=True)
-        return found
+        return content.listing_body(
+            tracker.policy,
+            self.names,
+            found,
+            damaged=damaged,
+            more=len(keys) > content.MAX_LISTED,
+        )
 
 
 class InspectorHttp(_Inspector):
@@ -788,15 +867,18 @@ class InspectorHttp(_Inspector):
         metrics: ActivationMetrics | None = None,
         prefix: str = "/inspect",
         guard: GuardOf | None = None,
+        secret: bytes | str | None = None,
+        lookup: content.Lookup | None = None,
     ) -> None:
-        super().__init__(tracker, metrics=metrics, prefix=prefix, guard=guard)
-        store: Any = tracker.store  # listing is beyond the Store protocol: memory and Redis have it
-        keys = store.keys
-        self._limited = "limit" in inspect.signature(keys).parameters
+        super().__init__(
+            tracker, metrics=metrics, prefix=prefix, guard=guard, secret=secret, lookup=lookup
+        )
+        store: Any = tracker.store  # keys() is not part of the Store protocol
+        self._limited = "limit" in inspect.signature(store.keys).parameters
 
     def handle(self, request: HttpRequest) -> HttpResponse:
         try:
-            name, ref = self._route(request)
+            name, handle = self._route(request)
             if self.guard is None:
                 self._local_only(request)
             else:
@@ -810,25 +892,78 @@ class InspectorHttp(_Inspector):
             if name == "metrics":
                 return self._scrape()
             if name == "visitor":
-                self._check_ref(ref)
-            return self._answer(name, ref, self._visitors())
+                return self._found(self._visitor(handle), NO_VISITOR)
+            if name == "lookup":
+                return self._found(self._lookup(self._query(request)), NOT_FOUND)
+            body = self._listing()
+            if handle:
+                body["selected"] = self._visitor(handle)
+            return json_response(200, body)
         except Exception as error:  # noqa: BLE001 - every failure is an answer, never a 500
             return self._failed(error, request)
 
-    def _visitors(self) -> list[tuple[str, Any]]:
-        tracker = self.tracker
-        store = tracker.store
+    def _keys(self, limit: int) -> list[str]:
+        store = self.tracker.store
         if self._limited:
-            keys = list(store.keys(content.MAX_LISTED))
-        else:
-            keys = list(store.keys())[-content.MAX_LISTED :]
-        found = []
-        for key in keys:
+            return list(store.keys(limit))
+        return list(store.keys())[-limit:]
+
+    def _view(self, key: str | None) -> Any:
+        if key is None:
+            return None
+        try:
+            return self.tracker.view(key)
+        except TrackerInputError:
+            return None
+        except DamagedRecord:
+            return DAMAGED
+
+    def _visitor(self, handle: str) -> dict[str, Any] | None:
+        key = self.names.open(handle)
+        return self._one(key, self._view(key))  # one store read
+
+    def _lookup(self, query: str) -> dict[str, Any] | None:
+        key: str | None = None
+        if self.lookup is not None:
             try:
-                view = tracker.view(key)
-            except DamagedRecord:
-                view = DAMAGED
+                found = _settle_blocking(self.lookup(query))
+            except Exception as error:  # noqa: BLE001 - the host's search failing finds nobody
+                self._host_failed(error)
+                found = None
+            key = found if isinstance(found, str) and found else None
+        if key is None and content.REF.fullmatch(query.lower()):
+            for candidate in self._keys(content.MAX_LISTED):
+                if self.names.ref(candidate) == query.lower():
+                    key = candidate
+                    break
+        return self._one(key, self._view(key))
+
+    def _listing(self) -> dict[str, Any]:
+        keys = self._keys(content.MAX_LISTED + 1)
+        found: list[tuple[str, Any]] = []
+        damaged: list[str] = []
+        for key in keys[: content.MAX_LISTED]:
+            view = self._view(key)
+            if view is DAMAGED:  # listed as damaged (a logout repairs it), never a failed page
+                damaged.append(key)
+                continue
             if view is not None:
                 found.append((key, view))
-        found.sort(key=lambda item: item[1].since, reverse=True)
-        return found
+        return content.listing_body(
+            self.tracker.policy,
+            self.names,
+            found,
+            damaged=damaged,
+            more=len(keys) > content.MAX_LISTED,
+        )
+
+
+def _query_value(query: str, name: str) -> str:
+    """One query-string parameter (the first), or ''; bounded, like every input."""
+    if len(query) > 4096:
+        raise Refused(414, "the query string is too long")
+    try:
+        values = parse_qs(query, keep_blank_values=False, max_num_fields=16).get(name)
+    except ValueError:  # more fields than any page of ours sends
+        raise Refused(400, "the query string has too many fields") from None
+    return values[0] if values else ""

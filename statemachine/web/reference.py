@@ -23,6 +23,8 @@ import secrets
 import shutil
 import sys
 import tempfile
+from collections import OrderedDict
+from html import escape
 from importlib import resources
 from pathlib import Path
 from typing import Any, Final
@@ -115,6 +117,28 @@ class Cookies:
             return None
 
 
+class SignIns:
+    """Who signed in on which visitor, for the inspector's lookup box (user id -> visitor).
+
+    The demo keeps the most recent sign-ins of this worker, bounded; a brand's own
+    ``lookup`` would ask its session store instead.
+    """
+
+    LIMIT: Final = 10_000
+
+    def __init__(self) -> None:
+        self._visitors: OrderedDict[str, str] = OrderedDict()
+
+    def remember(self, user_id: str, visitor_id: str) -> None:
+        self._visitors[user_id] = visitor_id
+        self._visitors.move_to_end(user_id)
+        while len(self._visitors) > self.LIMIT:
+            self._visitors.popitem(last=False)
+
+    def lookup(self, user_id: str) -> str | None:
+        return self._visitors.get(user_id)
+
+
 class ReferencePages:
     """The reference host's own routes, on the HTTP core's rules: the page and the demo
     sign-in (same-origin JSON only, like every state change)."""
@@ -128,9 +152,10 @@ class ReferencePages:
     def __init__(self, policy: ActivationPolicy, cookies: Cookies, activator: LocalActivator):
         static = resources.files("statemachine.web").joinpath("static")
         page = static.joinpath("page.html").read_text("utf-8")
-        self.page = page.replace("__POLICY__", str(policy.name)).encode("utf-8")
+        self.page = page.replace("__POLICY__", str(policy.name))
         self.cookies = cookies
         self.activator = activator
+        self.signed_in = SignIns()
         self._methods = {route.path: route.methods for route in self.routes}
 
     async def handle(self, request: HttpRequest) -> HttpResponse:
@@ -142,7 +167,10 @@ class ReferencePages:
                 raise Refused(405, "method not allowed", (("Allow", ", ".join(methods)),))
             if request.path == "/":
                 html = (("Content-Type", "text/html; charset=utf-8"), *NO_STORE)
-                return HttpResponse(200, html + self._visitor_cookie(request), self.page)
+                signed = self.cookies.read(cookie_jar(request).get(USER_COOKIE))
+                user = escape(signed[0], quote=True) if signed else ""
+                page = self.page.replace("__USER__", user).encode("utf-8")
+                return HttpResponse(200, html + self._visitor_cookie(request), page)
             if request.path == "/login":
                 return self.login(request)
             check_state_change(request)  # /signout
@@ -154,10 +182,17 @@ class ReferencePages:
         except Exception as error:  # noqa: BLE001 - never a 500
             return last_resort(error, request.path)
 
-    def _visitor_cookie(self, request: HttpRequest) -> tuple[tuple[str, str], ...]:
-        if visitor_of(cookie_jar(request)) is not None:
-            return ()
-        return (cookie_header(VISITOR_COOKIE, secrets.token_hex(16), secure=is_https(request)),)
+    def _visitor_cookie(
+        self, request: HttpRequest, user_id: str | None = None
+    ) -> tuple[tuple[str, str], ...]:
+        visitor = visitor_of(cookie_jar(request))
+        cookie: tuple[tuple[str, str], ...] = ()
+        if visitor is None:
+            visitor = secrets.token_hex(16)
+            cookie = (cookie_header(VISITOR_COOKIE, visitor, secure=is_https(request)),)
+        if user_id is not None:
+            self.signed_in.remember(user_id, visitor)
+        return cookie
 
     def login(self, request: HttpRequest) -> HttpResponse:
         check_state_change(request)
@@ -175,7 +210,7 @@ class ReferencePages:
         signed = cookie_header(
             USER_COOKIE, self.cookies.sign(user_id, wrong), secure=is_https(request)
         )
-        return HttpResponse(204, (*NO_STORE, signed, *self._visitor_cookie(request)), b"")
+        return HttpResponse(204, (*NO_STORE, signed, *self._visitor_cookie(request, user_id)), b"")
 
 
 def _encodable(text: str) -> bool:
@@ -250,7 +285,9 @@ def create_app() -> Starlette:
         *adapt((route.path for route in pages.routes), pages.handle),
         *standin_routes(activator),  # the stand-in tag and platform: this host is offline
         *activation_routes(tracker, visitor_id=visitor_id, token_provider=token_provider),
-        *inspector_routes(tracker, metrics=metrics),
+        *inspector_routes(
+            tracker, metrics=metrics, secret=cookies.secret, lookup=pages.signed_in.lookup
+        ),
     ]
     return Starlette(routes=routes)
 

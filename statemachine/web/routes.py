@@ -36,6 +36,7 @@ from statemachine.web.http import (
     VisitorOf,
     last_resort,
 )
+from statemachine.web.inspector import Lookup
 
 __all__ = [
     "MAX_BODY",
@@ -180,13 +181,20 @@ def inspector_routes(
     metrics: ActivationMetrics | None = None,
     prefix: str = "/inspect",
     guard: GuardOf | None = None,
+    secret: bytes | str | None = None,
+    lookup: Lookup | None = None,
 ) -> list[BaseRoute]:
-    """``GET {prefix}`` (the page), ``{prefix}/visitors``, ``{prefix}/visitor/{ref}``, and
-    ``/metrics`` when ``metrics`` is given.
+    """``GET {prefix}`` (the page), ``{prefix}/visitors[?selected=handle]``,
+    ``{prefix}/visitor/{handle}``, ``POST {prefix}/lookup {"query"}``, and ``/metrics``
+    when ``metrics`` is given.
 
     Closed by default: without ``guard`` only loopback clients (and no proxy in
     between) get them; ``guard(request) -> bool``, sync or async, is the host's
-    own admin check and alone decides.
+    own admin check and alone decides. ``secret`` keys the visitors' references
+    (share it between workers); ``lookup(query) -> visitor_id | None``, sync or
+    async, is the host's search behind the lookup box (a user id, say).
     """
-    core = AsyncInspectorHttp(tracker, metrics=metrics, prefix=prefix, guard=guard)
+    core = AsyncInspectorHttp(
+        tracker, metrics=metrics, prefix=prefix, guard=guard, secret=secret, lookup=lookup
+    )
     return adapt((route.path for route in core.routes), core.handle)

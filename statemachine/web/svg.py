@@ -2,7 +2,10 @@
 
 States sit on a fixed grid; every row of the policy's table is an edge
 (rows between the same two states share one, their triggers joined), so the
-drawing cannot show an edge the table lacks. The current state is filled,
+drawing cannot show an edge the table lacks, and every edge is labelled with
+its triggers. The current state is filled in the colour of what it means for
+the visitor — authenticated green, blocked red, in flight amber, anonymous and
+unauthenticated neutral — so a support person reads the outcome at a glance;
 visited states and the edges a visitor took are emphasised.
 """
 
@@ -11,24 +14,55 @@ from __future__ import annotations
 import math
 from collections.abc import Iterable
 from html import escape
-from typing import Final
+from typing import Final, NamedTuple
 
 from statemachine.policy import Profile
 from statemachine.states import IN_FLIGHT, State
 from statemachine.table import rows_for
 
 POSITIONS: Final = {
-    State.UNAUTHENTICATED: (110, 210),
-    State.FETCHING_TOKEN: (350, 80),
-    State.ACTIVATING: (600, 80),
-    State.RETRYING: (600, 210),
-    State.AUTHENTICATED: (850, 80),
-    State.ACTIVATING_ANONYMOUS: (350, 340),
-    State.ANONYMOUS: (600, 340),
-    State.BLOCKED: (850, 340),
+    State.UNAUTHENTICATED: (100, 240),
+    State.FETCHING_TOKEN: (380, 90),
+    State.ACTIVATING: (670, 90),
+    State.RETRYING: (670, 240),
+    State.AUTHENTICATED: (970, 90),
+    State.ACTIVATING_ANONYMOUS: (380, 400),
+    State.ANONYMOUS: (670, 400),
+    State.BLOCKED: (970, 400),
 }
-WIDTH, HEIGHT = 960, 420
-BOX_W, BOX_H = 170, 40
+WIDTH, HEIGHT = 1080, 470
+BOX_W, BOX_H = 164, 40
+
+
+class Colours(NamedTuple):
+    fill: str
+    stroke: str
+    ink: str
+
+
+def kind_of(state: State) -> str:
+    """What a state means for the visitor, which decides its colour."""
+    if state in IN_FLIGHT:
+        return "in-flight"
+    return state.value
+
+
+CURRENT: Final = {
+    "authenticated": Colours("#2e7d32", "#1b5e20", "#ffffff"),
+    "blocked": Colours("#c62828", "#8e0000", "#ffffff"),
+    "in-flight": Colours("#ffb300", "#c68400", "#263238"),
+    "anonymous": Colours("#78909c", "#455a64", "#ffffff"),
+    "unauthenticated": Colours("#cfd8dc", "#455a64", "#263238"),
+}
+"""The current state's colours, by what it means: the inspector's legend uses the same."""
+
+RESTING: Final = {
+    "authenticated": Colours("#e8f5e9", "#81c784", "#1b5e20"),
+    "blocked": Colours("#ffebee", "#e57373", "#8e0000"),
+    "in-flight": Colours("#fff8e1", "#ffd54f", "#5d4037"),
+    "anonymous": Colours("#eceff1", "#90a4ae", "#37474f"),
+    "unauthenticated": Colours("#fafafa", "#90a4ae", "#37474f"),
+}
 
 
 def _edge_end(source: tuple[int, int], dest: tuple[int, int]) -> tuple[float, float, float, float]:
@@ -84,6 +118,8 @@ def diagram_svg(
         'fill="#1565c0"/></marker>'
         "</defs>",
     ]
+    labels_drawn: list[str] = []
+    placed: list[tuple[float, float, float]] = []
     for (source, dest), labels in edges.items():
         text = escape(", ".join(labels))
         hot = (source, dest) in used
@@ -97,6 +133,7 @@ def diagram_svg(
                 f'stroke="{colour}" stroke-width="{width}" marker-end="url(#{marker})">'
                 f"<title>{text}</title></path>"
             )
+            labels_drawn.append(_label(x, y - 66, text, hot, placed))
             continue
         x1, y1, x2, y2 = _edge_end(POSITIONS[source], POSITIONS[dest])
         # An edge that would cross another state bends around it.
@@ -110,25 +147,57 @@ def diagram_svg(
             f'stroke="{colour}" stroke-width="{width}" marker-end="url(#{marker})">'
             f"<title>{text}</title></path>"
         )
+        # The curve's midpoint (t = 1/2 of the quadratic Bezier), moved off the line to
+        # the side the edge is offset to, so edges in opposite directions part labels.
+        mx, my = (x1 + 2 * cx + x2) / 4, (y1 + 2 * cy + y2) / 4
+        nx, ny = (y1 - y2) / length, (x2 - x1) / length  # the side the edge is offset to
+        labels_drawn.append(_label(mx - nx * 9, my - ny * 9, text, hot, placed))
+    parts.extend(labels_drawn)
     for state, (x, y) in POSITIONS.items():
-        if state is current:
-            fill, stroke = "#2e7d32", "#1b5e20"
-            ink = "#ffffff"
-        elif state in seen:
-            fill, stroke, ink = "#e3f2fd", "#1565c0", "#0d47a1"
-        else:
-            fill, stroke, ink = (
-                ("#fff8e1" if state in IN_FLIGHT else "#fafafa"),
-                "#90a4ae",
-                "#37474f",
-            )
-        marked = " current" if state is current else ""
+        kind = kind_of(state)
+        fill, stroke, ink = CURRENT[kind] if state is current else RESTING[kind]
+        border = 1.6
+        if state is not current and state in seen:
+            stroke, border = "#1565c0", 2.6  # on the visitor's path
+        marked = " current" if state is current else (" visited" if state in seen else "")
         parts.append(
-            f'<g class="state{marked}" data-state="{state.value}">'
+            f'<g class="state{marked}" data-state="{state.value}" data-kind="{kind}">'
             f'<rect x="{x - BOX_W / 2}" y="{y - BOX_H / 2}" width="{BOX_W}" height="{BOX_H}" '
-            f'rx="9" fill="{fill}" stroke="{stroke}" stroke-width="1.6"/>'
+            f'rx="9" fill="{fill}" stroke="{stroke}" stroke-width="{border}"/>'
             f'<text x="{x}" y="{y + 5}" text-anchor="middle" font-family="sans-serif" '
             f'font-size="14" fill="{ink}">{state.value}</text></g>'
         )
     parts.append("</svg>")
     return "".join(parts)
+
+
+def _label(
+    x: float, y: float, text: str, hot: bool, placed: list[tuple[float, float, float]]
+) -> str:
+    """An edge's triggers, on a white halo so crossing lines do not hide them.
+
+    A label that would overlap one already placed, or a state's box, moves
+    along its line a few steps until it is clear (or the steps run out).
+    """
+    half = len(text) * 2.8 + 3  # about half the width of 10px sans-serif text
+
+    def clashes(cx: float, cy: float) -> bool:
+        for px, py, other in placed:
+            if abs(cx - px) < half + other and abs(cy - py) < 12:
+                return True
+        return any(
+            abs(cx - bx) < half + BOX_W / 2 and abs(cy - by) < 6 + BOX_H / 2
+            for bx, by in POSITIONS.values()
+        )
+
+    for dy in (0, 12, -12, 24, -24, 36, -36):
+        if not clashes(x, y + dy):
+            y += dy
+            break
+    placed.append((x, y, half))
+    ink = "#0d47a1" if hot else "#546e7a"
+    return (
+        f'<text class="edge-label" x="{x:.0f}" y="{y + 3:.0f}" text-anchor="middle" '
+        f'font-family="sans-serif" font-size="10" fill="{ink}" stroke="#ffffff" '
+        f'stroke-width="3" paint-order="stroke">{text}</text>'
+    )
