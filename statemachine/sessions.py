@@ -43,7 +43,7 @@ from statemachine.policy import MAX_LIFETIME, ActivationPolicy, check_seconds, c
 from statemachine.reasons import FailureReason
 from statemachine.results import FAILURE, ActivationResult, HistoryEntry
 from statemachine.states import State, Trigger
-from statemachine.workers import WorkerPool
+from statemachine.workers import Wake, WorkerPool
 
 
 class _Session:
@@ -348,10 +348,10 @@ class _FlowControl:
 
     def __init__(self) -> None:
         self.cancelled = False
-        self.wake: threading.Event | None = None  # made only when the flow has to wait
+        self.wake: Wake | None = None  # made only when the flow has to wait
 
-    def fresh_wake(self) -> threading.Event:
-        self.wake = threading.Event()
+    def fresh_wake(self) -> Wake:
+        self.wake = Wake()
         return self.wake
 
 
