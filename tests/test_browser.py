@@ -178,6 +178,35 @@ def test_a_wrong_key_follows_the_policy_and_says_why(context: Any, host: PageHos
     shot(page, f"page-wrong-key-{policy_of(host)}")
 
 
+def signal_while_the_first_flow_is_held(context: Any, starter: Any) -> None:
+    """Send the tabs' "go" signal and make their flows overlap for certain, not by luck.
+
+    A loaded machine may schedule one tab's renderer late, and a token request that arrives
+    after the first flow ended is a legitimate refresh, not a second tab racing. So the first
+    flow's report (which ends it) is held until another tab's token request has been refused;
+    only then does the first flow finish.
+    """
+    held: list[Any] = []
+    released = False
+
+    def hold_report(route: Any) -> None:
+        if released:
+            route.continue_()
+        else:
+            held.append(route)
+
+    context.route("**/activation/report", hold_report)
+    with context.expect_event(
+        "response",
+        lambda response: response.url.endswith("/activation/token") and response.status == 409,
+        timeout=WAIT,
+    ):
+        starter.evaluate("() => localStorage.setItem('go', String(Date.now()))")
+    released = True
+    for route in held:
+        route.continue_()
+
+
 def test_a_second_tab_activates_by_itself(context: Any, host: PageHost) -> None:
     sign_in(context, host, "visitor-2")
     first, second = context.new_page(), context.new_page()
@@ -193,32 +222,10 @@ def test_a_second_tab_activates_by_itself(context: Any, host: PageHost) -> None:
                    });
                }); }"""
         )
-    # "At once" is made certain, not hoped for: a loaded machine may schedule one tab's
-    # renderer late, and a token request arriving after the first flow ended is a legitimate
-    # refresh, not a second tab racing. So the first flow's report (which ends it) is held until
-    # the other tab's token request has been refused; only then does the first flow finish.
-    held: list[Any] = []
-    released = False
-
-    def hold_report(route: Any) -> None:
-        if released:
-            route.continue_()
-        else:
-            held.append(route)
-
-    context.route("**/activation/report", hold_report)
     starter = context.new_page()
     starter.goto(host.url + "/?manual")
     started = time.monotonic()
-    with context.expect_event(
-        "response",
-        lambda response: response.url.endswith("/activation/token") and response.status == 409,
-        timeout=WAIT,
-    ):
-        starter.evaluate("() => localStorage.setItem('go', String(Date.now()))")
-    released = True
-    for route in held:
-        route.continue_()
+    signal_while_the_first_flow_is_held(context, starter)
     results = [page.evaluate("() => window.pageActivation") for page in (first, second)]
     elapsed = time.monotonic() - started
     print(f"both tabs activated {elapsed:.2f} s after the signal")

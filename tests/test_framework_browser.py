@@ -13,7 +13,7 @@ import pytest
 from tests.framework_hosts import FRAMEWORKS, start
 from tests.process_host import ProcessHost
 from tests.redis_server import RedisServer
-from tests.test_browser import CHROMIUM, FLAGS
+from tests.test_browser import CHROMIUM, FLAGS, signal_while_the_first_flow_is_held
 
 pytestmark = pytest.mark.skipif(
     not Path(CHROMIUM).exists(), reason="needs Debian's chromium (.ci/run installs it)"
@@ -100,7 +100,7 @@ def test_two_tabs_at_once_make_one_login(context: Any, host: ProcessHost) -> Non
         )
     starter = context.new_page()
     starter.goto(host.url + "/?manual")
-    starter.evaluate("() => localStorage.setItem('go', String(Date.now()))")
+    signal_while_the_first_flow_is_held(context, starter)
     for page in (first, second):
         page.evaluate("() => window.pageActivation")
     state = first.evaluate("() => SecuredActivation.state()")
