@@ -17,12 +17,10 @@ import signal
 import subprocess
 import sys
 import tempfile
-import time
-import urllib.request
 from pathlib import Path
 from typing import Any
 
-from bench.common import ms
+from bench.common import ms, start_server, stop_server
 from bench.web import LUA, _wrk
 from statemachine.web.reference import write_keys
 from tests.redis_server import RedisServer, free_port
@@ -46,34 +44,18 @@ def _command(framework: str, port: int) -> list[str]:
 
 
 def _start(command: list[str], env: dict[str, str], port: int) -> subprocess.Popen[bytes]:
-    process = subprocess.Popen(  # loopback only
+    return start_server(
         command,
-        cwd=ROOT,
         env=env,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-        start_new_session=True,
+        cwd=ROOT,
+        ready_url=f"http://127.0.0.1:{port}/activation/snippet.js",
+        what=command[0],
+        stop=_stop,
     )
-    deadline = time.monotonic() + 60
-    while time.monotonic() < deadline:
-        try:
-            url = f"http://127.0.0.1:{port}/activation/snippet.js"
-            with urllib.request.urlopen(url, timeout=2):
-                return process
-        except OSError:
-            time.sleep(0.2)
-    _stop(process)
-    raise RuntimeError(f"{command[0]} did not start")
 
 
 def _stop(process: subprocess.Popen[bytes]) -> None:
-    if process.poll() is None:
-        os.kill(process.pid, signal.SIGTERM)
-        try:
-            process.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            os.killpg(process.pid, signal.SIGKILL)
-            process.wait(timeout=20)
+    stop_server(process, signal.SIGTERM, group=False)
 
 
 def run(quick: bool) -> dict[str, Any]:

@@ -17,12 +17,10 @@ import signal
 import subprocess
 import sys
 import tempfile
-import time
-import urllib.request
 from pathlib import Path
 from typing import Any
 
-from bench.common import ms, us
+from bench.common import ms, start_server, stop_server, us
 from statemachine.web.reference import write_keys
 from tests.redis_server import RedisServer, free_port
 
@@ -31,33 +29,18 @@ LUA = Path(__file__).resolve().parent / "post.lua"
 
 
 def _start(command: list[str], env: dict[str, str], port: int) -> subprocess.Popen[bytes]:
-    process = subprocess.Popen(  # loopback only
+    return start_server(
         command,
-        cwd=ROOT,
         env=env,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-        start_new_session=True,
+        cwd=ROOT,
+        ready_url=f"http://127.0.0.1:{port}/noop",
+        what=str(command[2:4]),
+        stop=_stop,
     )
-    deadline = time.monotonic() + 60
-    while time.monotonic() < deadline:
-        try:
-            with urllib.request.urlopen(f"http://127.0.0.1:{port}/noop", timeout=2):
-                return process
-        except OSError:
-            time.sleep(0.2)
-    _stop(process)
-    raise RuntimeError(f"{command[2:4]} did not start")
 
 
 def _stop(process: subprocess.Popen[bytes]) -> None:
-    if process.poll() is None:
-        os.killpg(process.pid, signal.SIGINT)
-        try:
-            process.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            os.killpg(process.pid, signal.SIGKILL)
-            process.wait(timeout=20)
+    stop_server(process, signal.SIGINT, group=True)
 
 
 def _cpu_seconds(pid: int) -> float:
