@@ -10,9 +10,8 @@ from typing import Any
 import pytest
 
 from tests.chromium import NEEDS_CHROMIUM, launched_chromium
-from tests.framework_hosts import FRAMEWORKS, start
+from tests.framework_hosts import FRAMEWORKS, start_on_own_redis
 from tests.process_host import ProcessHost
-from tests.redis_server import RedisServer
 
 pytestmark = NEEDS_CHROMIUM
 
@@ -28,12 +27,11 @@ def host(
     request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[ProcessHost]:
     framework = str(request.param)
-    redis = RedisServer(tmp_path_factory.mktemp(f"redis-{framework}")).start()
-    try:
-        served = start(framework, tmp_path_factory.mktemp(f"browser-{framework}"), redis.url)
-    except Exception:
-        redis.stop()
-        raise
+    served, redis = start_on_own_redis(
+        framework,
+        tmp_path_factory.mktemp(f"redis-{framework}"),
+        tmp_path_factory.mktemp(f"browser-{framework}"),
+    )
     yield served
     served.stop()
     redis.stop()

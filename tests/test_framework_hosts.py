@@ -18,7 +18,13 @@ from typing import Any
 
 import pytest
 
-from tests.framework_hosts import FRAMEWORKS, ROOT, glue_lines, start, write_keys
+from tests.framework_hosts import (
+    FRAMEWORKS,
+    ROOT,
+    glue_lines,
+    start_on_own_redis,
+    write_keys,
+)
 from tests.process_host import ProcessHost
 from tests.redis_server import RedisServer
 from tests.test_web_workers import Visitor, assert_two_tabs_make_one_login, run_all
@@ -51,12 +57,11 @@ def served(
     request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[Served]:
     framework = str(request.param)
-    redis = RedisServer(tmp_path_factory.mktemp(f"redis-{framework}")).start()
-    try:
-        host = start(framework, tmp_path_factory.mktemp(f"host-{framework}"), redis.url)
-    except Exception:
-        redis.stop()
-        raise
+    host, redis = start_on_own_redis(
+        framework,
+        tmp_path_factory.mktemp(f"redis-{framework}"),
+        tmp_path_factory.mktemp(f"host-{framework}"),
+    )
     served = Served(framework, host, redis, host.port)
     yield served
     host.stop()
