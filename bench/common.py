@@ -5,7 +5,6 @@ from __future__ import annotations
 import logging
 import os
 import platform
-import signal
 import statistics
 import subprocess
 import sys
@@ -85,17 +84,3 @@ def start_server(
             time.sleep(0.2)
     stop(process)
     raise RuntimeError(f"{what} did not start")
-
-
-def stop_server(process: subprocess.Popen[bytes], first: signal.Signals, *, group: bool) -> None:
-    """Send ``first`` (to the whole process group when ``group``), SIGKILL the group after 20 s."""
-    if process.poll() is None:
-        if group:
-            os.killpg(process.pid, first)
-        else:
-            os.kill(process.pid, first)
-        try:
-            process.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            os.killpg(process.pid, signal.SIGKILL)
-            process.wait(timeout=20)

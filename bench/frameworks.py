@@ -11,7 +11,6 @@ endpoints mint once per request.
 
 from __future__ import annotations
 
-import os
 import shutil
 import signal
 import subprocess
@@ -20,10 +19,10 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-from bench.common import ms, start_server, stop_server
-from bench.web import LUA, _wrk
-from statemachine.web.reference import write_keys
-from tests.redis_server import RedisServer, free_port
+from bench.common import ms, start_server
+from bench.web import LUA, _host_env, _wrk
+from tests.process_host import stop_process
+from tests.redis_server import free_port
 
 ROOT = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent
@@ -55,7 +54,7 @@ def _start(command: list[str], env: dict[str, str], port: int) -> subprocess.Pop
 
 
 def _stop(process: subprocess.Popen[bytes]) -> None:
-    stop_server(process, signal.SIGTERM, group=False)
+    stop_process(process, signal.SIGTERM, grace=20, group=False, killed_wait=20)
 
 
 def run(quick: bool) -> dict[str, Any]:
@@ -64,16 +63,7 @@ def run(quick: bool) -> dict[str, Any]:
     seconds, connections = (1, 8) if quick else (6, 16)
     results: dict[str, Any] = {"seconds": seconds, "connections": connections}
     with tempfile.TemporaryDirectory() as directory:
-        keys = Path(directory) / "keys"
-        keys.mkdir()
-        write_keys(keys)
-        server = RedisServer(Path(directory)).start()
-        env = {
-            **os.environ,
-            "PYTHONPATH": str(ROOT),
-            "BENCH_KEYS": str(keys),
-            "BENCH_REDIS": server.url,
-        }
+        server, env = _host_env(Path(directory))
         try:
             for framework in FRAMEWORKS:
                 port = free_port()

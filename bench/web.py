@@ -20,8 +20,9 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-from bench.common import ms, start_server, stop_server, us
+from bench.common import ms, start_server, us
 from statemachine.web.reference import write_keys
+from tests.process_host import stop_process
 from tests.redis_server import RedisServer, free_port
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -40,7 +41,22 @@ def _start(command: list[str], env: dict[str, str], port: int) -> subprocess.Pop
 
 
 def _stop(process: subprocess.Popen[bytes]) -> None:
-    stop_server(process, signal.SIGINT, group=True)
+    stop_process(process, signal.SIGINT, grace=20, group=True, killed_wait=20)
+
+
+def _host_env(directory: Path) -> tuple[RedisServer, dict[str, str]]:
+    """Throwaway keys and a started redis-server in ``directory``; the hosts' environment."""
+    keys = directory / "keys"
+    keys.mkdir()
+    write_keys(keys)
+    server = RedisServer(directory).start()
+    env = {
+        **os.environ,
+        "PYTHONPATH": str(ROOT),
+        "BENCH_KEYS": str(keys),
+        "BENCH_REDIS": server.url,
+    }
+    return server, env
 
 
 def _cpu_seconds(pid: int) -> float:
@@ -109,16 +125,7 @@ def run(quick: bool) -> dict[str, Any]:
         return {"missing": "wrk is not installed (apt-get install wrk; .ci/run does it)"}
     seconds, connections = (1, 8) if quick else (8, 16)
     with tempfile.TemporaryDirectory() as directory:
-        keys = Path(directory) / "keys"
-        keys.mkdir()
-        write_keys(keys)
-        server = RedisServer(Path(directory)).start()
-        env = {
-            **os.environ,
-            "PYTHONPATH": str(ROOT),
-            "BENCH_KEYS": str(keys),
-            "BENCH_REDIS": server.url,
-        }
+        server, env = _host_env(Path(directory))
         results: dict[str, Any] = {}
         try:
             port = free_port()

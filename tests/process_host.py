@@ -74,7 +74,12 @@ def child_workers(pid: int) -> list[int]:
 
 
 def stop_process(
-    process: subprocess.Popen[Any], first: signal.Signals, *, grace: float, group: bool
+    process: subprocess.Popen[Any],
+    first: signal.Signals,
+    *,
+    grace: float,
+    group: bool,
+    killed_wait: float = 15,
 ) -> None:
     """Send ``first`` (to the process group when ``group``), then SIGKILL the group after ``grace``."""
     if process.poll() is None:
@@ -86,7 +91,7 @@ def stop_process(
             process.wait(timeout=grace)
         except subprocess.TimeoutExpired:
             os.killpg(process.pid, signal.SIGKILL)
-            process.wait(timeout=15)
+            process.wait(timeout=killed_wait)
 
 
 class ProcessHost:
