@@ -6,10 +6,13 @@ import logging
 import os
 import platform
 import statistics
+import subprocess
 import sys
 import time
+import urllib.request
 from collections.abc import Callable
 from importlib import metadata
+from pathlib import Path
 
 import structlog
 
@@ -51,3 +54,33 @@ def us(seconds: float) -> str:
 
 def ms(seconds: float) -> str:
     return f"{seconds * 1e3:,.1f} ms"
+
+
+def start_server(
+    command: list[str],
+    *,
+    env: dict[str, str],
+    cwd: Path,
+    ready_url: str,
+    what: str,
+    stop: Callable[[subprocess.Popen[bytes]], None],
+) -> subprocess.Popen[bytes]:
+    """Start ``command`` in its own session and wait (60 s at most) until ``ready_url`` answers;
+    on time out ``stop`` it and raise."""
+    process = subprocess.Popen(  # loopback only
+        command,
+        cwd=cwd,
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,
+    )
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        try:
+            with urllib.request.urlopen(ready_url, timeout=2):
+                return process
+        except OSError:
+            time.sleep(0.2)
+    stop(process)
+    raise RuntimeError(f"{what} did not start")

@@ -11,21 +11,18 @@ endpoints mint once per request.
 
 from __future__ import annotations
 
-import os
 import shutil
 import signal
 import subprocess
 import sys
 import tempfile
-import time
-import urllib.request
 from pathlib import Path
 from typing import Any
 
-from bench.common import ms
-from bench.web import LUA, _wrk
-from statemachine.web.reference import write_keys
-from tests.redis_server import RedisServer, free_port
+from bench.common import ms, start_server
+from bench.web import LUA, _host_env, _wrk
+from tests.process_host import stop_process
+from tests.redis_server import free_port
 
 ROOT = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent
@@ -46,34 +43,18 @@ def _command(framework: str, port: int) -> list[str]:
 
 
 def _start(command: list[str], env: dict[str, str], port: int) -> subprocess.Popen[bytes]:
-    process = subprocess.Popen(  # loopback only
+    return start_server(
         command,
-        cwd=ROOT,
         env=env,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-        start_new_session=True,
+        cwd=ROOT,
+        ready_url=f"http://127.0.0.1:{port}/activation/snippet.js",
+        what=command[0],
+        stop=_stop,
     )
-    deadline = time.monotonic() + 60
-    while time.monotonic() < deadline:
-        try:
-            url = f"http://127.0.0.1:{port}/activation/snippet.js"
-            with urllib.request.urlopen(url, timeout=2):
-                return process
-        except OSError:
-            time.sleep(0.2)
-    _stop(process)
-    raise RuntimeError(f"{command[0]} did not start")
 
 
 def _stop(process: subprocess.Popen[bytes]) -> None:
-    if process.poll() is None:
-        os.kill(process.pid, signal.SIGTERM)
-        try:
-            process.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            os.killpg(process.pid, signal.SIGKILL)
-            process.wait(timeout=20)
+    stop_process(process, signal.SIGTERM, grace=20, group=False, killed_wait=20)
 
 
 def run(quick: bool) -> dict[str, Any]:
@@ -82,16 +63,7 @@ def run(quick: bool) -> dict[str, Any]:
     seconds, connections = (1, 8) if quick else (6, 16)
     results: dict[str, Any] = {"seconds": seconds, "connections": connections}
     with tempfile.TemporaryDirectory() as directory:
-        keys = Path(directory) / "keys"
-        keys.mkdir()
-        write_keys(keys)
-        server = RedisServer(Path(directory)).start()
-        env = {
-            **os.environ,
-            "PYTHONPATH": str(ROOT),
-            "BENCH_KEYS": str(keys),
-            "BENCH_REDIS": server.url,
-        }
+        server, env = _host_env(Path(directory))
         try:
             for framework in FRAMEWORKS:
                 port = free_port()

@@ -17,13 +17,12 @@ import signal
 import subprocess
 import sys
 import tempfile
-import time
-import urllib.request
 from pathlib import Path
 from typing import Any
 
-from bench.common import ms, us
+from bench.common import ms, start_server, us
 from statemachine.web.reference import write_keys
+from tests.process_host import stop_process
 from tests.redis_server import RedisServer, free_port
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -31,33 +30,33 @@ LUA = Path(__file__).resolve().parent / "post.lua"
 
 
 def _start(command: list[str], env: dict[str, str], port: int) -> subprocess.Popen[bytes]:
-    process = subprocess.Popen(  # loopback only
+    return start_server(
         command,
-        cwd=ROOT,
         env=env,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-        start_new_session=True,
+        cwd=ROOT,
+        ready_url=f"http://127.0.0.1:{port}/noop",
+        what=str(command[2:4]),
+        stop=_stop,
     )
-    deadline = time.monotonic() + 60
-    while time.monotonic() < deadline:
-        try:
-            with urllib.request.urlopen(f"http://127.0.0.1:{port}/noop", timeout=2):
-                return process
-        except OSError:
-            time.sleep(0.2)
-    _stop(process)
-    raise RuntimeError(f"{command[2:4]} did not start")
 
 
 def _stop(process: subprocess.Popen[bytes]) -> None:
-    if process.poll() is None:
-        os.killpg(process.pid, signal.SIGINT)
-        try:
-            process.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            os.killpg(process.pid, signal.SIGKILL)
-            process.wait(timeout=20)
+    stop_process(process, signal.SIGINT, grace=20, group=True, killed_wait=20)
+
+
+def _host_env(directory: Path) -> tuple[RedisServer, dict[str, str]]:
+    """Throwaway keys and a started redis-server in ``directory``; the hosts' environment."""
+    keys = directory / "keys"
+    keys.mkdir()
+    write_keys(keys)
+    server = RedisServer(directory).start()
+    env = {
+        **os.environ,
+        "PYTHONPATH": str(ROOT),
+        "BENCH_KEYS": str(keys),
+        "BENCH_REDIS": server.url,
+    }
+    return server, env
 
 
 def _cpu_seconds(pid: int) -> float:
@@ -126,16 +125,7 @@ def run(quick: bool) -> dict[str, Any]:
         return {"missing": "wrk is not installed (apt-get install wrk; .ci/run does it)"}
     seconds, connections = (1, 8) if quick else (8, 16)
     with tempfile.TemporaryDirectory() as directory:
-        keys = Path(directory) / "keys"
-        keys.mkdir()
-        write_keys(keys)
-        server = RedisServer(Path(directory)).start()
-        env = {
-            **os.environ,
-            "PYTHONPATH": str(ROOT),
-            "BENCH_KEYS": str(keys),
-            "BENCH_REDIS": server.url,
-        }
+        server, env = _host_env(Path(directory))
         results: dict[str, Any] = {}
         try:
             port = free_port()

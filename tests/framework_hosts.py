@@ -20,6 +20,7 @@ from pathlib import Path
 
 from statemachine.tokens.keys import generate_rsa, private_pem, public_pem
 from tests.process_host import ProcessHost
+from tests.redis_server import RedisServer
 
 ROOT = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent
@@ -242,3 +243,16 @@ def start(framework: str, directory: Path, redis_url: str) -> ProcessHost:
             timeout=300,
         )
     return ProcessHost(command, cwd=directory, env=env)
+
+
+def start_on_own_redis(
+    framework: str, redis_directory: Path, host_directory: Path
+) -> tuple[ProcessHost, RedisServer]:
+    """A fresh redis-server and ``framework``'s host on it; the server is stopped if the host
+    does not start."""
+    redis = RedisServer(redis_directory).start()
+    try:
+        return start(framework, host_directory, redis.url), redis
+    except Exception:
+        redis.stop()
+        raise

@@ -20,8 +20,6 @@ import os
 import signal
 import subprocess
 import sys
-import time
-import urllib.request
 from pathlib import Path
 
 from starlette.applications import Starlette
@@ -29,6 +27,7 @@ from starlette.requests import Request
 from starlette.responses import HTMLResponse, Response
 from starlette.routing import Mount, Route
 
+from tests.process_host import stop_process, wait_until_answering
 from tests.redis_server import free_port
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -178,26 +177,17 @@ class PageHost:
             text=True,
             start_new_session=True,
         )
-        deadline = time.monotonic() + 60
-        while time.monotonic() < deadline:
-            if self.process.poll() is not None:
-                raise RuntimeError(f"the host exited: {self.process.stderr.read()[-2000:]}")  # type: ignore[union-attr]
-            try:
-                with urllib.request.urlopen(self.url + "/inspect/visitors", timeout=2):
-                    return
-            except OSError:
-                time.sleep(0.1)
-        self.stop()
-        raise RuntimeError("the host did not answer in time")
+        wait_until_answering(
+            self.process,
+            self.url + "/inspect/visitors",
+            "the host",
+            seconds=60,
+            output=lambda: self.process.stderr.read()[-2000:],  # type: ignore[union-attr]
+            stop=self.stop,
+        )
 
     def stop(self) -> None:
-        if self.process.poll() is None:
-            os.killpg(self.process.pid, signal.SIGINT)
-            try:
-                self.process.wait(timeout=15)
-            except subprocess.TimeoutExpired:
-                os.killpg(self.process.pid, signal.SIGKILL)
-                self.process.wait(timeout=15)
+        stop_process(self.process, signal.SIGINT, grace=15, group=True)
         if self.process.stderr is not None:
             self.process.stderr.close()
 

@@ -13,9 +13,85 @@ import subprocess
 import time
 import urllib.error
 import urllib.request
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 from tests.redis_server import free_port
+
+
+def wait_until_answering(
+    process: subprocess.Popen[Any],
+    url: str,
+    what: str,
+    *,
+    seconds: float,
+    output: Callable[[], str],
+    stop: Callable[[], None],
+    http_error_answers: bool = False,
+    output_when_silent: bool = False,
+) -> None:
+    """Poll ``url`` until it answers; raise if ``process`` exits, ``stop()`` it and raise if silent.
+
+    With ``http_error_answers`` an HTTP error status counts as an answer (the host is up);
+    ``output_when_silent`` adds ``output()`` to the timeout's message (only for output that
+    can still be read once the process is stopped, such as a log file).
+    """
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise RuntimeError(f"{what} exited: {output()}")
+        try:
+            with urllib.request.urlopen(url, timeout=2):
+                return
+        except urllib.error.HTTPError:
+            if http_error_answers:
+                return
+            time.sleep(0.1)
+        except OSError:
+            time.sleep(0.1)
+    stop()
+    detail = f": {output()}" if output_when_silent else ""
+    raise RuntimeError(f"{what} did not answer in time{detail}")
+
+
+def child_workers(pid: int) -> list[int]:
+    """The pids of ``pid``'s children, less multiprocessing's resource tracker."""
+    pids: list[int] = []
+    for task in Path(f"/proc/{pid}/task").iterdir():
+        try:
+            children = (task / "children").read_text().split()
+        except OSError:
+            continue
+        for child in children:
+            try:
+                cmdline = Path(f"/proc/{child}/cmdline").read_bytes()
+            except OSError:
+                continue
+            if b"resource_tracker" not in cmdline:
+                pids.append(int(child))
+    return pids
+
+
+def stop_process(
+    process: subprocess.Popen[Any],
+    first: signal.Signals,
+    *,
+    grace: float,
+    group: bool,
+    killed_wait: float = 15,
+) -> None:
+    """Send ``first`` (to the process group when ``group``), then SIGKILL the group after ``grace``."""
+    if process.poll() is None:
+        if group:
+            os.killpg(process.pid, first)
+        else:
+            os.kill(process.pid, first)
+        try:
+            process.wait(timeout=grace)
+        except subprocess.TimeoutExpired:
+            os.killpg(process.pid, signal.SIGKILL)
+            process.wait(timeout=killed_wait)
 
 
 class ProcessHost:
@@ -42,39 +118,23 @@ class ProcessHost:
                 stderr=subprocess.STDOUT,
                 start_new_session=True,
             )
-        deadline = time.monotonic() + 90
-        while time.monotonic() < deadline:
-            if self.process.poll() is not None:
-                raise RuntimeError(f"{self.command[0]} exited: {self.output()[-3000:]}")
-            try:
-                with urllib.request.urlopen(self.url + ready_path, timeout=2):
-                    return
-            except urllib.error.HTTPError:
-                return  # it answers
-            except OSError:
-                time.sleep(0.1)
-        self.stop()
-        raise RuntimeError(f"{self.command[0]} did not answer in time: {self.output()[-3000:]}")
+        wait_until_answering(
+            self.process,
+            self.url + ready_path,
+            self.command[0],
+            seconds=90,
+            output=lambda: self.output()[-3000:],
+            stop=self.stop,
+            http_error_answers=True,
+            output_when_silent=True,
+        )
 
     def output(self) -> str:
         return self.log.read_text(errors="replace")
 
     def workers(self) -> list[int]:
         """The worker processes' pids: the master's children, less multiprocessing's helper."""
-        pids: list[int] = []
-        for task in Path(f"/proc/{self.process.pid}/task").iterdir():
-            try:
-                children = (task / "children").read_text().split()
-            except OSError:
-                continue
-            for pid in children:
-                try:
-                    cmdline = Path(f"/proc/{pid}/cmdline").read_bytes()
-                except OSError:
-                    continue
-                if b"resource_tracker" not in cmdline:
-                    pids.append(int(pid))
-        return pids
+        return child_workers(self.process.pid)
 
     def wait_for_workers(self, count: int, *, without: int | None = None) -> list[int]:
         deadline = time.monotonic() + 60
@@ -86,10 +146,4 @@ class ProcessHost:
         raise AssertionError(f"expected {count} workers, have {self.workers()}")
 
     def stop(self) -> None:
-        if self.process.poll() is None:
-            os.kill(self.process.pid, signal.SIGTERM)
-            try:
-                self.process.wait(timeout=20)
-            except subprocess.TimeoutExpired:
-                os.killpg(self.process.pid, signal.SIGKILL)
-                self.process.wait(timeout=15)
+        stop_process(self.process, signal.SIGTERM, grace=20, group=False)

@@ -16,7 +16,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from tests.redis_server import free_port
+from tests.redis_server import free_port, terminate
 
 NODE_TIMEOUT_MS = 1000
 """``cluster-node-timeout`` and Sentinel's ``down-after-milliseconds``."""
@@ -111,12 +111,7 @@ class Node:
 
     def stop(self) -> None:
         if self.process is not None:
-            self.process.terminate()
-            try:
-                self.process.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait(timeout=10)
+            terminate(self.process)
             self.process = None
 
 

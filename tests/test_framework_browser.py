@@ -5,29 +5,22 @@ stand-in tag and platform mounted by the host, 2 workers, a real Redis."""
 from __future__ import annotations
 
 from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import pytest
 
-from tests.framework_hosts import FRAMEWORKS, start
+from tests.chromium import NEEDS_CHROMIUM, launched_chromium
+from tests.framework_hosts import FRAMEWORKS, start_on_own_redis
 from tests.process_host import ProcessHost
-from tests.redis_server import RedisServer
-from tests.test_browser import CHROMIUM, FLAGS, signal_while_the_first_flow_is_held
+from tests.test_browser import signal_while_the_first_flow_is_held
 
-pytestmark = pytest.mark.skipif(
-    not Path(CHROMIUM).exists(), reason="needs Debian's chromium (.ci/run installs it)"
-)
+pytestmark = NEEDS_CHROMIUM
 
 
 @pytest.fixture(scope="module")
 def browser() -> Iterator[Any]:
-    from playwright.sync_api import sync_playwright
-
-    with sync_playwright() as playwright:
-        launched = playwright.chromium.launch(executable_path=CHROMIUM, headless=True, args=FLAGS)
+    with launched_chromium() as launched:
         yield launched
-        launched.close()
 
 
 @pytest.fixture(scope="module", params=FRAMEWORKS)
@@ -35,12 +28,11 @@ def host(
     request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[ProcessHost]:
     framework = str(request.param)
-    redis = RedisServer(tmp_path_factory.mktemp(f"redis-{framework}")).start()
-    try:
-        served = start(framework, tmp_path_factory.mktemp(f"browser-{framework}"), redis.url)
-    except Exception:
-        redis.stop()
-        raise
+    served, redis = start_on_own_redis(
+        framework,
+        tmp_path_factory.mktemp(f"redis-{framework}"),
+        tmp_path_factory.mktemp(f"browser-{framework}"),
+    )
     yield served
     served.stop()
     redis.stop()

@@ -18,10 +18,16 @@ from typing import Any
 
 import pytest
 
-from tests.framework_hosts import FRAMEWORKS, ROOT, glue_lines, start, write_keys
+from tests.framework_hosts import (
+    FRAMEWORKS,
+    ROOT,
+    glue_lines,
+    start_on_own_redis,
+    write_keys,
+)
 from tests.process_host import ProcessHost
 from tests.redis_server import RedisServer
-from tests.test_web_workers import Visitor, run_all
+from tests.test_web_workers import Visitor, assert_two_tabs_make_one_login, run_all
 
 SUCCESS = {
     "authentication": {
@@ -51,12 +57,11 @@ def served(
     request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[Served]:
     framework = str(request.param)
-    redis = RedisServer(tmp_path_factory.mktemp(f"redis-{framework}")).start()
-    try:
-        host = start(framework, tmp_path_factory.mktemp(f"host-{framework}"), redis.url)
-    except Exception:
-        redis.stop()
-        raise
+    host, redis = start_on_own_redis(
+        framework,
+        tmp_path_factory.mktemp(f"redis-{framework}"),
+        tmp_path_factory.mktemp(f"host-{framework}"),
+    )
     served = Served(framework, host, redis, host.port)
     yield served
     host.stop()
@@ -85,18 +90,7 @@ def test_twenty_concurrent_visitors_consistent_on_every_worker(served: Served) -
 
 def test_two_tabs_per_visitor_make_exactly_one_login(served: Served) -> None:
     visitors = [served.visitor(f"tabs-{index}") for index in range(8)]
-    work = []
-    for index, visitor in enumerate(visitors):
-        for tab in ("a", "b"):
-            flow = f"tab-{index}-{tab}"
-            work.append(lambda v=visitor, f=flow: v.call("POST", "/activation/token", {"flow": f}))
-    answers = run_all(work)
-    for index in range(8):
-        pair = sorted(status for status, _ in answers[2 * index : 2 * index + 2])
-        assert pair == [200, 409], (index, answers[2 * index : 2 * index + 2])
-    for visitor in visitors:
-        history = visitor.state()["history"]
-        assert [entry["trigger"] for entry in history].count("activate") == 1
+    assert_two_tabs_make_one_login(visitors)
 
 
 def authenticated_outcomes(text: str) -> float:

@@ -56,7 +56,7 @@ import ipaddress
 import json
 import math
 import re
-from collections.abc import Awaitable, Callable, Iterable, Iterator, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Iterator, Mapping, Sequence
 from functools import lru_cache
 from importlib import resources
 from types import SimpleNamespace
@@ -226,6 +226,16 @@ class Refused(Exception):
         self.status = status
         self.message = message
         self.headers = headers
+
+
+def refuse_unrouted(methods_by_path: Mapping[str, tuple[str, ...]], request: HttpRequest) -> None:
+    """Raise ``Refused``: 404 when no route has ``request``'s path, 405 (with ``Allow``) when
+    the route does not take its method; return when the request may go on."""
+    methods = methods_by_path.get(request.path)
+    if methods is None:
+        raise Refused(404, "no such route")
+    if request.method.upper() not in methods:
+        raise Refused(405, "method not allowed", (("Allow", ", ".join(methods)),))
 
 
 _ENCODE: Final = json.JSONEncoder(ensure_ascii=False, separators=(",", ":")).encode

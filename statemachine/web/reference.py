@@ -52,6 +52,7 @@ from statemachine.web.http import (
     is_https,
     json_object,
     last_resort,
+    refuse_unrouted,
 )
 from statemachine.web.routes import activation_routes, adapt, inspector_routes
 from statemachine.web.serving import run_workers
@@ -161,11 +162,7 @@ class ReferencePages:
 
     async def handle(self, request: HttpRequest) -> HttpResponse:
         try:
-            methods = self._methods.get(request.path)
-            if methods is None:
-                raise Refused(404, "no such route")
-            if request.method.upper() not in methods:
-                raise Refused(405, "method not allowed", (("Allow", ", ".join(methods)),))
+            refuse_unrouted(self._methods, request)
             if request.path == "/":
                 html = (("Content-Type", "text/html; charset=utf-8"), *NO_STORE)
                 signed = self.cookies.read(cookie_jar(request).get(USER_COOKIE))

@@ -37,6 +37,7 @@ from statemachine.web.http import (
     json_object,
     json_response,
     last_resort,
+    refuse_unrouted,
 )
 
 if TYPE_CHECKING:
@@ -83,11 +84,7 @@ class StandinHttp:
 
     def handle(self, request: HttpRequest) -> HttpResponse:
         try:
-            methods = self._methods.get(request.path)
-            if methods is None:
-                raise Refused(404, "no such route")
-            if request.method.upper() not in methods:
-                raise Refused(405, "method not allowed", (("Allow", ", ".join(methods)),))
+            refuse_unrouted(self._methods, request)
             if request.path.endswith(TAG_PATH):
                 return self._tag
             return self.platform(request)
