@@ -35,7 +35,7 @@ from statemachine.policy import ActivationPolicy, longest_backoff, mint_budget, 
 from statemachine.reasons import FailureReason
 from statemachine.records import ENDED_FLOWS_LIMIT, FLOW_ID, VisitorRecord
 from statemachine.replies import Answer, ReportReply, TokenReply
-from statemachine.results import FAILURE, SUCCESS
+from statemachine.results import FAILURE, SUCCESS, HistoryEntry
 from statemachine.states import State, Trigger
 
 LEASE_GRACE: Final = 5.0
@@ -391,10 +391,10 @@ def apply_logout(record: VisitorRecord, now: float | None = None) -> bool:
         changed = True
     if changed and trail:
         oldest = (time.time() if now is None else now) - trail_retention(core.policy)
-        kept = [entry for entry in trail if entry[5] >= oldest]
+        kept = [entry for entry in trail if (entry.at or 0.0) >= oldest]
         if logged_out is not None:  # the trail says where it ended (the core keeps no such row)
             kept.append(
-                (logged_out.value, State.UNAUTHENTICATED.value, Trigger.LOGOUT, 0, None, core.since)
+                HistoryEntry(logged_out, State.UNAUTHENTICATED, Trigger.LOGOUT, 0, None, core.since)
             )
         joined = kept + list(core._history or ())
         core._history = joined[-HISTORY_LIMIT:] or None
