@@ -72,34 +72,34 @@ def test_session_diagram_marks_current_state_and_path() -> None:
 
 
 PUBLIC = {
-    "ActivationError": "statemachine.errors",
-    "ActivationPolicy": "statemachine.policy",
-    "ActivationResult": "statemachine.results",
+    "ActivationError": "statemachine.protocol.errors",
+    "ActivationPolicy": "statemachine.protocol.policy",
+    "ActivationResult": "statemachine.protocol.results",
     "ActivationSession": "statemachine.sessions",
-    "ActivationTracker": "statemachine.trackers",
-    "Activator": "statemachine.activator",
-    "Answer": "statemachine.replies",
+    "ActivationTracker": "statemachine.tracking._faces",
+    "Activator": "statemachine.hostcalls.activator",
+    "Answer": "statemachine.protocol.replies",
     "AsyncActivationSession": "statemachine.sessions",
-    "AsyncActivationTracker": "statemachine.trackers",
-    "AuthenticationOption": "statemachine.options",
-    "FailureReason": "statemachine.reasons",
-    "Fallback": "statemachine.policy",
-    "HistoryEntry": "statemachine.results",
-    "LocalActivator": "statemachine.activator",
-    "ReportReply": "statemachine.replies",
-    "RetryStrategy": "statemachine.policy",
-    "SnapshotError": "statemachine.snapshots",
-    "State": "statemachine.states",
+    "AsyncActivationTracker": "statemachine.tracking._faces",
+    "AuthenticationOption": "statemachine.protocol.options",
+    "FailureReason": "statemachine.protocol.reasons",
+    "Fallback": "statemachine.protocol.policy",
+    "HistoryEntry": "statemachine.protocol.results",
+    "LocalActivator": "statemachine.hostcalls.activator",
+    "ReportReply": "statemachine.protocol.replies",
+    "RetryStrategy": "statemachine.protocol.policy",
+    "SnapshotError": "statemachine.engine.snapshots",
+    "State": "statemachine.protocol.states",
     "StoreError": "statemachine.stores.base",
-    "TokenProvider": "statemachine.calls",
-    "TokenReply": "statemachine.replies",
-    "TrackerInputError": "statemachine.tracking",
-    "TrackerView": "statemachine.replies",
-    "TransitionEvent": "statemachine.events",
-    "TransitionNotAllowed": "statemachine.errors",
-    "Trigger": "statemachine.states",
-    "WorkerPool": "statemachine.workers",
-    "fingerprint": "statemachine.options",
+    "TokenProvider": "statemachine.hostcalls._calls",
+    "TokenReply": "statemachine.protocol.replies",
+    "TrackerInputError": "statemachine.tracking._rules",
+    "TrackerView": "statemachine.protocol.replies",
+    "TransitionEvent": "statemachine.signals.events",
+    "TransitionNotAllowed": "statemachine.protocol.errors",
+    "Trigger": "statemachine.protocol.states",
+    "WorkerPool": "statemachine.hostcalls.workers",
+    "fingerprint": "statemachine.protocol.options",
 }
 """The package's public surface, pinned: a name added or dropped is a decision, made here.
 
@@ -119,7 +119,7 @@ def test_the_public_surface_is_pinned() -> None:
 
 def test_documented_subpackages_keep_their_names() -> None:
     """Every import path the README documents stays importable."""
-    from statemachine.metrics import ActivationMetrics  # noqa: F401
+    from statemachine.signals.metrics import ActivationMetrics  # noqa: F401
     from statemachine.stores import MemoryStore, RedisStore, StoreError  # noqa: F401
     from statemachine.tokens import Claims, TokenError, TokenIssuer, TokenVerifier  # noqa: F401
     from statemachine.web import activation_routes, inspector_routes  # noqa: F401

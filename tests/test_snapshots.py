@@ -19,7 +19,7 @@ from statemachine import (
     TransitionEvent,
     Trigger,
 )
-from statemachine.snapshots import SNAPSHOT_FORMAT, SNAPSHOT_HISTORY_LIMIT
+from statemachine.engine.snapshots import SNAPSHOT_FORMAT, SNAPSHOT_HISTORY_LIMIT
 from statemachine.tokens import TokenIssuer, TokenVerifier
 from tests.helpers import defensive
 
@@ -241,7 +241,7 @@ def test_a_format_1_tracker_record_is_still_read_and_goes_on(
     import asyncio
 
     from statemachine import ActivationTracker, AsyncActivationTracker, TokenReply
-    from statemachine.replies import Answer
+    from statemachine.protocol.replies import Answer
     from statemachine.stores.memory import MemoryStore
 
     store = MemoryStore()
@@ -283,7 +283,7 @@ RECORD_DAMAGE = [
 
 @pytest.mark.parametrize(("key", "value", "message"), RECORD_DAMAGE)
 def test_a_damaged_tracker_record_is_refused_whole(key: str, value: Any, message: str) -> None:
-    from statemachine import records
+    from statemachine.tracking import _record as records
 
     record = records.dump(records.load(json.loads(FORMAT_1_RECORD), defensive()))
     assert record["format"] == records.RECORD_FORMAT
@@ -293,7 +293,7 @@ def test_a_damaged_tracker_record_is_refused_whole(key: str, value: Any, message
 
 
 def test_a_damaged_format_1_record_is_refused_whole() -> None:
-    from statemachine import records
+    from statemachine.tracking import _record as records
 
     old = json.loads(FORMAT_1_RECORD)
     with pytest.raises(SnapshotError, match="flow_id"):

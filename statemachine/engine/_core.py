@@ -13,8 +13,7 @@ import time
 from collections.abc import Callable, Sequence
 from typing import Any, Final, NamedTuple
 
-from statemachine import logs
-from statemachine.effects import (
+from statemachine.engine._effects import (
     ActivationFailed,
     Answer,
     BackOff,
@@ -25,8 +24,7 @@ from statemachine.effects import (
     TokenFailed,
     TokenReceived,
 )
-from statemachine.events import TransitionEvent
-from statemachine.machine import (
+from statemachine.engine._machine import (
     AUTHENTICATED,
     IN_FLIGHT_NAMES,
     NO_REASON_NAMES,
@@ -38,15 +36,17 @@ from statemachine.machine import (
     starts_flow,
     work_on_entering,
 )
-from statemachine.options import AuthenticationOption
-from statemachine.policy import ActivationPolicy, session_lifetime
-from statemachine.reasons import FailureReason
-from statemachine.results import FAILURE, SUCCESS, ActivationResult, HistoryEntry
-from statemachine.states import State, Trigger
-from statemachine.table import (
+from statemachine.protocol.options import AuthenticationOption
+from statemachine.protocol.policy import ActivationPolicy, session_lifetime
+from statemachine.protocol.reasons import FailureReason
+from statemachine.protocol.results import FAILURE, SUCCESS, ActivationResult, HistoryEntry
+from statemachine.protocol.states import State, Trigger
+from statemachine.protocol.table import (
     REFRESHES,
     Work,
 )
+from statemachine.signals import logs
+from statemachine.signals.events import TransitionEvent
 
 HISTORY_LIMIT: Final = 256
 """Older entries are dropped past this, so a long-lived session stays small."""

@@ -28,7 +28,7 @@ import threading
 from collections.abc import Iterator
 from typing import TYPE_CHECKING, Any, Final
 
-from statemachine.events import TransitionEvent
+from statemachine.signals.events import TransitionEvent
 
 if TYPE_CHECKING:
     from prometheus_client import CollectorRegistry

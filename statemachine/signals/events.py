@@ -18,10 +18,10 @@ import inspect
 from collections.abc import Callable, Sequence
 from typing import Any, Final, NamedTuple, cast
 
-from statemachine import logs
-from statemachine.reasons import FailureReason
-from statemachine.results import HistoryEntry
-from statemachine.states import State, Trigger
+from statemachine.protocol.reasons import FailureReason
+from statemachine.protocol.results import HistoryEntry
+from statemachine.protocol.states import State, Trigger
+from statemachine.signals import logs
 
 
 class TransitionEvent(NamedTuple):
@@ -203,7 +203,7 @@ async def await_listeners(pending: list[Any]) -> None:
 
 def run_listeners(pending: list[Any]) -> None:
     """``await_listeners`` for blocking drivers."""
-    from statemachine.calls import run_awaitable
+    from statemachine.hostcalls._calls import run_awaitable
 
     for awaitable in pending:
         try:

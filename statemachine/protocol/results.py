@@ -6,9 +6,9 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any, Final, Literal, NamedTuple
 
-from statemachine.options import AuthenticationOption
-from statemachine.reasons import FailureReason
-from statemachine.states import State, Trigger
+from statemachine.protocol.options import AuthenticationOption
+from statemachine.protocol.reasons import FailureReason
+from statemachine.protocol.states import State, Trigger
 
 SUCCESS: Final = "authentication-success"
 FAILURE: Final = "authentication-failure"

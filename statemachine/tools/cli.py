@@ -16,11 +16,12 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, NoReturn, TextIO
 
-from statemachine import diagrams, logs
-from statemachine.options import fingerprint
-from statemachine.policy import Profile
-from statemachine.reasons import FailureReason
-from statemachine.table import STATE_MEANINGS, rows_for
+from statemachine.protocol.options import fingerprint
+from statemachine.protocol.policy import Profile
+from statemachine.protocol.reasons import FailureReason
+from statemachine.protocol.table import STATE_MEANINGS, rows_for
+from statemachine.signals import logs
+from statemachine.tools import diagrams
 
 PROG = "secured-activation"
 
@@ -54,7 +55,7 @@ def _policy_arg(parser: argparse.ArgumentParser, *, default: str | None) -> None
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from statemachine.demo import SCENARIO_NAMES
+    from statemachine.tools.demo import SCENARIO_NAMES
 
     parser = _Parser(
         prog=PROG,
@@ -235,7 +236,7 @@ def _serve(args: argparse.Namespace) -> int:
 
 # -- demo ---------------------------------------------------------------------
 def _demo(args: argparse.Namespace, out: TextIO) -> int:
-    from statemachine import demo
+    from statemachine.tools import demo
 
     if args.list:
         for scenario in demo.SCENARIOS:

@@ -19,8 +19,8 @@ import time
 from collections.abc import Mapping
 from typing import Final, NamedTuple
 
-from statemachine.core import HISTORY_LIMIT
-from statemachine.effects import (
+from statemachine.engine._core import HISTORY_LIMIT
+from statemachine.engine._effects import (
     ACTIVATED,
     BackOff,
     CallActivator,
@@ -30,13 +30,18 @@ from statemachine.effects import (
     TokenFailed,
     TokenReceived,
 )
-from statemachine.options import ANONYMOUS, SECURED, AuthenticationOption
-from statemachine.policy import ActivationPolicy, longest_backoff, mint_budget, session_lifetime
-from statemachine.reasons import FailureReason
-from statemachine.records import ENDED_FLOWS_LIMIT, FLOW_ID, VisitorRecord
-from statemachine.replies import Answer, ReportReply, TokenReply
-from statemachine.results import FAILURE, SUCCESS, HistoryEntry
-from statemachine.states import State, Trigger
+from statemachine.protocol.options import ANONYMOUS, SECURED, AuthenticationOption
+from statemachine.protocol.policy import (
+    ActivationPolicy,
+    longest_backoff,
+    mint_budget,
+    session_lifetime,
+)
+from statemachine.protocol.reasons import FailureReason
+from statemachine.protocol.replies import Answer, ReportReply, TokenReply
+from statemachine.protocol.results import FAILURE, SUCCESS, HistoryEntry
+from statemachine.protocol.states import State, Trigger
+from statemachine.tracking._record import ENDED_FLOWS_LIMIT, FLOW_ID, VisitorRecord
 
 LEASE_GRACE: Final = 5.0
 """Seconds added to a step's worst case before a silent flow is let go."""

@@ -17,12 +17,12 @@ import time
 from collections.abc import Callable, Mapping
 from typing import Any, Final, cast
 
-from statemachine.core import ActivationCore, CoreState
-from statemachine.machine import STATE_OF, TRIGGER_OF
-from statemachine.policy import ActivationPolicy
-from statemachine.reasons import FailureReason
-from statemachine.results import HistoryEntry
-from statemachine.states import IN_FLIGHT, Trigger
+from statemachine.engine._core import ActivationCore, CoreState
+from statemachine.engine._machine import STATE_OF, TRIGGER_OF
+from statemachine.protocol.policy import ActivationPolicy
+from statemachine.protocol.reasons import FailureReason
+from statemachine.protocol.results import HistoryEntry
+from statemachine.protocol.states import IN_FLIGHT, Trigger
 
 SNAPSHOT_FORMAT: Final = 2
 """Bumped whenever a field changes meaning; older readers refuse newer snapshots.
