@@ -120,6 +120,7 @@ LAYERS: list[tuple[str, tuple[str, ...]]] = [
             "statemachine.tools.diagrams",
             "statemachine.tools.demo",
             "statemachine.tools.cli",
+            "statemachine.cli",
             "statemachine.stores.check",
             "statemachine.__main__",
         ),
