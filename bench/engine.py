@@ -125,6 +125,37 @@ def handoff() -> None:
     call_blocking_timed(provider, False, (), 5.0)
 
 
+def pingpong_floor(number: int, repeats: int) -> float:
+    """The machine's floor for a hand-off: a bare lock passed to another thread and back."""
+    import _thread
+    import threading
+
+    there, back = _thread.allocate_lock(), _thread.allocate_lock()
+    there.acquire()
+    back.acquire()
+    stop = [False]
+
+    def partner() -> None:
+        while True:
+            there.acquire()
+            back.release()
+            if stop[0]:
+                return
+
+    threading.Thread(target=partner, daemon=True).start()
+
+    def one() -> None:
+        there.release()
+        back.acquire()
+
+    try:
+        return per_call(one, number, repeats)
+    finally:
+        stop[0] = True
+        there.release()
+        back.acquire()
+
+
 def in_loop(factory: Any, number: int, repeats: int) -> float:
     """Median per visitor of sequential flows inside one running loop."""
     import asyncio
@@ -156,7 +187,12 @@ def faces(number: int, repeats: int) -> dict[str, float]:
             lambda: AsyncActivationSession(provider, ACTIVATOR, DEFAULTS), number // 2, repeats
         ),
     }
-    return {"build": build, "handoff": per_call(handoff, number, repeats), **measured}
+    return {
+        "build": build,
+        "handoff": per_call(handoff, number, repeats),
+        "pingpong": pingpong_floor(number, repeats),
+        **measured,
+    }
 
 
 def idle_bytes(factory: Any, count: int) -> float:
@@ -289,12 +325,14 @@ def report(r: dict[str, Any]) -> list[str]:
             f"| {name} | {us(t)} | {us(t + r['faces']['build'])} | "
             f"**{(t + r['faces']['build']) / t:.1f}x** |"
             for name, t in r["faces"].items()
-            if name not in ("build", "handoff")
+            if name not in ("build", "handoff", "pingpong")
         ),
         "",
         f"A timed plain call is handed to a pooled worker and back: {us(r['faces']['handoff'])} "
-        "per call on this machine (two per flow), measured in the same run. That hand-off, "
-        "not the engine, is most of the plain-callable rows.",
+        "per call on this machine (two per flow), measured in the same run; the machine's floor "
+        "for it, a bare lock passed to another thread and back, "
+        f"{us(r['faces'].get('pingpong', float('nan')))}. That hand-off, not the engine, is most "
+        "of the plain-callable rows.",
         "",
         f"Profile of the core path: **{r['profile'][0]:.0%}** of it is spent executing the "
         "machine's compiled edges (`ActivationCore.fire`; cProfile, cumulative):",

@@ -46,29 +46,91 @@ def _round_trips(store: RedisStore, tracker: ActivationTracker, mint: Any) -> di
     return counts
 
 
-def _async_tracked(url: str, mint: Any, number: int, repeats: int) -> float:
-    """The async tracker with an async provider: no thread hand-off at all."""
+def _interleaved(
+    url: str, mint: Any, tracked: Any, ping: Any, number: int, repeats: int
+) -> dict[str, float]:
+    """The mint, both trackers and a PING in alternating batches: drift on a shared machine
+    (other processes' load comes and goes) hits every row alike; medians per row."""
 
     async def provider() -> str:
         return str(mint())
 
-    async def run() -> float:
+    samples: dict[str, list[float]] = {"mint": [], "tracked": [], "tracked_async": [], "rtt": []}
+    with asyncio.Runner() as runner:
         tracker = AsyncActivationTracker(
             DefensivePolicy(), RedisStore.from_url(url, prefix="bench-async:")
         )
-        await tracker.token_request("warm", "warm", provider)
-        samples = []
-        counter = 0
-        for _ in range(repeats):
+        runner.run(tracker.token_request("warm", "warm", provider))
+        counter = [0]
+
+        async def batch() -> float:
             started = time.perf_counter()
             for _ in range(number):
-                counter += 1
-                await tracker.token_request(f"v{counter}", f"flow{counter}", provider)
-            samples.append((time.perf_counter() - started) / number)
-        await tracker.store.aclose()
-        return statistics.median(samples)
+                counter[0] += 1
+                index = counter[0]
+                await tracker.token_request(f"v{index}", f"flow{index}", provider)
+            return (time.perf_counter() - started) / number
 
-    return asyncio.run(run())
+        for _ in range(repeats):
+            samples["mint"].append(per_call(mint, number, 1))
+            samples["tracked"].append(per_call(tracked, number, 1))
+            samples["tracked_async"].append(runner.run(batch()))
+            samples["rtt"].append(per_call(ping, number * 5, 1))
+        runner.run(tracker.store.aclose())
+    return {name: statistics.median(values) for name, values in samples.items()}
+
+
+def _logging_cost(url: str, number: int, repeats: int) -> dict[str, float]:
+    """CPU per async token request (a constant token) under three log configurations, in turn.
+
+    The command line's default (WARNING: info filtered out), no log listener at
+    all, and structlog's defaults (every transition rendered, here to /dev/null),
+    which is what worker processes ran on before they got the command line's.
+    """
+    import structlog
+
+    from statemachine.signals import logs
+    from statemachine.signals.events import log_transition
+
+    def cli() -> None:
+        logs.configure_for_cli(verbose=False, json=False)
+
+    async def provider() -> str:
+        return "constant-token"
+
+    async def run(sink: Any) -> dict[str, float]:
+        def defaults() -> None:
+            structlog.reset_defaults()
+            structlog.configure(logger_factory=structlog.PrintLoggerFactory(file=sink))
+
+        setups = {"warning": cli, "none": cli, "defaults": defaults}
+        trackers = {}
+        for name in setups:
+            trackers[name] = AsyncActivationTracker(
+                DefensivePolicy(), RedisStore.from_url(url, prefix=f"bench-log-{name}:")
+            )
+            if name == "none":
+                trackers[name].remove_listener(log_transition)
+            await trackers[name].token_request("warm", "warm", provider)
+        samples: dict[str, list[float]] = {name: [] for name in setups}
+        counter = 0
+        for _ in range(repeats):
+            for name, setup in setups.items():
+                setup()
+                started = time.thread_time()
+                for _ in range(number):
+                    counter += 1
+                    await trackers[name].token_request(f"v{counter}", f"f{counter}", provider)
+                samples[name].append((time.thread_time() - started) / number)
+        for tracker in trackers.values():
+            await tracker.store.aclose()
+        return {name: statistics.median(values) for name, values in samples.items()}
+
+    try:
+        with open(os.devnull, "w", encoding="utf-8") as sink:
+            return asyncio.run(run(sink))
+    finally:
+        quiet_logs()
 
 
 def _worker(url: str, prefix: str, name: str, visitors: int, start_at: float, queue: Any) -> None:
@@ -143,18 +205,38 @@ def run(quick: bool) -> dict[str, Any]:
             def ping() -> None:
                 client.ping()
 
-            result: dict[str, Any] = {
-                "mint": per_call(mint, number, repeats),
-                "tracked": per_call(tracked, number, repeats),
-                "tracked_async": _async_tracked(server.url, mint, number, repeats),
-                "rtt": per_call(ping, number * 5, repeats),
-                "round_trips": _round_trips(store, tracker, mint),
-                "spread": _spread(server.url, 400 if quick else 10_000),
-            }
+            result: dict[str, Any] = _interleaved(
+                server.url, mint, tracked, ping, number, repeats * 2
+            )
+            result.update(
+                {
+                    "round_trips": _round_trips(store, tracker, mint),
+                    "logging": _logging_cost(server.url, number, repeats),
+                    "spread": _spread(server.url, 400 if quick else 10_000),
+                }
+            )
             store.close()
             return result
         finally:
             server.stop()
+
+
+def _logging_lines(m: dict[str, float] | None) -> list[str]:
+    if m is None:
+        return []
+    return [
+        "What logging costs a token request (`AsyncActivationTracker`, a constant token, CPU "
+        "time of the loop's thread, the three in turn):",
+        "",
+        "| log configuration | CPU per token request | against no log listener |",
+        "|---|---|---|",
+        f"| no log listener | {us(m['none'])} | |",
+        f"| the command line's default (WARNING; what `serve` and `run` workers now get) | "
+        f"{us(m['warning'])} | {us(m['warning'] - m['none'])} |",
+        f"| structlog's defaults (two info lines rendered; what workers ran on before) | "
+        f"{us(m['defaults'])} | {us(m['defaults'] - m['none'])} |",
+        "",
+    ]
 
 
 def report(r: dict[str, Any]) -> list[str]:
@@ -186,6 +268,7 @@ def report(r: dict[str, Any]) -> list[str]:
         f"{us(r['tracked'] - r['mint'] - 2 * r['rtt'])} (blocking, including the hand-off to "
         "a worker thread that enforces the provider's timeout).",
         "",
+        *_logging_lines(r.get("logging")),
         "Redis round trips per event (target ≤ 2 per token request):",
         "",
         "| event | round trips |",

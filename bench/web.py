@@ -22,7 +22,7 @@ import urllib.request
 from pathlib import Path
 from typing import Any
 
-from bench.common import ms
+from bench.common import ms, us
 from statemachine.web.reference import write_keys
 from tests.redis_server import RedisServer, free_port
 
@@ -60,15 +60,50 @@ def _stop(process: subprocess.Popen[bytes]) -> None:
             process.wait(timeout=20)
 
 
-def _wrk(url: str, seconds: int, connections: int, script: Path | None = None) -> dict[str, float]:
+def _cpu_seconds(pid: int) -> float:
+    """User + system CPU of one process so far (0 if it is gone)."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return 0.0
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def _family(pid: int) -> list[int]:
+    """A process and its descendants (the supervisor and its workers)."""
+    found, queue = [], [pid]
+    while queue:
+        current = queue.pop()
+        found.append(current)
+        try:
+            children = Path(f"/proc/{current}/task/{current}/children").read_text().split()
+        except OSError:
+            continue
+        queue.extend(int(child) for child in children)
+    return found
+
+
+def _wrk(
+    url: str,
+    seconds: int,
+    connections: int,
+    script: Path | None = None,
+    watch: dict[str, int] | None = None,
+) -> dict[str, float]:
+    """wrk's rate and latency; with ``watch`` (role -> pid), each role's CPU per request."""
     command = ["wrk", "-t2", f"-c{connections}", f"-d{seconds}s", "--latency", "--timeout", "10s"]
     if script is not None:
         command += ["-s", str(script)]
+    families = {role: _family(pid) for role, pid in (watch or {}).items()}
+    before = {role: sum(map(_cpu_seconds, pids)) for role, pids in families.items()}
     done = subprocess.run(  # bounded by -d
         [*command, url], capture_output=True, text=True, timeout=seconds + 60, check=True
     )
+    used = {role: sum(map(_cpu_seconds, pids)) - before[role] for role, pids in families.items()}
     text = done.stdout
     rate = float(re.search(r"Requests/sec:\s+([\d.]+)", text).group(1))  # type: ignore[union-attr]
+    total = re.search(r"(\d+) requests in", text)
+    count = float(total.group(1)) if total else rate * seconds
 
     def percentile(label: str) -> float:
         found = re.search(rf"{label}%\s+([\d.]+)(us|ms|s)", text)
@@ -82,6 +117,7 @@ def _wrk(url: str, seconds: int, connections: int, script: Path | None = None) -
         "p50": percentile("50"),
         "p99": percentile("99"),
         "errors": float(errors.group(1)) if errors else 0.0,
+        **{f"cpu_{role}": seconds_used / max(count, 1.0) for role, seconds_used in used.items()},
     }
 
 
@@ -128,31 +164,61 @@ def run(quick: bool) -> dict[str, Any]:
                 )
             finally:
                 _stop(trap)
-            port = free_port()
-            ours = _start(
-                [
-                    sys.executable,
-                    "-c",
-                    "from statemachine.web.reference import run_workers; "
-                    f"run_workers('bench.webapp:create_app', host='127.0.0.1', port={port}, "
-                    "workers=2)",
-                ],
-                env,
-                port,
-            )
-            try:
-                base = f"http://127.0.0.1:{port}"
-                results["noop_ours"] = _wrk(f"{base}/noop", seconds, connections)
-                _wrk(f"{base}/bare", 1, connections, LUA)  # warm both paths up
-                _wrk(f"{base}/activation/token", 1, connections, LUA)
-                results["bare"] = _wrk(f"{base}/bare", seconds, connections, LUA)
-                results["tracked"] = _wrk(f"{base}/activation/token", seconds, connections, LUA)
-            finally:
-                _stop(ours)
+            for logging, key in ((True, "tracked"), (False, "tracked_default_logs")):
+                port = free_port()
+                ours = _start(
+                    [
+                        sys.executable,
+                        "-c",
+                        # As `secured-activation serve` runs its workers: the command line's log
+                        # configuration (WARNING) reaches them. Then, for the logging row, the
+                        # workers on structlog's defaults (every transition rendered to stdout).
+                        (
+                            "from statemachine.signals import logs; "
+                            "logs.configure_for_cli(verbose=False, json=False); "
+                            if logging
+                            else ""
+                        )
+                        + "from statemachine.web.reference import run_workers; "
+                        f"run_workers('bench.webapp:create_app', host='127.0.0.1', port={port}, "
+                        "workers=2)",
+                    ],
+                    env,
+                    port,
+                )
+                try:
+                    base = f"http://127.0.0.1:{port}"
+                    if logging:
+                        results["noop_ours"] = _wrk(f"{base}/noop", seconds, connections)
+                        _wrk(f"{base}/bare", 1, connections, LUA)  # warm both paths up
+                    _wrk(f"{base}/activation/token", 1, connections, LUA)
+                    assert server.process is not None
+                    watch = {"workers": ours.pid, "redis": server.process.pid}
+                    if logging:
+                        results["bare"] = _wrk(f"{base}/bare", seconds, connections, LUA, watch)
+                    results[key] = _wrk(
+                        f"{base}/activation/token", seconds, connections, LUA, watch
+                    )
+                finally:
+                    _stop(ours)
         finally:
             server.stop()
         results["seconds"], results["connections"] = seconds, connections
         return results
+
+
+def _cpu_lines(r: dict[str, Any]) -> list[str]:
+    bare, tracked = r["bare"], r["tracked"]
+    if "cpu_workers" not in tracked:
+        return []
+    return [
+        "CPU per request during each run (`/proc`, the two workers and their supervisor; "
+        f"redis-server): bare {us(bare['cpu_workers'])} in the workers; tracked "
+        f"{us(tracked['cpu_workers'])} in the workers and {us(tracked['cpu_redis'])} in "
+        f"redis-server: the tracker adds {us(tracked['cpu_workers'] - bare['cpu_workers'])} "
+        "of worker CPU per request on cores that wrk and redis-server share.",
+        "",
+    ]
 
 
 def report(r: dict[str, Any]) -> list[str]:
@@ -178,8 +244,24 @@ def report(r: dict[str, Any]) -> list[str]:
         row("no-op, `run_workers` (2 workers, socket bound as TCP)", r["noop_ours"]),
         row("bare: parse, mint, answer", r["bare"]),
         row("tracked: `POST /activation/token` on Redis", r["tracked"]),
+        *(
+            [
+                row(
+                    "tracked, workers on structlog's defaults (every transition to stdout)",
+                    r["tracked_default_logs"],
+                )
+            ]
+            if "tracked_default_logs" in r
+            else []
+        ),
         "",
         f"Tracked / bare: **{ratio:.2f}x** ({'met' if ratio >= 0.75 else 'MISSED'}).",
+        "",
+        *_cpu_lines(r),
+        "The workers log as `secured-activation serve`'s do: the command line's configuration "
+        "(WARNING, to stderr) reaches every worker. The last row is the same endpoint with "
+        "workers left on structlog's defaults, as every worker was before: two rendered info "
+        "lines per token request.",
         "",
         "The first two rows are the transport trap: uvicorn's multi-worker mode binds its socket "
         "without naming TCP (`socket.socket(AF_INET)`, protocol 0), and asyncio sets TCP_NODELAY "

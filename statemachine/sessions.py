@@ -39,7 +39,7 @@ from statemachine.hostcalls._calls import (
     TokenProvider as TokenProvider,  # re-exported: hosts import it here
 )
 from statemachine.hostcalls.activator import Activator
-from statemachine.hostcalls.workers import WorkerPool
+from statemachine.hostcalls.workers import Wake, WorkerPool
 from statemachine.protocol.options import AuthenticationOption
 from statemachine.protocol.policy import (
     MAX_LIFETIME,
@@ -355,10 +355,10 @@ class _FlowControl:
 
     def __init__(self) -> None:
         self.cancelled = False
-        self.wake: threading.Event | None = None  # made only when the flow has to wait
+        self.wake: Wake | None = None  # made only when the flow has to wait
 
-    def fresh_wake(self) -> threading.Event:
-        self.wake = threading.Event()
+    def fresh_wake(self) -> Wake:
+        self.wake = Wake()
         return self.wake
 
 

@@ -31,6 +31,7 @@ def test_benchmarks_run_in_quick_mode(tmp_path: Path) -> None:
         "## 9. Web frameworks",
         "## 10. Store engines",
         "## 11. Minting budget and a full memory store",
+        "## The hosted path against its floor",
     ):
         assert section in text
     assert "results identical: **True**" in text

@@ -434,3 +434,39 @@ def test_a_broken_log_sink_does_not_change_the_outcome(
         "async", lambda: issuer.issue("u"), LocalActivator(verifier), POLICIES["defensive"]()
     )
     assert result.state is State.AUTHENTICATED
+
+
+def test_each_structlog_configuration_is_honoured_by_the_next_session(
+    issuer: TokenIssuer, verifier: TokenVerifier
+) -> None:
+    """Sessions reuse the resolved logger only while structlog's configuration is unchanged."""
+    import io
+    import json as jsonlib
+
+    import structlog
+
+    first, second = io.StringIO(), io.StringIO()
+    for sink in (first, second):
+        structlog.configure(
+            processors=[structlog.processors.JSONRenderer()],
+            logger_factory=structlog.PrintLoggerFactory(file=sink),
+        )
+        for _ in range(2):
+            run(
+                "blocking",
+                lambda: issuer.issue("u"),
+                LocalActivator(verifier),
+                POLICIES["defensive"](),
+            )
+    for sink in (first, second):
+        lines = [jsonlib.loads(line) for line in sink.getvalue().splitlines()]
+        assert len({line["session_id"] for line in lines}) == 2  # two sessions, each its own id
+        assert [line["event"] for line in lines].count("activation.transition") == 6
+    structlog.configure(
+        processors=[structlog.processors.JSONRenderer()],
+        logger_factory=structlog.PrintLoggerFactory(file=first),
+        wrapper_class=structlog.make_filtering_bound_logger(30),  # WARNING: info is dropped
+    )
+    before = first.getvalue()
+    run("blocking", lambda: issuer.issue("u"), LocalActivator(verifier), POLICIES["defensive"]())
+    assert first.getvalue() == before

@@ -116,3 +116,52 @@ def test_run_binds_tcp_and_refuses_a_bad_target(tmp_path: Path) -> None:
         assert sock.proto == socket.IPPROTO_TCP
     finally:
         sock.close()
+
+
+LOGGING_APP = """\
+import os
+
+from starlette.applications import Starlette
+from starlette.responses import PlainTextResponse
+from starlette.routing import Route
+
+from policies import DefensivePolicy
+from statemachine import ActivationSession
+
+
+class Instant:
+    def activate(self, option):
+        return None
+
+
+async def flow(_request):
+    # A real flow: its transitions are logged at info level, a provider error at warning.
+    ActivationSession(lambda: "token", Instant(), DefensivePolicy(token_timeout=None)).activate()
+    ActivationSession(lambda: 1 / 0, Instant(), DefensivePolicy(token_timeout=None)).activate()
+    return PlainTextResponse(str(os.getpid()))
+
+
+app = Starlette(routes=[Route("/pid", flow)])
+"""
+
+
+def test_workers_log_as_the_command_line_asked(tmp_path: Path) -> None:
+    """Spawned workers apply the CLI's configuration: warnings on stderr, no info lines."""
+    port = free_port()
+    (tmp_path / "logging_app.py").write_text(LOGGING_APP)
+    command = [str(BIN / "secured-activation"), "run", "logging_app:app", "--workers", "2"]
+    command += ["--port", str(port)]
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1])}
+    host = ProcessHost(command, cwd=tmp_path, env=env, ready_path="/pid", port=port)
+    try:
+        workers = set(host.wait_for_workers(2))
+        seen = {pid_of(port) for _ in range(30)}
+        assert seen <= workers
+        deadline = time.monotonic() + 30
+        while host.output().count("activation.provider_error") < 30:
+            assert time.monotonic() < deadline, host.output()[-2000:]
+            time.sleep(0.05)
+        output = host.output()
+        assert "activation.transition" not in output  # info is filtered out, as on the CLI
+    finally:
+        host.stop()

@@ -25,6 +25,7 @@ from statemachine.engine._effects import (
 )
 from statemachine.hostcalls.workers import (
     Job,
+    Wake,
     WorkerPool,
     WorkersExhausted,
     callable_key,
@@ -313,25 +314,30 @@ def call_blocking(fn: Callable[..., Any], is_async: bool, args: tuple[Any, ...])
 
 
 def wait_blocking(
-    job: Job, timeout: float, pool: WorkerPool, wake: threading.Event | None = None
+    job: Job, timeout: float, pool: WorkerPool, wake: Wake | threading.Event | None = None
 ) -> Outcome | None:
     """Wait for a pooled call; past ``timeout`` (counted from its start) abandon it.
 
     ``wake`` lets another thread interrupt the wait (a cancel): then ``None``.
+    Without one, the wait is on the job's own lock: a single wake-up.
     """
-    event = wake or threading.Event()
-    job.future.add_done_callback(lambda _: event.set())
-    while not job.future.done():
+    if wake is not None:
+        job.notify(wake)
+    while not job.done():
         left = job.remaining(timeout)
         if left is not None and left <= 0:
             pool.abandon(job)
             return Outcome(error=TimeoutError())
-        event.wait(left if left is not None else timeout)
-        if wake is not None and wake.is_set() and not job.future.done():
+        slice_ = left if left is not None else timeout
+        if wake is None:
+            job.wait(slice_)
+            continue
+        wake.wait(slice_)
+        if wake.is_set() and not job.done():
             pool.abandon(job)
             return None
     try:
-        outcome: Outcome = job.future.result()
+        outcome: Outcome = job.result()
     except WorkersExhausted as error:
         return Outcome(error=error)
     return outcome
@@ -343,7 +349,7 @@ def call_pooled(
     args: tuple[Any, ...],
     timeout: float,
     pool: WorkerPool | None = None,
-    wake: threading.Event | None = None,
+    wake: Wake | threading.Event | None = None,
 ) -> Outcome | None:
     """A blocking host call on a pooled worker under ``timeout``; ``None`` if ``wake`` fired."""
     pool = pool or default_pool()

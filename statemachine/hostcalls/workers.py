@@ -31,9 +31,10 @@ import inspect
 import os
 import threading
 import time
+from _thread import allocate_lock as _allocate_lock
 from collections import Counter, deque
 from collections.abc import Callable
-from concurrent.futures import Future
+from concurrent.futures import CancelledError, Future
 from typing import Any, Final, cast
 
 DEFAULT_MAX_WORKERS: Final = min(64, 8 * (os.cpu_count() or 1))
@@ -69,17 +70,41 @@ def callable_key(fn: Callable[..., Any]) -> object:
 
 
 class Job:
-    """One host call: its future, and when it started (``None`` while it waits)."""
+    """One host call: its outcome, and when it started (``None`` while it waits).
 
-    __slots__ = ("abandoned", "args", "fn", "future", "key", "started_at")
+    The blocking caller waits on ``_done``, a bare lock held from creation
+    and released once when the call ends: one wake-up, no condition variable,
+    no ``Future``. A ``Future`` (``future``) is made only when an asyncio
+    caller or a test asks for one.
+    """
+
+    __slots__ = (
+        "_done",
+        "_error",
+        "_finished",
+        "_future",
+        "_notify",
+        "_value",
+        "abandoned",
+        "args",
+        "fn",
+        "key",
+        "started_at",
+    )
 
     def __init__(self, fn: Callable[..., Any], args: tuple[Any, ...], key: object) -> None:
         self.fn = fn
         self.args = args
         self.key = key
-        self.future: Future[Any] = Future()
         self.started_at: float | None = None
         self.abandoned = False
+        self._done = _allocate_lock()
+        self._done.acquire()
+        self._finished = False
+        self._value: Any = None
+        self._error: BaseException | None = None
+        self._future: Future[Any] | None = None
+        self._notify: Wake | threading.Event | None = None
 
     def remaining(self, timeout: float) -> float | None:
         """Seconds left of ``timeout`` since the call started; None while it still waits."""
@@ -87,6 +112,114 @@ class Job:
         if started is None:
             return None
         return timeout - (time.monotonic() - started)
+
+    def done(self) -> bool:
+        return self._finished
+
+    def wait(self, timeout: float) -> bool:
+        """Block up to ``timeout`` seconds for the call to end; True when it has."""
+        if self._done.acquire(True, max(timeout, 0.0)):
+            self._done.release()  # stays open for any later waiter
+            return True
+        return self._finished
+
+    def result(self) -> Any:
+        """The call's value, or raise what it raised (only once it is done)."""
+        if self._error is not None:
+            raise self._error
+        return self._value
+
+    def notify(self, event: Wake | threading.Event) -> None:
+        """Set ``event`` when the call ends (at once if it has)."""
+        with _JOBS:
+            if not self._finished:
+                self._notify = event
+                return
+        event.set()
+
+    @property
+    def future(self) -> Future[Any]:
+        """The call as a ``concurrent.futures.Future`` (made on first use)."""
+        with _JOBS:
+            future = self._future
+            if future is None:
+                future = self._future = Future()
+                if not self._finished:
+                    return future
+            else:
+                return future
+        _settle_future(future, self._value, self._error)
+        return future
+
+    def finish(self, value: Any = None, error: BaseException | None = None) -> None:
+        """Record the outcome and wake whoever waits (once)."""
+        with _JOBS:
+            if self._finished:
+                return
+            self._value = value
+            self._error = error
+            self._finished = True
+            future = self._future
+            event = self._notify
+        self._done.release()
+        if event is not None:
+            event.set()
+        if future is not None:
+            _settle_future(future, value, error)
+
+
+def _settle_future(future: Future[Any], value: Any, error: BaseException | None) -> None:
+    if isinstance(error, CancelledError):
+        future.cancel()
+        future.set_running_or_notify_cancel()
+    elif future.set_running_or_notify_cancel():
+        if error is not None:
+            future.set_exception(error)
+        else:
+            future.set_result(value)
+
+
+_JOBS = threading.Lock()  # guards the rare paths of a job (future made, notify registered)
+
+
+class Wake:
+    """A one-shot wake-up for a waiting flow: ``threading.Event``'s ``set``/``wait``/``is_set``
+    on one bare lock (no condition variable: a set costs one lock release, a wait one acquire).
+    """
+
+    __slots__ = ("_flag", "_lock")
+
+    def __init__(self) -> None:
+        self._flag = False
+        self._lock = _allocate_lock()
+        self._lock.acquire()
+
+    def set(self) -> None:
+        with _JOBS:
+            if self._flag:
+                return
+            self._flag = True
+        self._lock.release()
+
+    def is_set(self) -> bool:
+        return self._flag
+
+    def wait(self, timeout: float | None = None) -> bool:
+        if self._lock.acquire(True, -1 if timeout is None else max(timeout, 0.0)):
+            self._lock.release()  # stays open for any later waiter
+            return True
+        return self._flag
+
+
+class _Worker:
+    """A pooled thread's mailbox: ``wake`` is held while it idles; a job given to it opens it."""
+
+    __slots__ = ("job", "wake")
+
+    def __init__(self) -> None:
+        self.job: Job | None = None
+        self.wake = _allocate_lock()
+        self.wake.acquire()
 
 
 class WorkerPool:
@@ -111,10 +244,10 @@ class WorkerPool:
         self.max_hung_per_callable = max_hung_per_callable
         self.idle_timeout = idle_timeout
         self.name = name
-        self._ready = threading.Condition(threading.Lock())
+        self._lock = threading.Lock()
         self._pending: deque[Job] = deque()
+        self._idle: list[_Worker] = []  # a stack: the most recently busy thread is reused first
         self._workers = 0
-        self._idle = 0
         self._hung = 0
         self._hung_by: Counter[object] = Counter()
 
@@ -138,30 +271,35 @@ class WorkerPool:
         """Queue ``fn(*args)`` for the next free worker; ``None`` if it is refused.
 
         ``key`` names the host callable whose hung budget the call counts
-        against (by default ``callable_key(fn)``).
+        against (by default ``callable_key(fn)``). An idle worker is handed
+        the call directly (its start time is then the hand-over).
         """
         job = Job(fn, args, callable_key(fn) if key is None else key)
-        with self._ready:
-            if self._refuses(job.key):
+        with self._lock:
+            if self._hung and self._refuses(job.key):
                 return None
+            if self._idle:
+                worker = self._idle.pop()
+                job.started_at = time.monotonic()
+                worker.job = job
+                worker.wake.release()
+                return job
             self._pending.append(job)
-            if self._idle == 0 and self._may_start():
+            if self._may_start():
                 self._start()
-            else:
-                self._ready.notify()
         return job
 
     def abandon(self, job: Job) -> None:
         """The caller stopped waiting; a call still running now holds a hung thread."""
         refused: list[Job] = []
-        with self._ready:
-            if job.abandoned or job.future.done():
+        with self._lock:
+            if job.abandoned or job.done():
                 return
             job.abandoned = True
             if job.started_at is None:  # never started: just drop it
                 with contextlib.suppress(ValueError):
                     self._pending.remove(job)
-                job.future.cancel()
+                job.finish(error=CancelledError())
                 return
             self._hung += 1
             self._hung_by[job.key] += 1
@@ -171,11 +309,11 @@ class WorkerPool:
             self._pending = kept
             # The hung thread no longer counts as live: a replacement takes the waiting calls.
             for _ in range(min(len(kept), self.max_threads)):
-                if self._idle > 0 or not self._may_start():
+                if self._idle or not self._may_start():
                     break
                 self._start()
         for waiting in refused:
-            waiting.future.set_exception(WorkersExhausted())
+            waiting.finish(error=WorkersExhausted())
 
     def _refuses(self, key: object) -> bool:
         if self._hung_by[key] >= self.max_hung_per_callable:
@@ -190,27 +328,38 @@ class WorkerPool:
         self._workers += 1
         threading.Thread(target=self._work, name=self.name, daemon=True).start()
 
+    def _next(self, me: _Worker) -> Job | None:
+        """Under the lock: the next waiting call, or None after joining the idle stack."""
+        if self._pending:
+            job = self._pending.popleft()
+            job.started_at = time.monotonic()
+            return job
+        self._idle.append(me)
+        return None
+
     def _work(self) -> None:
-        ready = self._ready
+        me = _Worker()
+        lock = self._lock
+        with lock:
+            job = self._next(me)
         while True:
-            with ready:
-                while not self._pending:
-                    self._idle += 1
-                    woke = ready.wait(self.idle_timeout)
-                    self._idle -= 1
-                    if not woke and not self._pending:
-                        self._workers -= 1
-                        return
-                job = self._pending.popleft()
-                job.started_at = time.monotonic()
-            if job.future.set_running_or_notify_cancel():
-                try:
-                    job.future.set_result(job.fn(*job.args))
-                except BaseException as error:  # noqa: BLE001 - handed to whoever waits
-                    job.future.set_exception(error)
+            if job is None:
+                if not me.wake.acquire(True, self.idle_timeout):
+                    with lock:
+                        if me.job is None:  # still idle: leave
+                            self._idle.remove(me)
+                            self._workers -= 1
+                            return
+                    me.wake.acquire()  # handed a call as the wait ran out: take it
+                job, me.job = me.job, None
+                assert job is not None
+            try:
+                job.finish(job.fn(*job.args))
+            except BaseException as error:  # noqa: BLE001 - handed to whoever waits
+                job.finish(error=error)
             job.fn = job.args = None  # type: ignore[assignment]  # drop references
-            if job.abandoned:
-                with ready:
+            with lock:
+                if job.abandoned:
                     self._hung -= 1
                     self._hung_by[job.key] -= 1
                     if self._hung_by[job.key] <= 0:
@@ -218,6 +367,7 @@ class WorkerPool:
                     if self._workers - self._hung > self.max_workers:
                         self._workers -= 1  # a replacement took this thread's place: leave
                         return
+                job = self._next(me)
 
 
 def _check_size(name: str, value: object, low: int) -> None:

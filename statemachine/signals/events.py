@@ -127,7 +127,7 @@ class Listeners:
     __slots__ = ("_calls", "_log", "listeners")
 
     def __init__(self, *, one_session: bool = False) -> None:
-        self._log: Listener = _session_log() if one_session else log_transition
+        self._log: Listener = _session_log() if one_session else _log_any_session
         self.listeners: tuple[Listener, ...] = DEFAULT_LISTENERS
         self._calls: tuple[Listener, ...] = (self._log,)
 
@@ -182,14 +182,25 @@ def _session_log() -> Listener:
     owner's tuple would make every session a reference cycle.
     """
     logger: Any = None
+    info_off: bool | None = None  # decided on the first event, as binding once decided it
 
     def log(event: TransitionEvent) -> None:
-        nonlocal logger
+        nonlocal logger, info_off
+        if info_off is None:
+            info_off = not logs.info_enabled_now()
+        if info_off:  # info lines are filtered out: neither bind a logger nor build them
+            return
         if logger is None:  # an idle session never pays for a logger
             logger = logs.session_logger(event.session_id)
         log_transition(event, logger)
 
     return log
+
+
+def _log_any_session(event: TransitionEvent) -> None:
+    """A tracker's log line: bound per event, and not even bound when info is filtered out."""
+    if logs.info_enabled_now():
+        log_transition(event)
 
 
 async def await_listeners(pending: list[Any]) -> None:

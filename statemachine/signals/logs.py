@@ -31,13 +31,61 @@ LISTENER_ERROR: Final = "activation.listener_error"
 PROXY: Any = structlog.get_logger(LOGGER_NAME)
 
 
+_BASE: tuple[tuple[object, ...], Any, bool] | None = None
+"""The proxy resolved once, with the configuration objects it was resolved under (held, so
+that an identity compared later is never a recycled one), and whether it logs info."""
+
+
+def _base() -> tuple[tuple[object, ...], Any, bool]:
+    global _BASE
+    config = structlog.get_config()
+    processors, wrapper = config["processors"], config["wrapper_class"]
+    factory, context = config["logger_factory"], config["context_class"]
+    cached = _BASE
+    if (
+        cached is None
+        or cached[0][0] is not processors
+        or cached[0][1] is not wrapper
+        or cached[0][2] is not factory
+        or cached[0][3] is not context
+    ):
+        resolved = PROXY.bind()
+        cached = _BASE = ((processors, wrapper, factory, context), resolved, info_enabled(resolved))
+    return cached
+
+
 def session_logger(session_id: str) -> Any:
     """A logger with the session id bound once, as structlog recommends.
 
     The lazy proxy defers to whatever configuration the host sets, even after
-    import; binding it resolves that configuration for this session.
+    import. Resolving it (the configuration read, a logger made by the
+    factory) costs ~8x binding a key on a logger already resolved, and every
+    session binds one; so the resolved logger is kept and reused for as long as
+    structlog's configuration is the same objects (a host that configures
+    again, or ``capture_logs``, gets a fresh one on the next bind).
     """
-    return PROXY.bind(session_id=session_id)
+    return _base()[1].bind(session_id=session_id)
+
+
+def info_enabled_now() -> bool:
+    """Whether a logger bound now would log at info level (see ``info_enabled``)."""
+    return _base()[2]
+
+
+def info_enabled(logger: Any) -> bool:
+    """Whether ``logger`` (a bound logger) would log at info level.
+
+    A bound logger keeps the wrapper class it was bound with, so the answer
+    holds for its life. structlog's filtering loggers and its stdlib wrapper
+    answer ``is_enabled_for``; a logger that cannot say is taken as enabled.
+    """
+    check = getattr(logger, "is_enabled_for", None)
+    if check is None:
+        return True
+    try:
+        return bool(check(logging.INFO))
+    except Exception:  # noqa: BLE001 - a logger that cannot say logs, as before
+        return True
 
 
 def emit(method: Any, event: str, **fields: Any) -> None:
@@ -54,12 +102,37 @@ def emit(method: Any, event: str, **fields: Any) -> None:
         pass
 
 
+_CLI_SETTINGS: dict[str, bool] | None = None
+"""What ``configure_for_cli`` last applied in this process (None: never called)."""
+
+
+def cli_settings() -> dict[str, bool] | None:
+    """The command line's log configuration, for worker processes to apply in turn."""
+    return None if _CLI_SETTINGS is None else dict(_CLI_SETTINGS)
+
+
+def configure_worker(**settings: bool) -> logging.Filter:
+    """Apply the command line's configuration in a spawned worker process.
+
+    Worker processes start fresh: without this they would run on structlog's
+    defaults (every transition at info level, rendered to stdout). The
+    supervisor hands ``cli_settings()`` to each worker through the logging
+    configuration the worker applies first thing (``logging.config.dictConfig``
+    calls this as a filter factory), so the workers log as the command line
+    asked before the app is even imported. The filter returned lets everything through.
+    """
+    configure_for_cli(**settings)
+    return logging.Filter()
+
+
 def configure_for_cli(*, verbose: bool, json: bool, quiet: bool = False) -> None:
     """Logs to stderr, so stdout stays clean for results (and for ``--json``).
 
     ``quiet`` (the demo) shows only errors: the failures it stages on purpose
     are already on screen as scenario output, not as warnings above it.
     """
+    global _CLI_SETTINGS
+    _CLI_SETTINGS = {"verbose": verbose, "json": json, "quiet": quiet}
     renderer: Any = (
         structlog.processors.JSONRenderer() if json else structlog.dev.ConsoleRenderer(colors=False)
     )

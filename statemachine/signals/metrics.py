@@ -13,9 +13,10 @@ worker, shows the whole machine. Clear the directory when the server starts
 (counts of earlier runs would be summed too).
 
 The counts live in plain dictionaries under one lock, and prometheus-client
-reads them only when scraped (a custom collector): a transition costs one
-lock and a few dictionary updates instead of a labelled metric update per
-series, which keeps metrics within a few per cent of a visitor's flow. In
+reads them only when scraped (a custom collector). A transition is only
+appended to a queue (atomic, no lock); the queue is counted in batches, and
+always before a scrape, so a scrape sees every transition that happened
+before it. That keeps metrics within a few per cent of a visitor's flow. In
 multiprocess mode a transition costs one dictionary look-up per series and a
 write to the memory-mapped file (prometheus-client's own value, under its lock).
 """
@@ -25,6 +26,7 @@ from __future__ import annotations
 import bisect
 import os
 import threading
+from collections import deque
 from collections.abc import Iterator
 from typing import TYPE_CHECKING, Any, Final
 
@@ -37,6 +39,9 @@ DURATION_BUCKETS: Final = (0.01, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0
 """A flow is a token request and an activation, plus retries and their backoffs."""
 
 CONTENT_TYPE: Final = "text/plain; version=0.0.4; charset=utf-8"
+
+DRAIN_AT: Final = 256
+"""Transitions queued before they are counted (a scrape counts the queue first)."""
 
 MULTIPROC_ENV: Final = "PROMETHEUS_MULTIPROC_DIR"
 """prometheus-client's variable: where every worker process writes its counts."""
@@ -69,6 +74,7 @@ class ActivationMetrics:
             ) from None
         self.namespace = namespace
         self._lock = threading.Lock()
+        self._queue: deque[TransitionEvent] = deque()
         self._transitions: dict[tuple[str, str, str, str], int] = {}
         self._outcomes: dict[tuple[str, str, str], int] = {}
         # per (state, policy): a count per bucket (the last is +Inf), and the sum
@@ -109,32 +115,49 @@ class ActivationMetrics:
         if self.shared is not None:
             self.shared.count(event)
             return
-        key = (event.source._value_, event.dest._value_, event.trigger._value_, event.policy)
+        # One atomic append per transition; the counting happens in batches (here every
+        # DRAIN_AT events, and before every scrape), so a flow pays no lock per step.
+        queue = self._queue
+        queue.append(event)
+        if len(queue) >= DRAIN_AT:
+            self._drain()
+
+    def _drain(self) -> None:
+        """Count the queued events (``popleft`` is atomic: an event appended meanwhile waits)."""
+        queue = self._queue
         with self._lock:
-            transitions = self._transitions
-            transitions[key] = transitions.get(key, 0) + 1
-            if not event.ends_flow:
-                return
-            state = event.dest._value_
-            reason = "none" if event.reason is None else event.reason._name_
-            outcome = (state, reason, event.policy)
-            self._outcomes[outcome] = self._outcomes.get(outcome, 0) + 1
-            if event.flow_started_at is None:
-                return
-            seconds = max(0.0, event.at - event.flow_started_at)
-            series = self._durations.get((state, event.policy))
-            if series is None:
-                series = self._durations[(state, event.policy)] = (
-                    [0] * (len(DURATION_BUCKETS) + 1),
-                    [0.0],
-                )
-            series[0][bisect.bisect_left(DURATION_BUCKETS, seconds)] += 1
-            series[1][0] += seconds
+            transitions, outcomes, durations = self._transitions, self._outcomes, self._durations
+            while True:
+                try:
+                    event = queue.popleft()
+                except IndexError:
+                    return
+                policy = event.policy
+                key = (event.source._value_, event.dest._value_, event.trigger._value_, policy)
+                transitions[key] = transitions.get(key, 0) + 1
+                if not event.ends_flow:
+                    continue
+                state = event.dest._value_
+                reason = "none" if event.reason is None else event.reason._name_
+                outcome = (state, reason, policy)
+                outcomes[outcome] = outcomes.get(outcome, 0) + 1
+                if event.flow_started_at is None:
+                    continue
+                seconds = max(0.0, event.at - event.flow_started_at)
+                series = durations.get((state, policy))
+                if series is None:
+                    series = durations[(state, policy)] = (
+                        [0] * (len(DURATION_BUCKETS) + 1),
+                        [0.0],
+                    )
+                series[0][bisect.bisect_left(DURATION_BUCKETS, seconds)] += 1
+                series[1][0] += seconds
 
     def collect(self) -> Iterator[Any]:
         """What prometheus-client reads at scrape time."""
         from prometheus_client.core import CounterMetricFamily, HistogramMetricFamily
 
+        self._drain()
         with self._lock:
             transitions = dict(self._transitions)
             outcomes = dict(self._outcomes)

@@ -19,10 +19,13 @@ environment, and ``run_workers`` called inside one of them does nothing.
 
 from __future__ import annotations
 
+import copy
 import os
 import socket
 import sys
-from typing import Final
+from typing import Any, Final
+
+from statemachine.signals import logs
 
 WORKER_MARK: Final = "SECURED_ACTIVATION_SUPERVISOR"
 """Set by ``run_workers`` to its own pid while it serves; inherited by the workers it spawns."""
@@ -61,6 +64,25 @@ def load_target(target: str) -> object:
         raise TargetError(f"importing {target} failed: {type(error).__name__}") from None
 
 
+def worker_log_config() -> dict[str, Any]:
+    """uvicorn's logging configuration, plus ours when the command line set one.
+
+    Each worker applies this (``dictConfig``) as soon as it starts; the entry
+    we add makes it apply the command line's structlog configuration too.
+    """
+    from uvicorn.config import LOGGING_CONFIG
+
+    config = copy.deepcopy(LOGGING_CONFIG)
+    settings = logs.cli_settings()
+    if settings is not None:
+        filters = config.setdefault("filters", {})
+        filters["secured_activation"] = {
+            "()": "statemachine.signals.logs.configure_worker",
+            **settings,
+        }
+    return config
+
+
 def run_workers(
     target: str,
     *,
@@ -77,8 +99,9 @@ def run_workers(
     the import path (the workers inherit it). The target is imported here once
     (``TargetError`` if it cannot be), then the socket is bound, as TCP, and
     shared by every worker; uvicorn's supervisor restarts a worker that
-    dies. Called inside a worker (an unguarded call at import time), it
-    returns at once.
+    dies. Every worker starts with the log configuration the command line
+    set in this process (``logs.configure_for_cli``), if any. Called inside
+    a worker (an unguarded call at import time), it returns at once.
     """
     if in_worker():
         return
@@ -97,7 +120,13 @@ def run_workers(
         os.environ.pop(WORKER_MARK, None)
         raise
     try:
-        config = uvicorn.Config(target, factory=factory, workers=workers, log_level="warning")
+        config = uvicorn.Config(
+            target,
+            factory=factory,
+            workers=workers,
+            log_level="warning",
+            log_config=worker_log_config(),
+        )
         if workers > 1:
             Multiprocess(config, sockets=[sock]).run()
         else:

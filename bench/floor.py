@@ -1,0 +1,145 @@
+"""The hosted path against its floor: one table of the rows the hosted path is judged by.
+
+Built from the other sections' results of the same run (``bench/run.py``): each
+row's measure, its floor measured in the same run, the goal, met or missed, and
+for a miss the measurement that explains it. A row whose section was not run
+says so.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from bench.common import us
+
+
+def _verdict(met: bool) -> str:
+    return "met" if met else "**missed**"
+
+
+def _tracker_rows(r: dict[str, Any] | None) -> list[str]:
+    if r is None:
+        return [
+            "| `AsyncActivationTracker.token_request` on Redis, new visitor "
+            "| not run | | ≤ 1.15x | |",
+            "| `ActivationTracker.token_request` (plain provider) | not run | | ≤ 1.3x | |",
+        ]
+    floor = r["mint"] + 2 * r["rtt"]
+    rows = []
+    for key, name, goal in (
+        ("tracked_async", "`AsyncActivationTracker.token_request` on Redis, new visitor", 1.15),
+        ("tracked", "`ActivationTracker.token_request` (plain provider)", 1.3),
+    ):
+        ratio = r[key] / floor
+        own = r[key] - floor
+        why = (
+            ""
+            if ratio <= goal
+            else f"the tracker's own {us(own)} beyond the mint and two round trips "
+            "(decoding and building the visitor record, redis-py's encoding and parsing of two "
+            "script calls, the step, the listeners"
+            + (", and the provider's hand-off to a pooled worker" if key == "tracked" else "")
+            + "; see NOTES.md)"
+        )
+        rows.append(
+            f"| {name} | {us(r[key])} ({r[key] / r['mint']:.2f}x the mint) | mint "
+            f"{us(r['mint'])} + 2 round trips x {us(r['rtt'])} = {us(floor)} → "
+            f"**{ratio:.2f}x the floor** | ≤ {goal}x | {_verdict(ratio <= goal)} {why} |"
+        )
+    return rows
+
+
+def _web_row(r: dict[str, Any] | None) -> str:
+    name = "token endpoint, `serve --workers 2 --redis`, wrk"
+    if r is None or "missing" in r:
+        return f"| {name} | not run | | ≥ 0.75x | |"
+    tracked, bare = r["tracked"]["rate"], r["bare"]["rate"]
+    ratio = tracked / bare
+    why = (
+        ""
+        if ratio >= 0.75
+        else "wrk, two workers and redis-server share 2 cores: each request's two Redis round "
+        "trips wait for redis-server to be scheduled, and the tracker's own CPU (rows above) "
+        "comes out of the same two cores as the mint"
+    )
+    return (
+        f"| {name} | {tracked:,.0f} req/s | bare endpoint (parse, mint, answer) {bare:,.0f} "
+        f"req/s → **{ratio:.2f}x** | ≥ 0.75x | {_verdict(ratio >= 0.75)} {why} |"
+    )
+
+
+def _blocking_row(r: dict[str, Any] | None) -> str:
+    name = "blocking session, plain callables, default timeouts"
+    if r is None:
+        return f"| {name} | not run | | ≥ 2.5x | |"
+    faces = r["faces"]
+    own = faces["blocking, plain callables, default timeouts"]
+    ratio = (own + faces["build"]) / own
+    why = (
+        ""
+        if ratio >= 2.5
+        else f"two hand-offs to a pooled worker at {us(faces['handoff'])} each in this run, "
+        f"against {us(faces.get('pingpong', float('nan')))} for a bare lock passed to another "
+        "thread and back (the machine's thread wake-up, shared with other load)"
+    )
+    return (
+        f"| {name} | {us(own)} per visitor | the same plus a `Machine` per visitor "
+        f"{us(own + faces['build'])} → **{ratio:.2f}x** | ≥ 2.5x | {_verdict(ratio >= 2.5)} {why} |"
+    )
+
+
+def _metrics_rows(r: dict[str, Any] | None) -> list[str]:
+    if r is None:
+        return ["| metrics listener on | not run | | ≤ 1.15x | |"]
+    rows = []
+    for label, m in (("", r), (", multiprocess mode", r.get("multiprocess"))):
+        if m is None:
+            continue
+        ratio = m["metrics"] / m["none"]
+        why = (
+            ""
+            if ratio <= 1.15
+            else f"log listener {us(m['logged'] - m['none'])}, metrics "
+            f"{us(m['metrics'] - m['logged'])} per visitor"
+            + (
+                " (six writes to prometheus-client's memory-mapped files per flow, each under "
+                "its process-wide lock with a pid check)"
+                if label
+                else ""
+            )
+        )
+        rows.append(
+            f"| metrics listener on{label} | {us(m['metrics'])} per visitor | no listener "
+            f"{us(m['none'])} → **{ratio:.2f}x** | ≤ 1.15x | {_verdict(ratio <= 1.15)} {why} |"
+        )
+    return rows
+
+
+def _flows_row(r: dict[str, Any] | None) -> str:
+    name = "10,000 async flows at 20 ms latency"
+    if r is None:
+        return f"| {name} | not run | | ≤ 1.5x | |"
+    from bench.concurrency import LATENCY
+
+    ratio = r["wall"] / (LATENCY + r["cpu"])
+    return (
+        f"| {name} | {r['wall'] * 1e3:,.0f} ms | latency {LATENCY * 1e3:.0f} ms + CPU "
+        f"{r['cpu'] * 1e3:,.0f} ms → **{ratio:.2f}x** | ≤ 1.5x | {_verdict(ratio <= 1.5)} |"
+    )
+
+
+def report(results: dict[str, Any], ran: list[str]) -> list[str]:
+    return [
+        "## The hosted path against its floor",
+        "",
+        f"Every row from this run (sections run: {', '.join(ran)}); ratios within the run.",
+        "",
+        "| what | measured | floor in the same run | goal | verdict |",
+        "|---|---|---|---|---|",
+        *_tracker_rows(results.get("tracker")),
+        _web_row(results.get("web")),
+        _blocking_row(results.get("engine")),
+        *_metrics_rows(results.get("signals")),
+        _flows_row(results.get("concurrency")),
+        "",
+    ]
