@@ -250,3 +250,15 @@ def _run_cli(argv: list[str], out: io.StringIO) -> int:
 
     with contextlib.redirect_stdout(out):
         return cli(argv)
+
+
+@pytest.mark.parametrize(
+    "url", ["redis+cluster://127.0.0.1:1", "redis+sentinel://127.0.0.1:1/mymaster"]
+)
+def test_check_store_reports_an_unreachable_cluster_or_sentinel_as_a_check(url: str) -> None:
+    """A Cluster or Sentinel client connects as it is made: that, too, is the reachable check."""
+    out = io.StringIO()
+    assert _run_cli(["check-store", url, "--timeout", "0.2"], out) == 1
+    lines = out.getvalue().splitlines()
+    assert lines[0].startswith("FAIL reachable"), lines
+    assert lines[-1] == "unsafe: reachable"
