@@ -23,7 +23,7 @@ import structlog
 from bench.common import us
 from policies import DefensivePolicy, MintBudget
 from statemachine import ActivationTracker, AsyncActivationTracker
-from statemachine.options import SECURED
+from statemachine.protocol.options import SECURED
 from statemachine.stores import MemoryStore, RedisStore
 from statemachine.tokens import TokenIssuer, generate_rsa
 from tests.redis_server import RedisServer, commands_sent

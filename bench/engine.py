@@ -12,11 +12,11 @@ from transitions import Machine
 from bench.common import per_call, us
 from policies import DefensivePolicy
 from statemachine import ActivationSession, AsyncActivationSession, AuthenticationOption, Trigger
-from statemachine.core import ActivationCore
-from statemachine.machine import MODEL_ATTRIBUTE, machine_for
-from statemachine.policy import Profile
-from statemachine.states import State
-from statemachine.table import rows_for
+from statemachine.engine._core import ActivationCore
+from statemachine.engine._machine import MODEL_ATTRIBUTE, machine_for
+from statemachine.protocol.policy import Profile
+from statemachine.protocol.states import State
+from statemachine.protocol.table import rows_for
 
 POLICY = DefensivePolicy(token_timeout=None, activation_timeout=None)
 OPTION = AuthenticationOption.secured("token")
@@ -120,7 +120,7 @@ def blocking_default() -> None:
 
 def handoff() -> None:
     """One round trip to a pooled worker and back: what a timed plain call costs us."""
-    from statemachine.calls import call_blocking_timed
+    from statemachine.hostcalls._calls import call_blocking_timed
 
     call_blocking_timed(provider, False, (), 5.0)
 
@@ -252,7 +252,7 @@ def profile_share() -> tuple[float, list[str]]:
     for (filename, _line, name), row in stats.stats.items():  # type: ignore[attr-defined]
         if name == "shared_visitor":
             total = row[3]
-        if filename.endswith("statemachine/core.py") and name == "fire":
+        if filename.endswith("statemachine/engine/_core.py") and name == "fire":
             inside = row[3]
     text = io.StringIO()
     pstats.Stats(profiler, stream=text).sort_stats("cumulative").print_stats(12)

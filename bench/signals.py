@@ -24,8 +24,8 @@ from typing import Any
 from bench.common import us
 from policies import DefensivePolicy
 from statemachine import AsyncActivationSession, AuthenticationOption
-from statemachine.events import log_transition
-from statemachine.metrics import ActivationMetrics
+from statemachine.signals.events import log_transition
+from statemachine.signals.metrics import ActivationMetrics
 
 POLICY = DefensivePolicy()
 

@@ -19,7 +19,7 @@ from typing import Any
 from bench.common import ms, per_call, quiet_logs, us
 from policies import DefensivePolicy
 from statemachine import ActivationTracker, AsyncActivationTracker
-from statemachine.options import SECURED
+from statemachine.protocol.options import SECURED
 from statemachine.stores import RedisStore
 from statemachine.tokens import TokenIssuer, generate_rsa
 from tests.redis_server import RedisServer, commands_sent
@@ -89,8 +89,8 @@ def _logging_cost(url: str, number: int, repeats: int) -> dict[str, float]:
     """
     import structlog
 
-    from statemachine import logs
-    from statemachine.events import log_transition
+    from statemachine.signals import logs
+    from statemachine.signals.events import log_transition
 
     def cli() -> None:
         logs.configure_for_cli(verbose=False, json=False)

@@ -164,8 +164,8 @@ def run(quick: bool) -> dict[str, Any]:
                         # configuration (WARNING) reaches them. Then, for the logging row, the
                         # workers on structlog's defaults (every transition rendered to stdout).
                         (
-                            "from statemachine import logs; logs.configure_for_cli(verbose=False, "
-                            "json=False); "
+                            "from statemachine.signals import logs; "
+                            "logs.configure_for_cli(verbose=False, json=False); "
                             if logging
                             else ""
                         )

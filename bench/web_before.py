@@ -17,8 +17,8 @@ from starlette.routing import BaseRoute, Route
 
 from statemachine.stores.base import StoreError
 from statemachine.tokens.verifier import strict_json
-from statemachine.trackers import AsyncActivationTracker
-from statemachine.tracking import TrackerInputError
+from statemachine.tracking._faces import AsyncActivationTracker
+from statemachine.tracking._rules import TrackerInputError
 
 MAX_BODY = 64 * 1024
 NO_STORE = {"Cache-Control": "no-store"}

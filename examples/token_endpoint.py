@@ -18,7 +18,7 @@ import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
-from statemachine.options import fingerprint
+from statemachine.protocol.options import fingerprint
 from statemachine.tokens import TokenError, TokenIssuer
 
 

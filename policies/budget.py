@@ -14,7 +14,7 @@ from typing import Any, Final
 
 from policies.errors import PolicyError
 from policies.retry import _number
-from statemachine.policy import (
+from statemachine.protocol.policy import (
     DEFAULT_BUDGET_SECONDS,
     DEFAULT_BUDGET_TOKENS,
     MAX_BUDGET_SECONDS,

@@ -1,7 +1,7 @@
 """The two fallback policies a host chooses between (docs/design.md §1).
 
 Both are frozen configuration objects satisfying
-``statemachine.policy.ActivationPolicy``; a host may pass any other object
+``statemachine.protocol.policy.ActivationPolicy``; a host may pass any other object
 that does.
 """
 
@@ -13,7 +13,7 @@ from typing import ClassVar, Final
 from policies.budget import DEFAULT_MINT_BUDGET, MintBudget, check_budget
 from policies.errors import PolicyError
 from policies.retry import RetryPolicy, _number
-from statemachine.policy import (
+from statemachine.protocol.policy import (
     DEFAULT_ACTIVATION_TIMEOUT,
     DEFAULT_SESSION_LIFETIME,
     DEFAULT_TOKEN_TIMEOUT,

@@ -10,8 +10,8 @@ from dataclasses import dataclass, field
 from typing import Final
 
 from policies.errors import PolicyError
-from statemachine.policy import MAX_RETRIES, MAX_SECONDS
-from statemachine.reasons import FailureReason
+from statemachine.protocol.policy import MAX_RETRIES, MAX_SECONDS
+from statemachine.protocol.reasons import FailureReason
 
 DEFAULT_RETRY_ON: Final = frozenset(
     {

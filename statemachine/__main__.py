@@ -1,5 +1,5 @@
 """``python -m statemachine`` works like the ``secured-activation`` command."""
 
-from statemachine.cli import run
+from statemachine.tools.cli import run
 
 run()

@@ -11,9 +11,19 @@ import inspect
 import threading
 from typing import Any, Self
 
-from statemachine import snapshots
-from statemachine.activator import Activator
-from statemachine.calls import (
+from statemachine.engine import snapshots
+from statemachine.engine._core import ActivationCore
+from statemachine.engine._effects import (
+    ELAPSED,
+    Answer,
+    BackOff,
+    CallActivator,
+    Effect,
+    FetchToken,
+    Finish,
+    Outcome,
+)
+from statemachine.hostcalls._calls import (
     AnsweredCoroutine,
     Callback,
     activation_answer,
@@ -25,25 +35,22 @@ from statemachine.calls import (
     notify_blocking,
     token_answer,
 )
-from statemachine.calls import TokenProvider as TokenProvider  # re-exported: hosts import it here
-from statemachine.core import ActivationCore
-from statemachine.effects import (
-    ELAPSED,
-    Answer,
-    BackOff,
-    CallActivator,
-    Effect,
-    FetchToken,
-    Finish,
-    Outcome,
+from statemachine.hostcalls._calls import (
+    TokenProvider as TokenProvider,  # re-exported: hosts import it here
 )
-from statemachine.events import Listener, Listeners, await_listeners
-from statemachine.options import AuthenticationOption
-from statemachine.policy import MAX_LIFETIME, ActivationPolicy, check_seconds, checked_policy
-from statemachine.reasons import FailureReason
-from statemachine.results import FAILURE, ActivationResult, HistoryEntry
-from statemachine.states import State, Trigger
-from statemachine.workers import Wake, WorkerPool
+from statemachine.hostcalls.activator import Activator
+from statemachine.hostcalls.workers import Wake, WorkerPool
+from statemachine.protocol.options import AuthenticationOption
+from statemachine.protocol.policy import (
+    MAX_LIFETIME,
+    ActivationPolicy,
+    check_seconds,
+    checked_policy,
+)
+from statemachine.protocol.reasons import FailureReason
+from statemachine.protocol.results import FAILURE, ActivationResult, HistoryEntry
+from statemachine.protocol.states import State, Trigger
+from statemachine.signals.events import Listener, Listeners, await_listeners
 
 
 class _Session:
@@ -165,7 +172,7 @@ class _Session:
 
     def diagram(self) -> str:
         """Mermaid text of this session's machine with its state and path highlighted."""
-        from statemachine.diagrams import session_mermaid
+        from statemachine.tools.diagrams import session_mermaid
 
         text: str = session_mermaid(self._core.policy, self._core.state, self._core.history)
         return text

@@ -55,7 +55,7 @@ window.pageActivation = new URLSearchParams(location.search).has("manual") ? nul
 """
 
 STANDIN = """
-from statemachine.activator import LocalActivator as _LocalActivator
+from statemachine.hostcalls.activator import LocalActivator as _LocalActivator
 from statemachine.tokens import TokenVerifier as _TokenVerifier
 
 _activator = _LocalActivator(_TokenVerifier(

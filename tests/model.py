@@ -12,11 +12,11 @@ from itertools import product
 from typing import Any
 
 from statemachine import AuthenticationOption, FailureReason, State, Trigger
-from statemachine.core import ActivationCore
-from statemachine.effects import Effect
-from statemachine.policy import Fallback, Profile
-from statemachine.states import FLOW_STARTS
-from statemachine.table import Row, rows_for
+from statemachine.engine._core import ActivationCore
+from statemachine.engine._effects import Effect
+from statemachine.protocol.policy import Fallback, Profile
+from statemachine.protocol.states import FLOW_STARTS
+from statemachine.protocol.table import Row, rows_for
 
 ALL_PROFILES = tuple(Profile(a, b) for a, b in product(Fallback, Fallback))
 

@@ -22,15 +22,15 @@ LAYERS: list[tuple[str, tuple[str, ...]]] = [
         "protocol",  # the vocabulary: states, reasons, the table, the policy protocol
         (
             "statemachine._clash",
-            "statemachine.states",
-            "statemachine.reasons",
-            "statemachine.options",
-            "statemachine.errors",
-            "statemachine.policy",
-            "statemachine.table",
-            "statemachine.results",
-            "statemachine.effects",
-            "statemachine.replies",
+            "statemachine.protocol",
+            "statemachine.protocol.states",
+            "statemachine.protocol.reasons",
+            "statemachine.protocol.options",
+            "statemachine.protocol.errors",
+            "statemachine.protocol.policy",
+            "statemachine.protocol.table",
+            "statemachine.protocol.results",
+            "statemachine.protocol.replies",
         ),
     ),
     (
@@ -46,7 +46,12 @@ LAYERS: list[tuple[str, tuple[str, ...]]] = [
     ),
     (
         "signals",  # what transitions tell the world: events, logs, metrics
-        ("statemachine.logs", "statemachine.events", "statemachine.metrics"),
+        (
+            "statemachine.signals",
+            "statemachine.signals.logs",
+            "statemachine.signals.events",
+            "statemachine.signals.metrics",
+        ),
     ),
     (
         "tokens",  # minting and verifying the platform's JWE tokens
@@ -60,20 +65,32 @@ LAYERS: list[tuple[str, tuple[str, ...]]] = [
         ),
     ),
     (
-        "engine",  # sans-IO: the machine, the core, its snapshots
-        ("statemachine.machine", "statemachine.core", "statemachine.snapshots"),
+        "engine",  # sans-IO: the machine, the core, the effects it asks for, its snapshots
+        (
+            "statemachine.engine",
+            "statemachine.engine._effects",
+            "statemachine.engine._machine",
+            "statemachine.engine._core",
+            "statemachine.engine.snapshots",
+        ),
     ),
     (
         "host calls",  # calling host code; the embedded activator
-        ("statemachine.workers", "statemachine.calls", "statemachine.activator"),
+        (
+            "statemachine.hostcalls",
+            "statemachine.hostcalls.workers",
+            "statemachine.hostcalls._calls",
+            "statemachine.hostcalls.activator",
+        ),
     ),
     (
         "drivers",  # sessions; the tag-driven tracker with its record and stores
         (
             "statemachine.sessions",
             "statemachine.tracking",
-            "statemachine.records",
-            "statemachine.trackers",
+            "statemachine.tracking._rules",
+            "statemachine.tracking._record",
+            "statemachine.tracking._faces",
             "statemachine.stores",
             "statemachine.stores.base",
             "statemachine.stores.memory",
@@ -99,8 +116,10 @@ LAYERS: list[tuple[str, tuple[str, ...]]] = [
     (
         "tools",  # diagrams, demo, command line
         (
-            "statemachine.diagrams",
-            "statemachine.demo",
+            "statemachine.tools",
+            "statemachine.tools.diagrams",
+            "statemachine.tools.demo",
+            "statemachine.tools.cli",
             "statemachine.cli",
             "statemachine.stores.check",
             "statemachine.__main__",
@@ -110,9 +129,15 @@ LAYERS: list[tuple[str, tuple[str, ...]]] = [
 ]
 
 UPWARD: dict[tuple[str, str], str] = {
-    ("statemachine.policy", "policies"): "default_policy(): DefensivePolicy, imported on first use",
-    ("statemachine.events", "statemachine.calls"): "run_listeners: a blocking driver's awaiting",
-    ("statemachine.sessions", "statemachine.diagrams"): "session.diagram(), drawn on demand",
+    (
+        "statemachine.protocol.policy",
+        "policies",
+    ): "default_policy(): DefensivePolicy, imported on first use",
+    (
+        "statemachine.signals.events",
+        "statemachine.hostcalls._calls",
+    ): "run_listeners: a blocking driver's awaiting",
+    ("statemachine.sessions", "statemachine.tools.diagrams"): "session.diagram(), drawn on demand",
 }
 """Deliberate upward imports, each inside a function (checked below)."""
 
@@ -141,7 +166,7 @@ def _imports(path: Path) -> list[tuple[str, bool]]:
         names: list[str] = []
         if isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
             names = [node.module]
-            if node.module in PACKAGES:  # ``from statemachine import logs``: the submodule
+            if node.module.split(".")[0] in PACKAGES:  # ``from statemachine.signals import logs``
                 names = [
                     f"{node.module}.{alias.name}"
                     if f"{node.module}.{alias.name}" in LAYER_OF

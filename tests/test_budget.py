@@ -17,8 +17,8 @@ import pytest
 
 from policies import MintBudget, PolicyError, load_policy
 from statemachine import ActivationTracker, Answer, FailureReason, State
-from statemachine.metrics import ActivationMetrics
-from statemachine.options import SECURED
+from statemachine.protocol.options import SECURED
+from statemachine.signals.metrics import ActivationMetrics
 from statemachine.stores import MemoryStore, RedisStore, StoreError
 from statemachine.tokens import TokenIssuer, TokenVerifier
 from tests.helpers import anonymous, defensive
@@ -116,7 +116,7 @@ def test_any_policy_object_gets_the_default_budget_or_a_checked_one(clock: Clock
     from dataclasses import dataclass, replace
     from types import SimpleNamespace
 
-    from statemachine.policy import mint_budget
+    from statemachine.protocol.policy import mint_budget
 
     @dataclass(frozen=True)
     class HostPolicy:  # the protocol and nothing else
@@ -358,9 +358,9 @@ def test_a_refresh_claim_that_lapses_frees_the_visitor(
     face: Face, provider: CountingProvider, clock: Clock
 ) -> None:
     """A worker claims a refresh and dies before settling it: the claim holds, then lapses."""
-    from statemachine import records
-    from statemachine.effects import FetchToken
-    from statemachine.tracking import claim_seconds, plan_token
+    from statemachine.engine._effects import FetchToken
+    from statemachine.tracking import _record as records
+    from statemachine.tracking._rules import claim_seconds, plan_token
 
     authenticate(face, provider)
     store, policy = face.tracker.store, face.tracker.policy
@@ -495,7 +495,7 @@ from functools import partial
 
 from policies import DefensivePolicy, MintBudget
 from statemachine import ActivationTracker, Answer
-from statemachine.metrics import ActivationMetrics
+from statemachine.signals.metrics import ActivationMetrics
 from statemachine.tokens import TokenIssuer, generate_rsa
 
 refusals = int(sys.argv[1])

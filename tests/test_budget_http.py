@@ -23,7 +23,7 @@ from starlette.applications import Starlette
 from starlette.requests import Request
 
 from statemachine import ActivationTracker, AsyncActivationTracker, State
-from statemachine.reasons import FailureReason
+from statemachine.protocol.reasons import FailureReason
 from statemachine.stores import MemoryStore
 from statemachine.tokens import TokenIssuer
 from statemachine.web import activation_routes

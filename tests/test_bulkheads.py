@@ -15,9 +15,9 @@ import pytest
 
 from policies import DefensivePolicy, RetryPolicy
 from statemachine import Answer, AsyncActivationTracker, FailureReason
+from statemachine.hostcalls.workers import WorkerPool, WorkersExhausted, callable_key
 from statemachine.stores import MemoryStore
 from statemachine.tokens import TokenIssuer
-from statemachine.workers import WorkerPool, WorkersExhausted, callable_key
 
 FAST = RetryPolicy(max_retries=0, base_delay=0.0, max_delay=0.0, jitter=0.0)
 SLOW_CALLS = 16

@@ -8,7 +8,7 @@ from typing import Any
 
 import pytest
 
-from statemachine.calls import is_async_callable, run_awaitable
+from statemachine.hostcalls._calls import is_async_callable, run_awaitable
 
 
 async def coroutine_function() -> str:

@@ -13,9 +13,9 @@ from typing import Any
 import pytest
 
 from statemachine import FailureReason, State
-from statemachine.cli import main
-from statemachine.demo import POLICY_NAMES, SCENARIO_NAMES
-from statemachine.table import TRANSITIONS
+from statemachine.protocol.table import TRANSITIONS
+from statemachine.tools.cli import main
+from statemachine.tools.demo import POLICY_NAMES, SCENARIO_NAMES
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -152,8 +152,8 @@ def test_diagram_matches_the_committed_file(policy: str, fmt: str) -> None:
 
 
 def test_diagram_draws_every_transition_of_its_policy() -> None:
-    from statemachine.diagrams import PROFILES, dot, edge_label, mermaid
-    from statemachine.table import rows_for
+    from statemachine.protocol.table import rows_for
+    from statemachine.tools.diagrams import PROFILES, dot, edge_label, mermaid
 
     for profile in PROFILES.values():
         rows = rows_for(profile)
@@ -177,7 +177,7 @@ def test_defensive_drawing_has_no_fallback_edge() -> None:
 
 
 def test_committed_svgs_are_drawn_from_the_current_dot() -> None:
-    from statemachine.diagrams import PROFILES, dot, source_hash, svg_source_hash
+    from statemachine.tools.diagrams import PROFILES, dot, source_hash, svg_source_hash
 
     for name, profile in PROFILES.items():
         recorded = svg_source_hash((ROOT / "diagrams" / f"{name}.svg").read_text())

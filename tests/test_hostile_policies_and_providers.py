@@ -18,7 +18,7 @@ from statemachine import (
     FailureReason,
     State,
 )
-from statemachine.policy import Fallback
+from statemachine.protocol.policy import Fallback
 from tests.helpers import FAST_RETRY, defensive
 
 

@@ -18,7 +18,7 @@ import pytest
 
 from policies import DefensivePolicy
 from statemachine import ActivationTracker, AsyncActivationTracker
-from statemachine.metrics import ActivationMetrics
+from statemachine.signals.metrics import ActivationMetrics
 from statemachine.stores import MemoryStore
 from statemachine.tokens import TokenIssuer
 from statemachine.web.http import (

@@ -214,7 +214,7 @@ def test_a_selected_visitor_comes_with_the_listing(
 
 @pytest.mark.parametrize("state", list(State))
 def test_colours_per_state(state: State) -> None:
-    from statemachine import diagrams
+    from statemachine.tools import diagrams
 
     svg = diagram_svg(diagrams.PROFILES["defensive"], state)
     kind = kind_of(state)
@@ -243,8 +243,8 @@ def test_colours_per_state(state: State) -> None:
 
 
 def test_every_edge_is_labelled_with_its_triggers() -> None:
-    from statemachine import diagrams
-    from statemachine.table import rows_for
+    from statemachine.protocol.table import rows_for
+    from statemachine.tools import diagrams
 
     profile = diagrams.PROFILES["anonymous"]
     svg = diagram_svg(profile)
@@ -297,7 +297,7 @@ def test_an_async_lookup_that_fails_finds_nobody(issuer: TokenIssuer) -> None:
 def test_an_unexplained_failure_is_unknown_drawn_and_counted(issuer: TokenIssuer) -> None:
     """The tag retried three times and reported a failure without a reason: every one of
     those is UNKNOWN in the trail, the counts, the remediation and the metrics."""
-    from statemachine.metrics import ActivationMetrics
+    from statemachine.signals.metrics import ActivationMetrics
 
     tracker = AsyncActivationTracker(DefensivePolicy(), MemoryStore())
     metrics = ActivationMetrics()

@@ -12,6 +12,10 @@ ROOT = Path(__file__).resolve().parents[1]
 HOST = """\
 from policies import DefensivePolicy, load_policy
 from statemachine import ActivationSession, ActivationTracker, State
+from statemachine.activator import LocalActivator
+from statemachine.events import TransitionEvent
+from statemachine.metrics import ActivationMetrics
+from statemachine.workers import WorkerPool
 
 
 def state_of(session: ActivationSession) -> State:
@@ -19,6 +23,7 @@ def state_of(session: ActivationSession) -> State:
 
 
 TRACKER = ActivationTracker(DefensivePolicy())
+DOCUMENTED_PATHS = (LocalActivator, TransitionEvent, ActivationMetrics, WorkerPool)
 POLICY = load_policy({"fallback": "anonymous"})
 """
 

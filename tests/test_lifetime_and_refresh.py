@@ -27,7 +27,7 @@ from statemachine import (
     Trigger,
     sessions,
 )
-from statemachine.options import SECURED
+from statemachine.protocol.options import SECURED
 from statemachine.stores import MemoryStore
 from statemachine.tokens import TokenIssuer, TokenVerifier
 from tests.helpers import FAST_RETRY

@@ -21,8 +21,8 @@ from statemachine import (
     State,
     Trigger,
 )
-from statemachine.events import TransitionEvent
-from statemachine.options import SECURED
+from statemachine.protocol.options import SECURED
+from statemachine.signals.events import TransitionEvent
 from statemachine.stores import MemoryStore
 from statemachine.tokens import TokenIssuer, TokenVerifier
 from tests.tracker_harness import CountingProvider, callback, new_flow

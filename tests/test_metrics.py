@@ -12,8 +12,8 @@ from statemachine import (
     ActivationSession,
     LocalActivator,
 )
-from statemachine.events import TransitionEvent
-from statemachine.metrics import ActivationMetrics
+from statemachine.signals.events import TransitionEvent
+from statemachine.signals.metrics import ActivationMetrics
 from statemachine.tokens import TokenIssuer, TokenVerifier
 
 

@@ -17,8 +17,8 @@ import pytest
 
 from policies import RetryPolicy
 from statemachine import ActivationSession, AsyncActivationSession, FailureReason, State, Trigger
-from statemachine.policy import Fallback, Profile
-from statemachine.table import Row, rows_for
+from statemachine.protocol.policy import Fallback, Profile
+from statemachine.protocol.table import Row, rows_for
 from tests.helpers import HANG, Script, ScriptedAdapters, transitions_of
 from tests.model import ALL_PROFILES, path_to_row, profile_id, witness
 from tests.test_transitions import _Policy

@@ -18,7 +18,7 @@ from policies import (
     load_policy,
 )
 from statemachine import FailureReason
-from statemachine.policy import ActivationPolicy
+from statemachine.protocol.policy import ActivationPolicy
 
 EXAMPLE = """
 fallback = "anonymous"
@@ -175,7 +175,7 @@ def test_a_retry_on_iterable_that_raises_is_a_policy_error() -> None:
 def test_policy_limits_and_defaults_have_one_home() -> None:
     """``policies`` builds on the engine's limits; neither keeps its own copy."""
     from policies import fallback, retry
-    from statemachine import policy
+    from statemachine.protocol import policy
 
     assert fallback.MAX_TIMEOUT == policy.MAX_SECONDS
     assert fallback.MAX_SESSION_LIFETIME == policy.MAX_LIFETIME
@@ -187,7 +187,7 @@ def test_policy_limits_and_defaults_have_one_home() -> None:
 
 
 def test_a_lease_covers_the_longest_jittered_backoff() -> None:
-    from statemachine.tracking import LEASE_GRACE, lease_seconds
+    from statemachine.tracking._rules import LEASE_GRACE, lease_seconds
 
     jittery = DefensivePolicy(retry=RetryPolicy(max_delay=2.0, jitter=0.5))
     assert lease_seconds(jittery) == pytest.approx(5.0 + 10.0 + 3.0 + LEASE_GRACE)
@@ -201,6 +201,6 @@ def test_a_lease_covers_the_longest_jittered_backoff() -> None:
         def delay(self, retry: int) -> float:
             return 1.5 * retry
 
-    from statemachine.policy import longest_backoff
+    from statemachine.protocol.policy import longest_backoff
 
     assert longest_backoff(Fixed()) == 3.0

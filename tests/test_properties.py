@@ -28,8 +28,8 @@ from statemachine import (
     TransitionNotAllowed,
     Trigger,
 )
-from statemachine.core import ActivationCore
-from statemachine.states import RESTING
+from statemachine.engine._core import ActivationCore
+from statemachine.protocol.states import RESTING
 
 reasons = st.sampled_from(list(FailureReason))
 retry_policies = st.builds(

@@ -3,7 +3,7 @@ from __future__ import annotations
 import pytest
 
 from statemachine import FailureReason
-from statemachine.reasons import REMEDIATIONS
+from statemachine.protocol.reasons import REMEDIATIONS
 
 PLATFORM_WORDING = {
     FailureReason.INVALID_OPTION: "A valid authentication option must be provided",

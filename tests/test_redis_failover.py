@@ -20,10 +20,10 @@ from typing import Any, NamedTuple
 import pytest
 
 from statemachine import Answer, AsyncActivationTracker, State
-from statemachine.cli import main as cli
-from statemachine.options import SECURED
+from statemachine.protocol.options import SECURED
 from statemachine.stores import RedisStore, StoreError
 from statemachine.tokens import TokenIssuer
+from statemachine.tools.cli import main as cli
 from tests.helpers import defensive
 from tests.redis_topologies import NODE_TIMEOUT_MS, LocalCluster, LocalSentinel, command
 from tests.test_web_workers import Visitor

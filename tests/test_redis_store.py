@@ -21,7 +21,7 @@ import redis
 import redis.asyncio
 
 from statemachine import ActivationTracker, Answer, AsyncActivationTracker, State
-from statemachine.options import SECURED
+from statemachine.protocol.options import SECURED
 from statemachine.stores import RedisStore, StoreError
 from statemachine.stores.redis import _CAS, _run_script, parse_target
 from statemachine.tokens import TokenIssuer

@@ -12,12 +12,14 @@ import pytest
 from statemachine import (
     ActivationSession,
     AsyncActivationSession,
+    HistoryEntry,
     LocalActivator,
     SnapshotError,
     State,
+    TransitionEvent,
     Trigger,
 )
-from statemachine.snapshots import SNAPSHOT_FORMAT, SNAPSHOT_HISTORY_LIMIT
+from statemachine.engine.snapshots import SNAPSHOT_FORMAT, SNAPSHOT_HISTORY_LIMIT
 from statemachine.tokens import TokenIssuer, TokenVerifier
 from tests.helpers import defensive
 
@@ -239,7 +241,7 @@ def test_a_format_1_tracker_record_is_still_read_and_goes_on(
     import asyncio
 
     from statemachine import ActivationTracker, AsyncActivationTracker, TokenReply
-    from statemachine.replies import Answer
+    from statemachine.protocol.replies import Answer
     from statemachine.stores.memory import MemoryStore
 
     store = MemoryStore()
@@ -281,7 +283,7 @@ RECORD_DAMAGE = [
 
 @pytest.mark.parametrize(("key", "value", "message"), RECORD_DAMAGE)
 def test_a_damaged_tracker_record_is_refused_whole(key: str, value: Any, message: str) -> None:
-    from statemachine import records
+    from statemachine.tracking import _record as records
 
     record = records.dump(records.load(json.loads(FORMAT_1_RECORD), defensive()))
     assert record["format"] == records.RECORD_FORMAT
@@ -291,8 +293,76 @@ def test_a_damaged_tracker_record_is_refused_whole(key: str, value: Any, message
 
 
 def test_a_damaged_format_1_record_is_refused_whole() -> None:
-    from statemachine import records
+    from statemachine.tracking import _record as records
 
     old = json.loads(FORMAT_1_RECORD)
     with pytest.raises(SnapshotError, match="flow_id"):
         records.load({**old, "flow_id": "a b"}, defensive())
+
+
+# -- one shape per transition -----------------------------------------------------
+def test_a_transition_has_one_shape_everywhere(
+    authenticated: tuple[ActivationSession, str],
+) -> None:
+    """The history, the events and the snapshot all hold ``HistoryEntry``s, written one way."""
+    session, _ = authenticated
+    heard: list[TransitionEvent] = []
+    session.add_listener(heard.append)
+    session.reverify()  # a refresh: one more transition
+    entry = session.history[-1]
+    assert type(entry) is HistoryEntry
+    assert heard[-1].transition is entry
+    event = heard[-1]
+    assert (event.source, event.dest, event.trigger) == (entry.source, entry.dest, entry.trigger)
+    assert (event.attempt, event.reason, event.at) == (entry.attempt, entry.reason, entry.at)
+    assert event.to_dict() == {
+        "session_id": session.session_id,
+        **entry.to_dict(),
+        "token_fingerprint": event.token_fingerprint,
+        "policy": event.policy,
+        "flow_started_at": event.flow_started_at,
+        "ends_flow": event.ends_flow,
+    }
+    snapshot = session.snapshot()
+    assert snapshot["history"] == [e.to_list() for e in session.history]
+    assert snapshot["history"] == HistoryEntry.lists(session.history)
+    assert entry.to_list() == [
+        "authenticated",
+        "authenticated",
+        "token_refreshed",
+        1,
+        None,
+        entry.at,
+    ]
+    restored = ActivationSession.restore(
+        json.loads(json.dumps(snapshot)), session._provider, LocalActivator.__new__(LocalActivator)
+    )
+    assert restored.history == session.history
+
+
+def test_history_entries_read_the_same_whatever_json_type_holds_them(
+    authenticated: tuple[ActivationSession, str],
+) -> None:
+    """Integral times and str subclasses take the checked path and read as the plain ones."""
+
+    class Text(str):
+        pass
+
+    session, _ = authenticated
+    snapshot = session.snapshot()
+    plain = ActivationSession.restore(
+        snapshot, session._provider, LocalActivator.__new__(LocalActivator)
+    ).history
+    varied = _damage(
+        snapshot,
+        "history",
+        [
+            [Text(source), dest, Text(trigger), attempt, reason, int(at)]
+            for source, dest, trigger, attempt, reason, at in snapshot["history"]
+        ],
+    )
+    history = ActivationSession.restore(
+        varied, session._provider, LocalActivator.__new__(LocalActivator)
+    ).history
+    assert [e._replace(at=float(int(e.at or 0))) for e in plain] == list(history)
+    assert all(type(e.at) is float for e in history)

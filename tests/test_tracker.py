@@ -15,10 +15,10 @@ from typing import Any
 import pytest
 
 from statemachine import Answer, FailureReason, State, TrackerInputError, Trigger
-from statemachine.options import ANONYMOUS, SECURED
+from statemachine.protocol.options import ANONYMOUS, SECURED
 from statemachine.stores import MemoryStore, RedisStore
 from statemachine.tokens import TokenIssuer, TokenVerifier
-from statemachine.tracking import claim_seconds, lease_seconds
+from statemachine.tracking._rules import claim_seconds, lease_seconds
 from tests.helpers import anonymous, defensive
 from tests.tracker_harness import Clock, CountingProvider, Face, callback, new_flow
 
@@ -307,7 +307,7 @@ def test_a_claim_whose_provider_never_answered_lets_go_after_the_token_timeout(
     face.token("v1", flow, provider)
     face.logout("v1")
     record = face.tracker._record(None)
-    from statemachine.tracking import plan_token
+    from statemachine.tracking._rules import plan_token
 
     step = plan_token(record, new_flow(), clock.now)  # what a dying worker wrote, then vanished
     assert step.fetch is not None
@@ -395,7 +395,7 @@ def test_a_trail_is_kept_for_one_session_lifetime_only(issuer: Any) -> None:
     from policies import DefensivePolicy
     from statemachine import ActivationTracker
     from statemachine.stores import MemoryStore
-    from statemachine.tracking import trail_retention
+    from statemachine.tracking._rules import trail_retention
 
     now = [1_800_000_000.0]
     policy = DefensivePolicy()

@@ -14,9 +14,9 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from statemachine import ActivationTracker, Answer, State, TrackerInputError
-from statemachine.options import ANONYMOUS, SECURED
+from statemachine.protocol.options import ANONYMOUS, SECURED
 from statemachine.stores import MemoryStore
-from statemachine.tracking import lease_seconds
+from statemachine.tracking._rules import lease_seconds
 from tests.helpers import anonymous, defensive
 from tests.tracker_harness import Clock, callback
 

@@ -16,10 +16,10 @@ import pytest
 import redis
 
 from statemachine import ActivationTracker, Answer, AsyncActivationTracker, State
-from statemachine.options import SECURED
+from statemachine.protocol.options import SECURED
 from statemachine.stores import DamagedRecord, RedisStore, StoreError
 from statemachine.tokens import TokenIssuer
-from statemachine.tracking import claim_seconds
+from statemachine.tracking._rules import claim_seconds
 from tests.helpers import anonymous, defensive
 from tests.redis_server import RedisServer, commands_sent
 from tests.tracker_harness import Clock, CountingProvider, Face, callback, new_flow

@@ -14,13 +14,12 @@ import pytest
 
 from policies import AnonymousFallbackPolicy, DefensivePolicy, RetryPolicy
 from statemachine import FailureReason, State, TransitionNotAllowed, Trigger
-from statemachine.core import ActivationCore
-from statemachine.effects import BackOff, CallActivator, FetchToken, Finish
-from statemachine.events import Listeners
-from statemachine.policy import Fallback, Profile
-from statemachine.results import FAILURE
-from statemachine.states import FLOW_STARTS
-from statemachine.table import (
+from statemachine.engine._core import ActivationCore
+from statemachine.engine._effects import BackOff, CallActivator, FetchToken, Finish
+from statemachine.protocol.policy import Fallback, Profile
+from statemachine.protocol.results import FAILURE
+from statemachine.protocol.states import FLOW_STARTS
+from statemachine.protocol.table import (
     REFRESHES,
     REJECTIONS,
     TRANSITIONS,
@@ -29,6 +28,7 @@ from statemachine.table import (
     Work,
     rows_for,
 )
+from statemachine.signals.events import Listeners
 from tests.model import ALL_PROFILES, apply, drive_to, path_to_row, profile_id, witness
 
 RETRY = RetryPolicy(base_delay=0.0, max_delay=0.0, jitter=0.0)
@@ -162,7 +162,7 @@ def check_work(row: Row, effect: Any, core: ActivationCore) -> None:
         Work.BACK_OFF: BackOff,
         Work.ACTIVATE_ANONYMOUS: CallActivator,
     }
-    from statemachine.table import ON_ENTER
+    from statemachine.protocol.table import ON_ENTER
 
     kind = ON_ENTER[row.dest]
     if kind is Work.FINISH:

@@ -14,8 +14,8 @@ from hypothesis import strategies as st
 
 from policies import DefensivePolicy
 from statemachine import ActivationTracker
-from statemachine.activator import LocalActivator
-from statemachine.metrics import ActivationMetrics
+from statemachine.hostcalls.activator import LocalActivator
+from statemachine.signals.metrics import ActivationMetrics
 from statemachine.stores import MemoryStore
 from statemachine.tokens import TokenIssuer, TokenVerifier
 

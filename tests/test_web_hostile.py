@@ -28,7 +28,7 @@ from starlette.testclient import TestClient
 
 from policies import DefensivePolicy
 from statemachine import AsyncActivationTracker
-from statemachine.metrics import ActivationMetrics
+from statemachine.signals.metrics import ActivationMetrics
 from statemachine.stores import MemoryStore
 from statemachine.tokens import TokenIssuer
 from statemachine.web import MAX_BODY, activation_routes, inspector_routes

@@ -22,7 +22,7 @@ from statemachine import (
     FailureReason,
     State,
 )
-from statemachine.workers import WorkerPool
+from statemachine.hostcalls.workers import WorkerPool
 
 FAST = RetryPolicy(max_retries=0, base_delay=0.0, max_delay=0.0, jitter=0.0)
 

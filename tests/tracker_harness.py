@@ -19,7 +19,7 @@ from statemachine import (
     TokenReply,
     TrackerView,
 )
-from statemachine.results import FAILURE, SUCCESS
+from statemachine.protocol.results import FAILURE, SUCCESS
 
 
 class Clock:

@@ -8,7 +8,7 @@ from collections import OrderedDict
 from collections.abc import Callable, Iterator
 from typing import Final
 
-from statemachine import logs
+from statemachine.signals import logs
 from statemachine.stores.base import StoreError, Versioned
 
 DEFAULT_MAX_ENTRIES: Final = 100_000

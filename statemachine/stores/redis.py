@@ -39,7 +39,7 @@ from collections.abc import Callable, Iterator
 from typing import TYPE_CHECKING, Any, Final, NamedTuple
 from urllib.parse import unquote
 
-from statemachine import logs
+from statemachine.signals import logs
 from statemachine.stores.base import StoreError, Versioned
 
 if TYPE_CHECKING:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from statemachine.reasons import FailureReason
+from statemachine.protocol.reasons import FailureReason
 
 
 class TokenError(Exception):

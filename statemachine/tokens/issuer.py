@@ -10,7 +10,7 @@ from typing import Any, Final
 from jwcrypto.common import base64url_encode
 from jwcrypto.jwa import JWA
 
-from statemachine.reasons import FailureReason
+from statemachine.protocol.reasons import FailureReason
 from statemachine.tokens.claims import (
     USER_ID,
     VISITOR_DATA,

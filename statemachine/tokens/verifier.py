@@ -21,7 +21,7 @@ from typing import Any, Final
 from cryptography.exceptions import InvalidSignature, InvalidTag
 from jwcrypto.common import JWException
 
-from statemachine.reasons import FailureReason
+from statemachine.protocol.reasons import FailureReason
 from statemachine.tokens.claims import (
     USER_ID,
     VISITOR_DATA,

@@ -42,8 +42,8 @@ from django.http import HttpRequest as DjangoRequest
 from django.http import HttpResponse as DjangoResponse
 from django.urls import path as url_path
 
-from statemachine.metrics import ActivationMetrics
-from statemachine.trackers import ActivationTracker
+from statemachine.signals.metrics import ActivationMetrics
+from statemachine.tracking._faces import ActivationTracker
 from statemachine.web.http import (
     MAX_BODY,
     ActivationHttp,

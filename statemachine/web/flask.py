@@ -28,8 +28,8 @@ from typing import Final
 
 from flask import Blueprint, Response, request
 
-from statemachine.metrics import ActivationMetrics
-from statemachine.trackers import ActivationTracker
+from statemachine.signals.metrics import ActivationMetrics
+from statemachine.tracking._faces import ActivationTracker
 from statemachine.web.http import (
     MAX_BODY,
     ActivationHttp,

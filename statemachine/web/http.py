@@ -63,15 +63,15 @@ from types import SimpleNamespace
 from typing import Any, Final, NamedTuple
 from urllib.parse import parse_qs, urlsplit
 
-from statemachine import logs
-from statemachine.calls import run_awaitable
-from statemachine.metrics import CONTENT_TYPE, ActivationMetrics
-from statemachine.policy import Profile
-from statemachine.replies import TokenReply
+from statemachine.hostcalls._calls import run_awaitable
+from statemachine.protocol.policy import Profile
+from statemachine.protocol.replies import TokenReply
+from statemachine.signals import logs
+from statemachine.signals.metrics import CONTENT_TYPE, ActivationMetrics
 from statemachine.stores.base import DamagedRecord, StoreError
 from statemachine.tokens.verifier import strict_json
-from statemachine.trackers import ActivationTracker, AsyncActivationTracker
-from statemachine.tracking import TrackerInputError
+from statemachine.tracking._faces import ActivationTracker, AsyncActivationTracker
+from statemachine.tracking._rules import TrackerInputError
 from statemachine.web import inspector as content
 from statemachine.web.shoppers import mark_not_signed_in
 

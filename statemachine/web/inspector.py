@@ -38,10 +38,10 @@ from typing import Any, Final
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
-from statemachine.policy import ActivationPolicy, Profile
-from statemachine.reasons import FailureReason
-from statemachine.replies import TrackerView
-from statemachine.states import IN_FLIGHT, State
+from statemachine.protocol.policy import ActivationPolicy, Profile
+from statemachine.protocol.reasons import FailureReason
+from statemachine.protocol.replies import TrackerView
+from statemachine.protocol.states import IN_FLIGHT, State
 from statemachine.web.svg import diagram_svg, kind_of
 
 MAX_LISTED: Final = 200

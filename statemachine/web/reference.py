@@ -33,13 +33,13 @@ from starlette.applications import Starlette
 from starlette.requests import Request
 
 from policies import AnonymousFallbackPolicy, DefensivePolicy, load_policy
-from statemachine.activator import LocalActivator
-from statemachine.metrics import ActivationMetrics
-from statemachine.policy import ActivationPolicy
+from statemachine.hostcalls.activator import LocalActivator
+from statemachine.protocol.policy import ActivationPolicy
+from statemachine.signals.metrics import ActivationMetrics
 from statemachine.stores.memory import MemoryStore
 from statemachine.tokens import TokenIssuer, TokenVerifier
 from statemachine.tokens.keys import generate_rsa, private_pem, public_pem
-from statemachine.trackers import AsyncActivationTracker
+from statemachine.tracking._faces import AsyncActivationTracker
 from statemachine.web.http import (
     NO_STORE,
     HttpRequest,

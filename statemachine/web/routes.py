@@ -22,8 +22,8 @@ from starlette.responses import Response
 from starlette.routing import BaseRoute, Route
 from starlette.types import Receive, Scope, Send
 
-from statemachine.metrics import ActivationMetrics
-from statemachine.trackers import AsyncActivationTracker
+from statemachine.signals.metrics import ActivationMetrics
+from statemachine.tracking._faces import AsyncActivationTracker
 from statemachine.web.http import (
     MAX_BODY,
     AsyncActivationHttp,

@@ -25,7 +25,7 @@ import socket
 import sys
 from typing import Any, Final
 
-from statemachine import logs
+from statemachine.signals import logs
 
 WORKER_MARK: Final = "SECURED_ACTIVATION_SUPERVISOR"
 """Set by ``run_workers`` to its own pid while it serves; inherited by the workers it spawns."""
@@ -76,7 +76,10 @@ def worker_log_config() -> dict[str, Any]:
     settings = logs.cli_settings()
     if settings is not None:
         filters = config.setdefault("filters", {})
-        filters["secured_activation"] = {"()": "statemachine.logs.configure_worker", **settings}
+        filters["secured_activation"] = {
+            "()": "statemachine.signals.logs.configure_worker",
+            **settings,
+        }
     return config
 
 

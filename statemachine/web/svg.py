@@ -16,9 +16,9 @@ from collections.abc import Iterable
 from html import escape
 from typing import Final, NamedTuple
 
-from statemachine.policy import Profile
-from statemachine.states import IN_FLIGHT, State
-from statemachine.table import rows_for
+from statemachine.protocol.policy import Profile
+from statemachine.protocol.states import IN_FLIGHT, State
+from statemachine.protocol.table import rows_for
 
 POSITIONS: Final = {
     State.UNAUTHENTICATED: (100, 240),

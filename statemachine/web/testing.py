@@ -23,10 +23,10 @@ import json
 from importlib import resources
 from typing import TYPE_CHECKING, Any, Final
 
-from statemachine.activator import LocalActivator
-from statemachine.errors import ActivationError
-from statemachine.options import ANONYMOUS, SECURED, AuthenticationOption
-from statemachine.results import FAILURE, SUCCESS
+from statemachine.hostcalls.activator import LocalActivator
+from statemachine.protocol.errors import ActivationError
+from statemachine.protocol.options import ANONYMOUS, SECURED, AuthenticationOption
+from statemachine.protocol.results import FAILURE, SUCCESS
 from statemachine.web.http import (
     HttpRequest,
     HttpResponse,

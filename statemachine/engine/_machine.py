@@ -35,11 +35,11 @@ from typing import Any, Final, NamedTuple
 
 from transitions import Machine
 
-from statemachine.errors import TransitionNotAllowed
-from statemachine.policy import ActivationPolicy, Fallback, Profile
-from statemachine.reasons import FailureReason
-from statemachine.states import FLOW_STARTS, IN_FLIGHT, State, Trigger
-from statemachine.table import ON_ENTER, REJECTIONS, Work, allowed_triggers, rows_for
+from statemachine.protocol.errors import TransitionNotAllowed
+from statemachine.protocol.policy import ActivationPolicy, Fallback, Profile
+from statemachine.protocol.reasons import FailureReason
+from statemachine.protocol.states import FLOW_STARTS, IN_FLIGHT, State, Trigger
+from statemachine.protocol.table import ON_ENTER, REJECTIONS, Work, allowed_triggers, rows_for
 
 MODEL_ATTRIBUTE = "_fsm_state"
 

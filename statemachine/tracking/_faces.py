@@ -29,26 +29,33 @@ from collections import OrderedDict
 from collections.abc import Callable, Generator
 from typing import Any, Final, Generic, NamedTuple, TypeVar, cast
 
-from statemachine import logs, records
-from statemachine.calls import (
+from statemachine.engine._core import ActivationCore
+from statemachine.engine._effects import Outcome
+from statemachine.engine.snapshots import SnapshotError
+from statemachine.hostcalls._calls import (
     TokenProvider,
     call_async,
     call_blocking_timed,
     is_async_callable,
     token_answer,
 )
-from statemachine.core import ActivationCore
-from statemachine.effects import Outcome
-from statemachine.events import Listener, Listeners, await_listeners, run_listeners
-from statemachine.options import AuthenticationOption
-from statemachine.policy import ActivationPolicy, Fallback, checked_policy, session_lifetime
-from statemachine.reasons import FailureReason
-from statemachine.records import VisitorRecord
-from statemachine.replies import Answer, ReportReply, TokenReply, TrackerView
-from statemachine.snapshots import SnapshotError
+from statemachine.hostcalls.workers import WorkerPool
+from statemachine.protocol.options import AuthenticationOption
+from statemachine.protocol.policy import (
+    ActivationPolicy,
+    Fallback,
+    checked_policy,
+    session_lifetime,
+)
+from statemachine.protocol.reasons import FailureReason
+from statemachine.protocol.replies import Answer, ReportReply, TokenReply, TrackerView
+from statemachine.signals import logs
+from statemachine.signals.events import Listener, Listeners, await_listeners, run_listeners
 from statemachine.stores.base import AsyncStore, DamagedRecord, Store, StoreError, Versioned
 from statemachine.stores.memory import MemoryStore
-from statemachine.tracking import (
+from statemachine.tracking import _record as records
+from statemachine.tracking._record import VisitorRecord
+from statemachine.tracking._rules import (
     TokenStep,
     apply_logout,
     apply_report,
@@ -61,7 +68,6 @@ from statemachine.tracking import (
     plan_token,
     settle_token,
 )
-from statemachine.workers import WorkerPool
 
 MAX_CONFLICTS: Final = 16
 """Conditional writes one event may retry before the store counts as too contended."""

@@ -15,8 +15,7 @@ import threading
 from collections.abc import Awaitable, Callable, Coroutine, Mapping
 from typing import Any, Protocol, TypeVar
 
-from statemachine import logs
-from statemachine.effects import (
+from statemachine.engine._effects import (
     ACTIVATED,
     Activated,
     ActivationFailed,
@@ -24,11 +23,7 @@ from statemachine.effects import (
     TokenFailed,
     TokenReceived,
 )
-from statemachine.errors import ActivationError
-from statemachine.options import SECURED, AuthenticationOption
-from statemachine.reasons import FailureReason
-from statemachine.results import ActivationResult
-from statemachine.workers import (
+from statemachine.hostcalls.workers import (
     Job,
     Wake,
     WorkerPool,
@@ -36,6 +31,11 @@ from statemachine.workers import (
     callable_key,
     default_pool,
 )
+from statemachine.protocol.errors import ActivationError
+from statemachine.protocol.options import SECURED, AuthenticationOption
+from statemachine.protocol.reasons import FailureReason
+from statemachine.protocol.results import ActivationResult
+from statemachine.signals import logs
 
 Callback = Callable[[ActivationResult], Any]
 T = TypeVar("T")

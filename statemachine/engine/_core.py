@@ -13,8 +13,7 @@ import time
 from collections.abc import Callable, Sequence
 from typing import Any, Final, NamedTuple
 
-from statemachine import logs
-from statemachine.effects import (
+from statemachine.engine._effects import (
     ActivationFailed,
     Answer,
     BackOff,
@@ -25,8 +24,7 @@ from statemachine.effects import (
     TokenFailed,
     TokenReceived,
 )
-from statemachine.events import TransitionEvent
-from statemachine.machine import (
+from statemachine.engine._machine import (
     AUTHENTICATED,
     IN_FLIGHT_NAMES,
     NO_REASON_NAMES,
@@ -38,15 +36,17 @@ from statemachine.machine import (
     starts_flow,
     work_on_entering,
 )
-from statemachine.options import AuthenticationOption
-from statemachine.policy import ActivationPolicy, session_lifetime
-from statemachine.reasons import FailureReason
-from statemachine.results import FAILURE, SUCCESS, ActivationResult, HistoryEntry
-from statemachine.states import State, Trigger
-from statemachine.table import (
+from statemachine.protocol.options import AuthenticationOption
+from statemachine.protocol.policy import ActivationPolicy, session_lifetime
+from statemachine.protocol.reasons import FailureReason
+from statemachine.protocol.results import FAILURE, SUCCESS, ActivationResult, HistoryEntry
+from statemachine.protocol.states import State, Trigger
+from statemachine.protocol.table import (
     REFRESHES,
     Work,
 )
+from statemachine.signals import logs
+from statemachine.signals.events import TransitionEvent
 
 HISTORY_LIMIT: Final = 256
 """Older entries are dropped past this, so a long-lived session stays small."""
@@ -57,10 +57,6 @@ _NO_TOKEN_OPTION: Final = AuthenticationOption.secured(None)
 
 def new_session_id() -> str:
     return os.urandom(8).hex()
-
-
-Entry = tuple[str, str, Trigger, int, FailureReason | None, float]
-"""One history entry as the core keeps it: source, dest, trigger, attempt, reason, at."""
 
 
 class CoreState(NamedTuple):
@@ -78,7 +74,7 @@ class CoreState(NamedTuple):
     token_fingerprint: str | None
     since: float  # when ``state`` was entered (epoch seconds)
     flow_started_at: float | None
-    history: tuple[Entry, ...]  # oldest first
+    history: tuple[HistoryEntry, ...]  # oldest first
 
 
 class ActivationCore:
@@ -114,7 +110,7 @@ class ActivationCore:
         self._machine = dispatch_for(policy, ActivationCore)
         self._clock = clock  # wall-clock seconds: timestamps travel between processes
         self._fsm_state: str = UNAUTHENTICATED  # the state's name: see machine.MODEL_ATTRIBUTE
-        self._history: list[Entry] | None = None
+        self._history: list[HistoryEntry] | None = None
         self._log: Any = None
         self.policy = policy
         self.session_id = session_id or new_session_id()
@@ -137,11 +133,7 @@ class ActivationCore:
 
     @property
     def history(self) -> tuple[HistoryEntry, ...]:
-        # Stored as plain tuples; the public objects are built only when asked for.
-        return tuple(
-            HistoryEntry(STATE_OF[source], STATE_OF[dest], trigger, attempt, reason, at)
-            for source, dest, trigger, attempt, reason, at in self._history or ()
-        )
+        return tuple(self._history or ())
 
     @property
     def token_fingerprint(self) -> str | None:
@@ -413,25 +405,24 @@ class ActivationCore:
 
     # -- internals -------------------------------------------------------
     def _record(self, source: str, dest: str, trigger: Trigger) -> None:
+        """Keep the transition in the history and append its event for the driver."""
         reason = None if dest in NO_REASON_NAMES else self.reason
-        attempt = self.attempts
         self.since = at = self._clock()
+        entry = HistoryEntry(STATE_OF[source], STATE_OF[dest], trigger, self.attempts, reason, at)
         if trigger is not Trigger.LOGOUT:
             history = self._history
             if history is None:
                 history = self._history = []
-            history.append((source, dest, trigger, attempt, reason, at))
+            history.append(entry)
             if len(history) > HISTORY_LIMIT:
                 del history[: len(history) - HISTORY_LIMIT]
+        option = self.option  # the token_fingerprint property, inlined: this runs every step
         event = TransitionEvent(
             self.session_id,
-            STATE_OF[source],
-            STATE_OF[dest],
-            trigger,
-            attempt,
-            reason,
-            self.token_fingerprint,
-            at,
+            entry,
+            option.fingerprint
+            if option is not None and option.token is not None
+            else self._fingerprint,
             self._policy_name,
             self.flow_started_at,
             source in IN_FLIGHT_NAMES and dest not in IN_FLIGHT_NAMES,

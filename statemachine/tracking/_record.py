@@ -22,10 +22,10 @@ import time
 from collections.abc import Callable, Mapping
 from typing import Any, Final, cast
 
-from statemachine import snapshots
-from statemachine.core import ActivationCore
-from statemachine.policy import MAX_BUDGET_TOKENS, ActivationPolicy
-from statemachine.snapshots import SnapshotError, check_fields, show, time_field
+from statemachine.engine import snapshots
+from statemachine.engine._core import ActivationCore
+from statemachine.engine.snapshots import SnapshotError, check_fields, show, time_field
+from statemachine.protocol.policy import MAX_BUDGET_TOKENS, ActivationPolicy
 
 RECORD_FORMAT: Final = 2
 """The stored record's own format; the session inside carries the snapshot's."""

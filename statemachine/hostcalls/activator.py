@@ -5,9 +5,9 @@ from __future__ import annotations
 from collections.abc import Awaitable
 from typing import TYPE_CHECKING, Protocol, runtime_checkable
 
-from statemachine.errors import ActivationError
-from statemachine.options import ANONYMOUS, AuthenticationOption
-from statemachine.reasons import FailureReason
+from statemachine.protocol.errors import ActivationError
+from statemachine.protocol.options import ANONYMOUS, AuthenticationOption
+from statemachine.protocol.reasons import FailureReason
 
 if TYPE_CHECKING:
     from statemachine.tokens import TokenVerifier

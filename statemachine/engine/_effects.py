@@ -13,10 +13,10 @@ from __future__ import annotations
 
 from typing import Final, NamedTuple
 
-from statemachine.options import AuthenticationOption
-from statemachine.reasons import FailureReason
-from statemachine.results import ActivationResult
-from statemachine.states import Trigger
+from statemachine.protocol.options import AuthenticationOption
+from statemachine.protocol.reasons import FailureReason
+from statemachine.protocol.results import ActivationResult
+from statemachine.protocol.states import Trigger
 
 
 class FetchToken(NamedTuple):

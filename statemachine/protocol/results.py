@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass
-from typing import Any, Final, Literal
+from typing import Any, Final, Literal, NamedTuple
 
-from statemachine.options import AuthenticationOption
-from statemachine.reasons import FailureReason
-from statemachine.states import State, Trigger
+from statemachine.protocol.options import AuthenticationOption
+from statemachine.protocol.reasons import FailureReason
+from statemachine.protocol.states import State, Trigger
 
 SUCCESS: Final = "authentication-success"
 FAILURE: Final = "authentication-failure"
@@ -48,9 +49,14 @@ class ActivationResult:
         return {"authentication": authentication}
 
 
-@dataclass(frozen=True, slots=True)
-class HistoryEntry:
-    """One transition taken by a session; holds no token and no user data."""
+class HistoryEntry(NamedTuple):
+    """One transition: the one shape a transition has, wherever it appears.
+
+    The core keeps its history as these; a ``TransitionEvent`` carries one (with
+    who and under which policy); a snapshot stores ``to_list()``; views and the
+    inspector show ``to_dict()``. Holds no token and no user data. A named
+    tuple: one is built on every step of every visitor.
+    """
 
     source: State
     dest: State
@@ -68,3 +74,20 @@ class HistoryEntry:
             "reason": None if self.reason is None else self.reason.name,
             "at": self.at,
         }
+
+    def to_list(self) -> list[Any]:
+        """The compact form a snapshot stores: ``[source, dest, trigger, attempt, reason, at]``."""
+        return HistoryEntry.lists((self,))[0]
+
+    @staticmethod
+    def lists(entries: Iterable[HistoryEntry]) -> list[list[Any]]:
+        """``to_list`` of every entry, in one pass.
+
+        A tracked visitor's snapshot is written on every step, with up to its
+        whole history: this reads the members' ``_value_``/``_name_`` (plain
+        attributes), not the ``value``/``name`` properties.
+        """
+        return [
+            [s._value_, d._value_, t._value_, attempt, None if r is None else r._name_, at]
+            for s, d, t, attempt, r, at in entries
+        ]

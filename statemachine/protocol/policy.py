@@ -14,7 +14,7 @@ import math
 from enum import StrEnum
 from typing import Any, Final, Literal, NamedTuple, Protocol, cast, runtime_checkable
 
-from statemachine.reasons import FailureReason
+from statemachine.protocol.reasons import FailureReason
 
 
 class Fallback(StrEnum):

@@ -13,10 +13,10 @@ from dataclasses import dataclass
 from enum import StrEnum
 from typing import Any
 
-from statemachine.options import AuthenticationOption
-from statemachine.reasons import FailureReason
-from statemachine.results import HistoryEntry
-from statemachine.states import State
+from statemachine.protocol.options import AuthenticationOption
+from statemachine.protocol.reasons import FailureReason
+from statemachine.protocol.results import HistoryEntry
+from statemachine.protocol.states import State
 
 
 class Answer(StrEnum):

@@ -19,8 +19,8 @@ import time
 from collections.abc import Mapping
 from typing import Final, NamedTuple
 
-from statemachine.core import HISTORY_LIMIT
-from statemachine.effects import (
+from statemachine.engine._core import HISTORY_LIMIT
+from statemachine.engine._effects import (
     ACTIVATED,
     BackOff,
     CallActivator,
@@ -30,13 +30,18 @@ from statemachine.effects import (
     TokenFailed,
     TokenReceived,
 )
-from statemachine.options import ANONYMOUS, SECURED, AuthenticationOption
-from statemachine.policy import ActivationPolicy, longest_backoff, mint_budget, session_lifetime
-from statemachine.reasons import FailureReason
-from statemachine.records import ENDED_FLOWS_LIMIT, FLOW_ID, VisitorRecord
-from statemachine.replies import Answer, ReportReply, TokenReply
-from statemachine.results import FAILURE, SUCCESS
-from statemachine.states import State, Trigger
+from statemachine.protocol.options import ANONYMOUS, SECURED, AuthenticationOption
+from statemachine.protocol.policy import (
+    ActivationPolicy,
+    longest_backoff,
+    mint_budget,
+    session_lifetime,
+)
+from statemachine.protocol.reasons import FailureReason
+from statemachine.protocol.replies import Answer, ReportReply, TokenReply
+from statemachine.protocol.results import FAILURE, SUCCESS, HistoryEntry
+from statemachine.protocol.states import State, Trigger
+from statemachine.tracking._record import ENDED_FLOWS_LIMIT, FLOW_ID, VisitorRecord
 
 LEASE_GRACE: Final = 5.0
 """Seconds added to a step's worst case before a silent flow is let go."""
@@ -391,10 +396,10 @@ def apply_logout(record: VisitorRecord, now: float | None = None) -> bool:
         changed = True
     if changed and trail:
         oldest = (time.time() if now is None else now) - trail_retention(core.policy)
-        kept = [entry for entry in trail if entry[5] >= oldest]
+        kept = [entry for entry in trail if (entry.at or 0.0) >= oldest]
         if logged_out is not None:  # the trail says where it ended (the core keeps no such row)
             kept.append(
-                (logged_out.value, State.UNAUTHENTICATED.value, Trigger.LOGOUT, 0, None, core.since)
+                HistoryEntry(logged_out, State.UNAUTHENTICATED, Trigger.LOGOUT, 0, None, core.since)
             )
         joined = kept + list(core._history or ())
         core._history = joined[-HISTORY_LIMIT:] or None

@@ -30,7 +30,7 @@ from collections import deque
 from collections.abc import Iterator
 from typing import TYPE_CHECKING, Any, Final
 
-from statemachine.events import TransitionEvent
+from statemachine.signals.events import TransitionEvent
 
 if TYPE_CHECKING:
     from prometheus_client import CollectorRegistry

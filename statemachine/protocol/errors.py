@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 
-from statemachine.reasons import FailureReason
-from statemachine.states import State, Trigger
+from statemachine.protocol.reasons import FailureReason
+from statemachine.protocol.states import State, Trigger
 
 
 class ActivationError(Exception):

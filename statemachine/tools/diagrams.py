@@ -15,10 +15,15 @@ from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Final
 
-from statemachine.policy import ANONYMOUS_PROFILE, DEFENSIVE_PROFILE, ActivationPolicy, Profile
-from statemachine.results import HistoryEntry
-from statemachine.states import IN_FLIGHT, State, Trigger
-from statemachine.table import STATE_MEANINGS, Row, rows_for
+from statemachine.protocol.policy import (
+    ANONYMOUS_PROFILE,
+    DEFENSIVE_PROFILE,
+    ActivationPolicy,
+    Profile,
+)
+from statemachine.protocol.results import HistoryEntry
+from statemachine.protocol.states import IN_FLIGHT, State, Trigger
+from statemachine.protocol.table import STATE_MEANINGS, Row, rows_for
 
 PROFILES: Final = {"defensive": DEFENSIVE_PROFILE, "anonymous": ANONYMOUS_PROFILE}
 FORMATS: Final = ("mermaid", "dot", "svg")

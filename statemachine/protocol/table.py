@@ -17,9 +17,9 @@ from dataclasses import dataclass
 from enum import StrEnum
 from typing import Literal
 
-from statemachine.policy import Fallback, Profile
-from statemachine.reasons import FailureReason
-from statemachine.states import IN_FLIGHT, TRACKER_TRIGGERS, State, Trigger
+from statemachine.protocol.policy import Fallback, Profile
+from statemachine.protocol.reasons import FailureReason
+from statemachine.protocol.states import IN_FLIGHT, TRACKER_TRIGGERS, State, Trigger
 
 
 class Guard(StrEnum):

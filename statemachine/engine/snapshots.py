@@ -17,11 +17,12 @@ import time
 from collections.abc import Callable, Mapping
 from typing import Any, Final, cast
 
-from statemachine.core import ActivationCore, CoreState, Entry
-from statemachine.machine import STATE_OF, TRIGGER_OF
-from statemachine.policy import ActivationPolicy
-from statemachine.reasons import FailureReason
-from statemachine.states import IN_FLIGHT, Trigger
+from statemachine.engine._core import ActivationCore, CoreState
+from statemachine.engine._machine import STATE_OF, TRIGGER_OF
+from statemachine.protocol.policy import ActivationPolicy
+from statemachine.protocol.reasons import FailureReason
+from statemachine.protocol.results import HistoryEntry
+from statemachine.protocol.states import IN_FLIGHT, Trigger
 
 SNAPSHOT_FORMAT: Final = 2
 """Bumped whenever a field changes meaning; older readers refuse newer snapshots.
@@ -59,6 +60,7 @@ LEGACY_TRACKER_FIELDS: Final = ("flow_id", "lease_until", "ended_flows")
 
 _FIELDS_V1: Final = _FIELDS | frozenset(LEGACY_TRACKER_FIELDS)
 _FLOWS: Final = {t.value: t for t in (Trigger.ACTIVATE, Trigger.ACTIVATE_ANONYMOUSLY)}
+_REASONS: Final = FailureReason.__members__
 _FINGERPRINT: Final = re.compile(r"sha256:[0-9a-f]{16}")
 _SESSION_ID: Final = re.compile(r"[A-Za-z0-9_.:-]{1,128}")
 
@@ -86,10 +88,7 @@ def dump(core: ActivationCore) -> dict[str, Any]:
         "token_fingerprint": saved.token_fingerprint,
         "since": saved.since,
         "flow_started_at": saved.flow_started_at,
-        "history": [
-            [source, dest, trigger._value_, attempt, None if reason is None else reason._name_, at]
-            for source, dest, trigger, attempt, reason, at in saved.history
-        ],
+        "history": HistoryEntry.lists(saved.history),
     }
 
 
@@ -207,25 +206,52 @@ def time_field(value: object, field: str) -> float:
     return number
 
 
-def _history(value: object) -> tuple[Entry, ...]:
+def _history(value: object) -> tuple[HistoryEntry, ...]:
     if not isinstance(value, list) or len(value) > SNAPSHOT_HISTORY_LIMIT:
         raise SnapshotError(
             "history", f"must be a list of at most {SNAPSHOT_HISTORY_LIMIT} entries"
         )
-    entries: list[Entry] = []
-    for index, item in enumerate(value):
-        field = f"history[{index}]"
-        if not isinstance(item, list) or len(item) != 6:
-            raise SnapshotError(field, "must be [source, dest, trigger, attempt, reason, at]")
-        source, dest, trigger, attempt, reason, at = item
-        entries.append(
-            (
-                _choice(source, field, STATE_OF).value,
-                _choice(dest, field, STATE_OF).value,
-                _choice(trigger, field, TRIGGER_OF),
-                _count(attempt, field),
-                _reason(reason, field),
-                time_field(at, field),
-            )
-        )
-    return tuple(entries)
+    return tuple(
+        _plain_entry(item) or _entry(item, f"history[{index}]") for index, item in enumerate(value)
+    )
+
+
+def _plain_entry(item: object) -> HistoryEntry | None:
+    """The entry a well-formed ``item`` holds, checked on exact JSON types; None otherwise.
+
+    Every tracked request reads a visitor's whole history: this is the fast
+    path, dictionary look-ups without a call per field. Anything it does not
+    take (damage, or numbers and strings of other types) goes through ``_entry``,
+    which accepts the same values and names the problem.
+    """
+    if type(item) is not list or len(item) != 6:
+        return None
+    source, dest, trigger, attempt, reason, at = item
+    if type(source) is not str or type(dest) is not str or type(trigger) is not str:
+        return None
+    if type(attempt) is not int or not 0 <= attempt <= MAX_ATTEMPTS:
+        return None
+    if type(at) is not float or not 0.0 <= at < math.inf:
+        return None
+    if reason is not None:
+        reason = _REASONS.get(reason) if type(reason) is str else None
+        if reason is None:
+            return None
+    source, dest, trigger = STATE_OF.get(source), STATE_OF.get(dest), TRIGGER_OF.get(trigger)
+    if source is None or dest is None or trigger is None:
+        return None
+    return HistoryEntry(source, dest, trigger, attempt, reason, at)
+
+
+def _entry(item: object, field: str) -> HistoryEntry:
+    if not isinstance(item, list) or len(item) != 6:
+        raise SnapshotError(field, "must be [source, dest, trigger, attempt, reason, at]")
+    source, dest, trigger, attempt, reason, at = item
+    return HistoryEntry(
+        _choice(source, field, STATE_OF),
+        _choice(dest, field, STATE_OF),
+        _choice(trigger, field, TRIGGER_OF),
+        _count(attempt, field),
+        _reason(reason, field),
+        time_field(at, field),
+    )

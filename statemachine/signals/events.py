@@ -16,38 +16,60 @@ from __future__ import annotations
 
 import inspect
 from collections.abc import Callable, Sequence
-from typing import Any, Final, NamedTuple
+from typing import Any, Final, NamedTuple, cast
 
-from statemachine import logs
-from statemachine.reasons import FailureReason
-from statemachine.states import State, Trigger
+from statemachine.protocol.reasons import FailureReason
+from statemachine.protocol.results import HistoryEntry
+from statemachine.protocol.states import State, Trigger
+from statemachine.signals import logs
 
 
 class TransitionEvent(NamedTuple):
-    """One transition. A named tuple: built for every step of every visitor, it must be cheap."""
+    """One transition (a ``HistoryEntry``) and whose it was: what listeners hear.
+
+    A named tuple: built for every step of every visitor, it must be cheap. The
+    transition's own fields (``source``, ``dest``, ``trigger``, ``attempt``,
+    ``reason``, ``at``) read through to ``transition``; a listener on the hot
+    path reads ``event.transition`` once instead.
+    """
 
     session_id: str
-    source: State
-    dest: State
-    trigger: Trigger
-    attempt: int
-    reason: FailureReason | None
+    transition: HistoryEntry
     token_fingerprint: str | None
-    at: float  # epoch seconds
     policy: str
     flow_started_at: float | None  # when the flow this transition belongs to began
     ends_flow: bool = False  # it brings a flow to rest: an outcome to count, a duration to time
 
+    @property
+    def source(self) -> State:
+        return self.transition.source
+
+    @property
+    def dest(self) -> State:
+        return self.transition.dest
+
+    @property
+    def trigger(self) -> Trigger:
+        return self.transition.trigger
+
+    @property
+    def attempt(self) -> int:
+        return self.transition.attempt
+
+    @property
+    def reason(self) -> FailureReason | None:
+        return self.transition.reason
+
+    @property
+    def at(self) -> float:
+        """Epoch seconds (the core stamps every transition it records)."""
+        return cast(float, self.transition.at)
+
     def to_dict(self) -> dict[str, Any]:
         return {
             "session_id": self.session_id,
-            "source": self.source.value,
-            "dest": self.dest.value,
-            "trigger": self.trigger.value,
-            "attempt": self.attempt,
-            "reason": None if self.reason is None else self.reason.name,
+            **self.transition.to_dict(),
             "token_fingerprint": self.token_fingerprint,
-            "at": self.at,
             "policy": self.policy,
             "flow_started_at": self.flow_started_at,
             "ends_flow": self.ends_flow,
@@ -70,14 +92,15 @@ def log_transition(event: TransitionEvent, logger: Any = None) -> None:
     """
     if logger is None:
         logger = logs.session_logger(event.session_id)
+    source, dest, trigger, attempt, reason, _at = event.transition
     logs.emit(
         logger.info,
         logs.TRANSITION,
-        source=event.source._value_,
-        dest=event.dest._value_,
-        trigger=event.trigger._value_,
-        attempt=event.attempt,
-        reason=None if event.reason is None else event.reason._name_,
+        source=source._value_,
+        dest=dest._value_,
+        trigger=trigger._value_,
+        attempt=attempt,
+        reason=None if reason is None else reason._name_,
         token_fingerprint=event.token_fingerprint,
     )
 
@@ -191,7 +214,7 @@ async def await_listeners(pending: list[Any]) -> None:
 
 def run_listeners(pending: list[Any]) -> None:
     """``await_listeners`` for blocking drivers."""
-    from statemachine.calls import run_awaitable
+    from statemachine.hostcalls._calls import run_awaitable
 
     for awaitable in pending:
         try:

@@ -15,15 +15,15 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from policies import AnonymousFallbackPolicy, DefensivePolicy, RetryPolicy
-from statemachine.activator import LocalActivator
-from statemachine.errors import ActivationError
-from statemachine.options import AuthenticationOption
-from statemachine.policy import ActivationPolicy
-from statemachine.reasons import FailureReason
-from statemachine.results import ActivationResult, HistoryEntry
+from statemachine.hostcalls.activator import LocalActivator
+from statemachine.protocol.errors import ActivationError
+from statemachine.protocol.options import AuthenticationOption
+from statemachine.protocol.policy import ActivationPolicy
+from statemachine.protocol.reasons import FailureReason
+from statemachine.protocol.results import ActivationResult, HistoryEntry
+from statemachine.protocol.states import State, Trigger
+from statemachine.protocol.table import TRANSITIONS
 from statemachine.sessions import AsyncActivationSession
-from statemachine.states import State, Trigger
-from statemachine.table import TRANSITIONS
 from statemachine.tokens import TokenIssuer, TokenVerifier, generate_rsa
 
 ISSUER = "https://brand.example"

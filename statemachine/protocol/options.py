@@ -32,6 +32,7 @@ class AuthenticationOption:
 
     type: str
     token: str | None = field(default=None, repr=False)
+    _fingerprint: str | None = field(default=None, init=False, repr=False, compare=False)
 
     @classmethod
     def secured(cls, token: str | None) -> AuthenticationOption:
@@ -47,7 +48,12 @@ class AuthenticationOption:
 
     @property
     def fingerprint(self) -> str | None:
-        return fingerprint(self.token)
+        """The token's fingerprint, hashed once: every transition's event carries it."""
+        known = self._fingerprint
+        if known is None and self.token is not None:
+            known = fingerprint(self.token)
+            object.__setattr__(self, "_fingerprint", known)  # a cache on a frozen value
+        return known
 
     def __repr__(self) -> str:
         if self.token is None:

@@ -1,0 +1,3 @@
+"""For type checkers: ``statemachine.activator`` is ``statemachine.hostcalls.activator``."""
+
+from statemachine.hostcalls.activator import *  # noqa: F403

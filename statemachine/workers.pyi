@@ -1,0 +1,3 @@
+"""For type checkers: ``statemachine.workers`` is ``statemachine.hostcalls.workers``."""
+
+from statemachine.hostcalls.workers import *  # noqa: F403
