@@ -55,6 +55,7 @@ from statemachine.web.http import (
     ProviderOf,
     VisitorOf,
     last_resort,
+    reads_body,
 )
 
 __all__ = ["SETTING", "activation_urls", "adapt", "inspector_urls", "request_facts"]
@@ -62,7 +63,6 @@ __all__ = ["SETTING", "activation_urls", "adapt", "inspector_urls", "request_fac
 SETTING: Final = "SECURED_ACTIVATION"
 """The settings dict the keywords may come from."""
 
-_NO_BODY: Final = frozenset({"GET", "HEAD", "OPTIONS"})
 _SEGMENT: Final = re.compile(r"\{(\w+)\}")
 _UNSET: Final[Any] = object()
 
@@ -71,9 +71,8 @@ def request_facts(request: DjangoRequest, path: str) -> HttpRequest:
     """The core's facts of a Django request, answered as ``path`` (a core route)."""
     meta = request.META
     method = str(request.method or "GET").upper()
-    declared = str(meta.get("CONTENT_LENGTH") or "")
-    too_large = declared.isascii() and declared.isdigit() and int(declared) > MAX_BODY
-    body = b"" if method in _NO_BODY or too_large else request.read(MAX_BODY + 1)
+    reads = reads_body(method, meta.get("CONTENT_LENGTH"))
+    body = request.read(MAX_BODY + 1) if reads else b""
     server = f"{meta.get('SERVER_NAME', '')}:{meta.get('SERVER_PORT', '')}"
     return HttpRequest(
         method=method,

@@ -41,6 +41,7 @@ from statemachine.web.http import (
     ProviderOf,
     VisitorOf,
     last_resort,
+    reads_body,
 )
 
 __all__ = ["activation_blueprint", "adapt", "inspector_blueprint", "request_facts"]
@@ -48,7 +49,6 @@ __all__ = ["activation_blueprint", "adapt", "inspector_blueprint", "request_fact
 ALL_METHODS: Final = ("GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS")
 """Every rule takes every method, so a wrong one gets the core's JSON 405 like any refusal."""
 
-_NO_BODY: Final = frozenset({"GET", "HEAD", "OPTIONS"})
 _SEGMENT: Final = re.compile(r"\{(\w+)\}")
 
 
@@ -59,8 +59,7 @@ def request_facts(path: str) -> HttpRequest:
     headers = Headers(native.headers.items())
     method = native.method
     body = b""
-    declared = native.content_length
-    if method not in _NO_BODY and not (declared is not None and declared > MAX_BODY):
+    if reads_body(method, native.headers.get("Content-Length")):
         body = native.stream.read(MAX_BODY + 1)
     server = f"{environ.get('SERVER_NAME', '')}:{environ.get('SERVER_PORT', '')}"
     return HttpRequest(

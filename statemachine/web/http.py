@@ -78,6 +78,22 @@ from statemachine.web.shoppers import mark_not_signed_in
 MAX_BODY: Final = 64 * 1024
 """Bytes a request body may have: a flow id and the tag's callback object are far smaller."""
 
+_NO_BODY: Final = frozenset({"GET", "HEAD", "OPTIONS"})
+
+
+def reads_body(method: str, declared_length: str | None) -> bool:
+    """Whether an adapter reads the body (at most ``MAX_BODY + 1`` bytes) before the core.
+
+    Not for methods without one, nor when the client declares more than the cap: the
+    core refuses that (413) from the header alone. A declared length that is not a plain
+    number is read like no declaration, within the same cap, and the core refuses it.
+    """
+    if method in _NO_BODY:
+        return False
+    declared = (declared_length or "").strip()
+    return not (declared.isascii() and declared.isdigit() and int(declared) > MAX_BODY)
+
+
 JSON: Final = "application/json"
 HTTP_ERROR: Final = "activation.http_error"
 """Log event of the last resort and of host callables that failed: the exception's type only."""

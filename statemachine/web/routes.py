@@ -35,6 +35,7 @@ from statemachine.web.http import (
     ProviderOf,
     VisitorOf,
     last_resort,
+    reads_body,
 )
 from statemachine.web.inspector import Lookup
 
@@ -47,8 +48,6 @@ __all__ = [
     "starlette_response",
 ]
 
-_NO_BODY = frozenset({"GET", "HEAD", "OPTIONS"})
-
 
 async def request_facts(request: Request, path: str | None = None) -> HttpRequest:
     """The core's facts of a Starlette request; the body is read up to ``MAX_BODY + 1`` bytes.
@@ -59,14 +58,8 @@ async def request_facts(request: Request, path: str | None = None) -> HttpReques
     headers = Headers.from_latin1(scope["headers"])
     method = str(scope["method"])
     body = b""
-    if method not in _NO_BODY:
-        declared = headers.get("content-length")
-        if (
-            declared is None
-            or not (declared.isascii() and declared.isdigit())
-            or int(declared) <= MAX_BODY
-        ):
-            body = await _read_body(request.receive)
+    if reads_body(method, headers.get("content-length")):
+        body = await _read_body(request.receive)
     host = headers.get("host")
     if host is None:
         server = scope.get("server")
