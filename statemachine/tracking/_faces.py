@@ -326,7 +326,7 @@ class _Tracker(Generic[S]):
             raise DamagedRecord(f"the stored visitor is damaged: {error}") from None
 
     def _dump(self, record: VisitorRecord) -> str:
-        return json.dumps(records.dump(record), separators=(",", ":"))
+        return records.dump_text(record)
 
     def _view(self, current: Versioned | None) -> TrackerView | None:
         if current is None:

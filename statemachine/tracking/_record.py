@@ -20,11 +20,18 @@ from __future__ import annotations
 import re
 import time
 from collections.abc import Callable, Mapping
+from json.encoder import encode_basestring_ascii
 from typing import Any, Final, cast
 
 from statemachine.engine import snapshots
 from statemachine.engine._core import ActivationCore
-from statemachine.engine.snapshots import SnapshotError, check_fields, show, time_field
+from statemachine.engine.snapshots import (
+    SnapshotError,
+    check_fields,
+    json_number,
+    show,
+    time_field,
+)
 from statemachine.protocol.policy import MAX_BUDGET_TOKENS, ActivationPolicy
 
 RECORD_FORMAT: Final = 2
@@ -76,6 +83,27 @@ def dump(record: VisitorRecord) -> dict[str, Any]:
     if record.minted:
         stored["minted"] = record.minted[-MINTED_LIMIT:]
     return stored
+
+
+def dump_text(record: VisitorRecord) -> str:
+    """``dump(record)`` as compact JSON text, written directly (see ``snapshots.dump_text``).
+
+    The text ``json.dumps(dump(record), separators=(",", ":"))`` gives, at a
+    third of its cost: every step of a tracked visitor writes it.
+    """
+    flow_id, minted = record.flow_id, record.minted
+    ended = ",".join([encode_basestring_ascii(f) for f in record.ended_flows[-ENDED_FLOWS_LIMIT:]])
+    tail = (
+        f',"minted":[{",".join([json_number(at) for at in minted[-MINTED_LIMIT:]])}]}}'
+        if minted
+        else "}"
+    )
+    return (
+        f'{{"format":{RECORD_FORMAT},'
+        f'"flow_id":{"null" if flow_id is None else encode_basestring_ascii(flow_id)},'
+        f'"lease_until":{json_number(record.lease_until)},"ended_flows":[{ended}],'
+        f'"session":{snapshots.dump_text(record.core)}{tail}'
+    )
 
 
 def load(
