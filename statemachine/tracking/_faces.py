@@ -155,7 +155,9 @@ class _Tracker(Generic[S]):
         )
         self._workers = workers
         self._ttl = max(session_lifetime(policy), lease_seconds(policy))
-        self._hints: OrderedDict[str, Versioned] = OrderedDict()
+        # key -> what this tracker last wrote there: its version and text, and (when kept) the
+        # record that text reads back as, so reading our own write back needs no parsing.
+        self._hints: OrderedDict[str, tuple[Versioned, records.Saved | None]] = OrderedDict()
         self._hints_lock = threading.Lock()
         self._listeners = Listeners()
         self.budget_refusals = 0  # token requests answered 429: the visitor's budget was spent
@@ -207,6 +209,7 @@ class _Tracker(Generic[S]):
             key,
             lambda r, now: _planned(plan_token(r, flow, now, budgeted=budgeted)),
             hint=self._hint(key),
+            keep=False,  # a claim: its settlement follows and is the record kept
         )
         fetch = step.then
         if isinstance(fetch, TokenReply):
@@ -234,7 +237,7 @@ class _Tracker(Generic[S]):
             _, current, _ = yield from self._step(key, lambda r, now: (apply_logout(r, now), None))
         except DamagedRecord:
             current = yield from self._repair(key)
-        return self._view(current)
+        return self._view(current, key)
 
     def _repair(self, key: str) -> Flow[Versioned | None]:
         """A logout overwrites a record nobody can read (damaged, or an unknown format)."""
@@ -243,7 +246,7 @@ class _Tracker(Generic[S]):
             if damaged is None:
                 return None
             try:
-                self._record(damaged)
+                self._record(damaged, key)
             except DamagedRecord:
                 pass
             else:  # repaired by someone else meanwhile: log out as usual
@@ -253,11 +256,13 @@ class _Tracker(Generic[S]):
                 return current
             fresh = VisitorRecord(ActivationCore(self.policy, clock=self._clock))
             decided = self._clock() if self._store_clock else None
-            written = CompareAndSet(key, damaged.version, self._dump(fresh), self._ttl, decided)
+            written = CompareAndSet(
+                key, damaged.version, records.dump_text(fresh), self._ttl, decided
+            )
             ok, current = yield written
             if ok:
                 logs.emit(logs.PROXY.warning, REPAIRED, reason="damaged record replaced on logout")
-                self._remember(key, current)
+                self._remember(key, current, fresh)
                 repaired: Versioned | None = current
                 return repaired
         raise StoreError(f"gave up after {MAX_CONFLICTS} conflicting writes")
@@ -268,12 +273,16 @@ class _Tracker(Generic[S]):
         apply: Apply[R],
         hint: Versioned | None = None,
         reuse: VisitorRecord | None = None,
+        keep: bool = True,
     ) -> Flow[tuple[R, Versioned | None, VisitorRecord]]:
         """Load, apply one step, compare-and-set; again from what is there on a conflict.
 
         ``hint`` is a guess of what is stored (checked by the write); a decision
         that writes nothing is taken only on freshly loaded data. ``reuse`` is
         the record this tracker has just written, to skip parsing it back.
+        ``keep``: remember the written record too (``records.saved``), so the
+        next step reads it back without parsing; a claim, whose record the
+        flow goes on with at once, is not worth it.
         """
         current = hint
         fresh = False
@@ -281,7 +290,7 @@ class _Tracker(Generic[S]):
             current = yield Load(key)
             fresh = True
         for _ in range(MAX_CONFLICTS):
-            record = reuse if reuse is not None else self._record(current)
+            record = reuse if reuse is not None else self._record(current, key)
             reuse = None  # only for the first try: after a conflict, what the store says
             now = self._clock()
             changed, result = apply(record, now)
@@ -298,14 +307,14 @@ class _Tracker(Generic[S]):
             ok, current = yield CompareAndSet(
                 key,
                 expected,
-                self._dump(record),
+                records.dump_text(record),
                 self._ttl,
                 decided,
                 in_flight_for(record, now),
             )
             fresh = True
             if ok:  # publish what the store accepted; a conflict drops the record and its events
-                self._remember(key, current)
+                self._remember(key, current, record if keep else None)
                 pending = self._listeners.publish(record.core.take_events())
                 if pending:
                     yield Publish(pending)
@@ -313,9 +322,18 @@ class _Tracker(Generic[S]):
         raise StoreError(f"gave up after {MAX_CONFLICTS} conflicting writes")
 
     # -- records ---------------------------------------------------------
-    def _record(self, current: Versioned | None) -> VisitorRecord:
+    def _record(self, current: Versioned | None, key: str | None = None) -> VisitorRecord:
+        """The record ``current`` holds; every field of what the store says is checked.
+
+        Unless it is exactly what this tracker last wrote for ``key`` (the same
+        version and the same text, held since the write): that text was made
+        from a record held here, so it is rebuilt from that instead of parsed.
+        """
         if current is None or current.version == 0:
             return VisitorRecord(ActivationCore(self.policy, clock=self._clock))
+        known = None if key is None else self._hints.get(key)
+        if known is not None and known[1] is not None and known[0] == current:
+            return records.rebuild(known[1], self.policy, self._clock)
         try:
             data = json.loads(current.data)
         except ValueError:
@@ -328,10 +346,10 @@ class _Tracker(Generic[S]):
     def _dump(self, record: VisitorRecord) -> str:
         return records.dump_text(record)
 
-    def _view(self, current: Versioned | None) -> TrackerView | None:
+    def _view(self, current: Versioned | None, key: str) -> TrackerView | None:
         if current is None:
             return None
-        record = self._record(current)
+        record = self._record(current, key)
         core = record.core
         return TrackerView(
             session_id=core.session_id,
@@ -350,15 +368,20 @@ class _Tracker(Generic[S]):
 
     def _hint(self, key: str) -> Versioned:
         """What this tracker last wrote for ``key`` (or "absent"): a guess that CAS checks."""
-        return self._hints.get(key, _ABSENT)
+        known = self._hints.get(key)
+        return _ABSENT if known is None else known[0]
 
-    def _remember(self, key: str, current: Versioned | None) -> None:
+    def _remember(
+        self, key: str, current: Versioned | None, record: VisitorRecord | None = None
+    ) -> None:
+        """``current`` is what this tracker wrote for ``key``, from ``record`` if given."""
+        kept = None if record is None else records.saved(record)
         with self._hints_lock:
             hints = self._hints
             if current is None:
                 hints.pop(key, None)
                 return
-            hints[key] = current
+            hints[key] = (current, kept)
             hints.move_to_end(key)
             if len(hints) > HINTS:
                 hints.popitem(last=False)
@@ -436,7 +459,8 @@ class AsyncActivationTracker(_Tracker[AsyncStore]):
 
     async def view(self, visitor_id: str) -> TrackerView | None:
         """The visitor as the store holds it, or None if unknown."""
-        return self._view(await self.store.aload(check_visitor_id(visitor_id)))
+        key = check_visitor_id(visitor_id)
+        return self._view(await self.store.aload(key), key)
 
     async def _drive(self, flow: Flow[R]) -> R:
         store = self.store
@@ -487,7 +511,8 @@ class ActivationTracker(_Tracker[Store]):
         return self._drive(self._logout_flow(visitor_id))
 
     def view(self, visitor_id: str) -> TrackerView | None:
-        return self._view(self.store.load(check_visitor_id(visitor_id)))
+        key = check_visitor_id(visitor_id)
+        return self._view(self.store.load(key), key)
 
     def _drive(self, flow: Flow[R]) -> R:
         store = self.store

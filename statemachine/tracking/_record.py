@@ -17,15 +17,18 @@ its own) is still read, so visitors written before the change go on.
 
 from __future__ import annotations
 
+import math
 import re
 import time
 from collections.abc import Callable, Mapping
 from json.encoder import encode_basestring_ascii
-from typing import Any, Final, cast
+from typing import Any, Final, NamedTuple, cast
 
 from statemachine.engine import snapshots
-from statemachine.engine._core import ActivationCore
+from statemachine.engine._core import ActivationCore, CoreState
 from statemachine.engine.snapshots import (
+    MAX_ATTEMPTS,
+    SNAPSHOT_HISTORY_LIMIT,
     SnapshotError,
     check_fields,
     json_number,
@@ -139,3 +142,56 @@ def load(
     times = [time_field(at, "minted") for at in minted]
     core = ActivationCore.restore(saved, policy, clock)
     return VisitorRecord(core, flow_id, lease_until, list(ended), times)
+
+
+class Saved(NamedTuple):
+    """A record as its stored form reads back: what ``load`` would build from its text.
+
+    A tracker keeps one beside the text it last wrote for a visitor; when the
+    store answers with that very text (same version, same bytes), the record
+    is rebuilt from this instead of parsing and checking what the tracker
+    wrote itself. Immutable: the record it came from goes on changing.
+    """
+
+    core: CoreState
+    flow_id: str | None
+    lease_until: float | None
+    ended_flows: tuple[str, ...]
+    minted: tuple[float, ...]
+
+
+def saved(record: VisitorRecord) -> Saved | None:
+    """What ``load(json.loads(dump_text(record)))`` gives back, built without the text.
+
+    ``None`` when some value would not read back as it is (a time that is not
+    a finite, non-negative float, from a clock counting in integers, say):
+    that record is parsed when read, as any other.
+    """
+    core = record.core.export(SNAPSHOT_HISTORY_LIMIT)
+    lease, minted = record.lease_until, tuple(record.minted[-MINTED_LIMIT:])
+    if not (
+        _exact(core.since)
+        and (core.flow_started_at is None or _exact(core.flow_started_at))
+        and (lease is None or _exact(lease))
+        and 0 <= core.attempts <= MAX_ATTEMPTS
+        and (core.flow is not None or not core.state.in_flight)
+        and all(_exact(at) for at in minted)
+        and all(_exact(entry.at) and 0 <= entry.attempt <= MAX_ATTEMPTS for entry in core.history)
+    ):
+        return None
+    return Saved(core, record.flow_id, lease, tuple(record.ended_flows[-ENDED_FLOWS_LIMIT:]), minted)
+
+
+def rebuild(
+    saved: Saved, policy: ActivationPolicy, clock: Callable[[], float] = time.time
+) -> VisitorRecord:
+    """The record ``saved`` holds: a fresh one each time (a step changes the record it is given)."""
+    core = ActivationCore.restore(saved.core, policy, clock)
+    return VisitorRecord(
+        core, saved.flow_id, saved.lease_until, list(saved.ended_flows), list(saved.minted)
+    )
+
+
+def _exact(value: object) -> bool:
+    """A time the stored form reads back unchanged (``snapshots.time_field`` takes it as is)."""
+    return type(value) is float and 0.0 <= value < math.inf
