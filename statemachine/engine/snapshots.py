@@ -131,9 +131,24 @@ def dump_text(core: ActivationCore) -> str:
 
 def json_number(value: object) -> str:
     """``value`` as ``json.dumps`` writes it: a finite float by its ``repr``, anything else by
-    ``json`` itself (``None``, integers, ``NaN``, ``Infinity``), so the text is the same."""
-    if type(value) is float and value - value == 0.0:
-        return float.__repr__(value)
+    ``json`` itself (``None``, integers, ``NaN``, ``Infinity``), so the text is the same.
+
+    A float's shortest ``repr`` is most of the cost of a record's text, and the
+    same times come back on every write of a visitor (its history, when its
+    flow started, its mint times): positive ones are remembered (``FLOAT_TEXTS``
+    of them at most, then forgotten all at once).
+    """
+    if type(value) is float:
+        text = _FLOAT_TEXT.get(value)
+        if text is not None:
+            return text
+        if 0.0 < value < math.inf:  # not 0.0, which -0.0 would find, nor NaN or infinities
+            if len(_FLOAT_TEXT) >= FLOAT_TEXTS:
+                _FLOAT_TEXT.clear()
+            text = _FLOAT_TEXT[value] = float.__repr__(value)
+            return text
+        if value - value == 0.0:
+            return float.__repr__(value)
     return _ENCODE(value)
 
 
@@ -146,6 +161,10 @@ def _quoted(name: str) -> str:
     return f'"{name}"'
 
 
+FLOAT_TEXTS: Final = 4_096
+"""Float texts ``json_number`` remembers: a few hundred visitors' recent times."""
+
+_FLOAT_TEXT: dict[float, str] = {}
 _ENCODE: Final = json.JSONEncoder(separators=(",", ":")).encode
 _QUOTED_REASON: Final = {name: _quoted(name) for name in FailureReason.__members__}
 if any(

@@ -333,7 +333,9 @@ class _Tracker(Generic[S]):
             return VisitorRecord(ActivationCore(self.policy, clock=self._clock))
         known = None if key is None else self._hints.get(key)
         if known is not None and known[1] is not None and known[0] == current:
-            return records.rebuild(known[1], self.policy, self._clock)
+            rebuilt = records.rebuild(known[1], self.policy, self._clock)
+            if rebuilt is not None:
+                return rebuilt
         try:
             data = json.loads(current.data)
         except ValueError:

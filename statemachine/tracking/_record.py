@@ -160,35 +160,41 @@ class Saved(NamedTuple):
     minted: tuple[float, ...]
 
 
-def saved(record: VisitorRecord) -> Saved | None:
-    """What ``load(json.loads(dump_text(record)))`` gives back, built without the text.
+def saved(record: VisitorRecord) -> Saved:
+    """What the stored form keeps of ``record``, as it stands now (``rebuild`` reads it back)."""
+    return Saved(
+        record.core.export(SNAPSHOT_HISTORY_LIMIT),
+        record.flow_id,
+        record.lease_until,
+        tuple(record.ended_flows[-ENDED_FLOWS_LIMIT:]),
+        tuple(record.minted[-MINTED_LIMIT:]),
+    )
 
-    ``None`` when some value would not read back as it is (a time that is not
-    a finite, non-negative float, from a clock counting in integers, say):
-    that record is parsed when read, as any other.
+
+def rebuild(
+    saved: Saved, policy: ActivationPolicy, clock: Callable[[], float] = time.time
+) -> VisitorRecord | None:
+    """What ``load(json.loads(dump_text(record)))`` gives back, built from ``saved(record)``.
+
+    A fresh record each time (a step changes the record it is given). ``None``
+    when some value would not read back as it is (a time that is not a
+    finite, non-negative float, from a clock counting in integers, say): the
+    text is parsed then, as any other.
     """
-    core = record.core.export(SNAPSHOT_HISTORY_LIMIT)
-    lease, minted = record.lease_until, tuple(record.minted[-MINTED_LIMIT:])
+    core, lease = saved.core, saved.lease_until
     if not (
         _exact(core.since)
         and (core.flow_started_at is None or _exact(core.flow_started_at))
         and (lease is None or _exact(lease))
         and 0 <= core.attempts <= MAX_ATTEMPTS
         and (core.flow is not None or not core.state.in_flight)
-        and all(_exact(at) for at in minted)
+        and all(_exact(at) for at in saved.minted)
         and all(_exact(entry.at) and 0 <= entry.attempt <= MAX_ATTEMPTS for entry in core.history)
     ):
         return None
-    return Saved(core, record.flow_id, lease, tuple(record.ended_flows[-ENDED_FLOWS_LIMIT:]), minted)
-
-
-def rebuild(
-    saved: Saved, policy: ActivationPolicy, clock: Callable[[], float] = time.time
-) -> VisitorRecord:
-    """The record ``saved`` holds: a fresh one each time (a step changes the record it is given)."""
-    core = ActivationCore.restore(saved.core, policy, clock)
+    restored = ActivationCore.restore(core, policy, clock)
     return VisitorRecord(
-        core, saved.flow_id, saved.lease_until, list(saved.ended_flows), list(saved.minted)
+        restored, saved.flow_id, lease, list(saved.ended_flows), list(saved.minted)
     )
 
 
