@@ -15,8 +15,8 @@ import json
 import math
 import re
 import time
-from json.encoder import encode_basestring_ascii
 from collections.abc import Callable, Mapping
+from json.encoder import encode_basestring_ascii
 from typing import Any, Final, cast
 
 from statemachine.engine._core import ActivationCore, CoreState
@@ -109,7 +109,7 @@ def dump_text(core: ActivationCore) -> str:
     entries = ",".join(
         [
             f'["{s._value_}","{d._value_}","{t._value_}",{json_int(attempt)},'
-            f'{"null" if r is None else _QUOTED_REASON[r._name_]},{json_number(at)}]'
+            f"{'null' if r is None else _QUOTED_REASON[r._name_]},{json_number(at)}]"
             for s, d, t, attempt, r, at in history[-SNAPSHOT_HISTORY_LIMIT:]
         ]
         if history

@@ -88,21 +88,29 @@ class MemoryStore:
         report = 0
         with self._lock:
             now = self._clock()
-            current = self._get(key, now)
-            if (0 if current is None else current.version) != expected:
-                return False, current
-            if current is None:
+            settled, flying = self._settled, self._flying
+            # What _get does, without building a Versioned that a successful write never returns.
+            entry: tuple[int, str, float] | tuple[int, str, float, float] | None
+            entry = settled.get(key)
+            held = settled if entry is not None else flying
+            if entry is None:
+                entry = flying.get(key)
+            if entry is not None and entry[2] <= now:
+                del held[key]  # expired: dropped, as _get drops it
+                entry = None
+            if (0 if entry is None else entry[0]) != expected:
+                return False, None if entry is None else Versioned(entry[0], entry[1])
+            if entry is None:
                 self._purge(now)
-                if len(self._settled) + len(self._flying) >= self.max_entries:
+                if len(settled) + len(flying) >= self.max_entries:
                     report = self._make_room(now)
             else:
-                self._settled.pop(key, None)
-                self._flying.pop(key, None)
+                del held[key]
             version = expected + 1
             if in_flight_for > 0:
-                self._flying[key] = (version, data, now + ttl, now + in_flight_for)
+                flying[key] = (version, data, now + ttl, now + in_flight_for)
             else:
-                self._settled[key] = (version, data, now + ttl)
+                settled[key] = (version, data, now + ttl)
         if report:
             logs.emit(
                 logs.PROXY.warning,
