@@ -118,7 +118,7 @@ def dump_text(core: ActivationCore) -> str:
     fingerprint = core.token_fingerprint
     return (
         f'{{"format":{SNAPSHOT_FORMAT},"session_id":{encode_basestring_ascii(core.session_id)},'
-        f'"policy":{encode_basestring_ascii(str(core.policy.name))},'
+        f'"policy":{encode_basestring_ascii(core._policy_name)},'
         f'"state":"{core._fsm_state}","flow":{"null" if flow is None else _quoted(flow._value_)},'
         f'"attempts":{json_int(core.attempts)},'
         f'"reason":{"null" if reason is None else _QUOTED_REASON[reason._name_]},'
@@ -138,6 +138,8 @@ def json_number(value: object) -> str:
     flow started, its mint times): positive ones are remembered (``FLOAT_TEXTS``
     of them at most, then forgotten all at once).
     """
+    if value is None:
+        return "null"
     if type(value) is float:
         text = _FLOAT_TEXT.get(value)
         if text is not None:

@@ -94,8 +94,12 @@ def dump_text(record: VisitorRecord) -> str:
     The text ``json.dumps(dump(record), separators=(",", ":"))`` gives, at a
     third of its cost: every step of a tracked visitor writes it.
     """
-    flow_id, minted = record.flow_id, record.minted
-    ended = ",".join([encode_basestring_ascii(f) for f in record.ended_flows[-ENDED_FLOWS_LIMIT:]])
+    flow_id, minted, ended_flows = record.flow_id, record.minted, record.ended_flows
+    ended = (
+        ",".join([encode_basestring_ascii(f) for f in ended_flows[-ENDED_FLOWS_LIMIT:]])
+        if ended_flows
+        else ""
+    )
     tail = (
         f',"minted":[{",".join([json_number(at) for at in minted[-MINTED_LIMIT:]])}]}}'
         if minted
