@@ -53,7 +53,7 @@ def _web_row(r: dict[str, Any] | None) -> str:
     name = "token endpoint, `serve --workers 2 --redis`, wrk"
     if r is None or "missing" in r:
         return f"| {name} | not run | | ≥ 0.75x | |"
-    from bench.web import GOAL, cpu_bound_ratio
+    from bench.web import GOAL, cpu_bound_ratio, shares
 
     tracked, bare, ratios = r["tracked"], r["bare"], r["ratios"]
     ratio = r["ratio"]
@@ -67,6 +67,14 @@ def _web_row(r: dict[str, Any] | None) -> str:
         "request's two Redis round trips waiting for redis-server to be scheduled on 2 cores "
         f"shared with wrk and with other work (up to {others:.2f} cores busy elsewhere)"
     )
+    if why and "shares" in r:
+        part = shares(r)
+        why += (
+            f". What the tracked request adds in a worker (in-process): the tracker's own "
+            f"Python {us(part['tracker'])}, the Redis store's two script calls through "
+            f"redis-py {us(part['redis'])}, the web layer {us(part['web'])} (the bare "
+            f"endpoint's: {us(part['bare_web'])})"
+        )
     return (
         f"| {name} | {tracked['rate']:,.0f} req/s (median of {len(ratios)} runs) | bare "
         f"endpoint (signed cookie, parse, mint, answer) {bare['rate']:,.0f} req/s, alternating "

@@ -20,6 +20,7 @@ endpoint on ``run_workers`` (which binds its socket as TCP, so asyncio sets TCP_
 
 from __future__ import annotations
 
+import asyncio
 import os
 import re
 import resource
@@ -214,7 +215,7 @@ def _ours(logging: bool, port: int) -> list[str]:
 def run(quick: bool) -> dict[str, Any]:
     if shutil.which("wrk") is None:
         return {"missing": "wrk is not installed (apt-get install wrk; .ci/run does it)"}
-    seconds, connections, pairs = (1, 8, 1) if quick else (3, 16, 5)
+    seconds, connections, pairs = (1, 8, 1) if quick else (2, 16, 7)
     with tempfile.TemporaryDirectory() as directory:
         server, env = _host_env(Path(directory))
         user = reference.Cookies(bytes.fromhex(env[reference.ENV_SECRET])).sign(
@@ -269,6 +270,7 @@ def run(quick: bool) -> dict[str, Any]:
                 )
             finally:
                 _stop(ours)
+            results["shares"] = _shares(env, user, quick)
         finally:
             server.stop()
         results["seconds"], results["connections"] = seconds, connections
@@ -299,6 +301,47 @@ def _pair_lines(r: dict[str, Any]) -> list[str]:
             f"{t['cores_wrk']:.2f} / {t['cores_others']:.2f} |"
         )
     return [*lines, ""]
+
+
+def shares(r: dict[str, Any]) -> dict[str, float]:
+    """Each layer's CPU per tracked request (one worker's process, in-process ASGI)."""
+    m = r["shares"]
+    return {
+        "mint": m["mint"],
+        "tracker": m["memory"] - m["mint"],
+        "redis": m["redis"] - m["memory"],
+        "web": m["asgi_tracked"] - m["redis"],
+        "bare_web": m["asgi_bare"] - m["mint"],
+    }
+
+
+def _share_lines(r: dict[str, Any]) -> list[str]:
+    if "shares" not in r:
+        return []
+    m, s = r["shares"], shares(r)
+    return [
+        "Where a tracked request's CPU goes in one worker (in-process, the app driven over "
+        "ASGI without a server, 8 requests in flight, alternating batches, medians of the "
+        "thread's CPU time):",
+        "",
+        "| part | CPU per request | how |",
+        "|---|---|---|",
+        f"| the mint | {us(s['mint'])} | `TokenIssuer.issue` alone |",
+        f"| the tracker's own Python, metrics listener on | {us(s['tracker'])} | "
+        f"`token_request` on a memory store ({us(m['memory'])}) minus the mint |",
+        f"| the Redis store: two script calls through redis-py's asyncio client | "
+        f"{us(s['redis'])} | `token_request` on serve's Redis ({us(m['redis'])}) minus the "
+        "same on a memory store |",
+        f"| the web layer: Starlette, the adapter, the HTTP core's rules, the cookies, JSON in "
+        f"and out | {us(s['web'])} | serve's app over ASGI ({us(m['asgi_tracked'])}) minus "
+        "`token_request` on the same tracker |",
+        f"| the bare endpoint's own web layer, for comparison | {us(s['bare_web'])} | the bare "
+        f"endpoint over ASGI ({us(m['asgi_bare'])}) minus the mint |",
+        "",
+        "Both endpoints also pay uvicorn (h11) per request in the workers: the rest of the "
+        "CPU per request measured under wrk above.",
+        "",
+    ]
 
 
 def report(r: dict[str, Any]) -> list[str]:
@@ -346,6 +389,7 @@ def report(r: dict[str, Any]) -> list[str]:
         "waiting (each token request's two Redis round trips wait for redis-server to be "
         "scheduled on the cores wrk and the workers share).",
         "",
+        *_share_lines(r),
         "The workers log as `secured-activation serve`'s do: the command line's configuration "
         "(WARNING, to stderr) reaches every worker. The last row is the same endpoint with "
         "workers left on structlog's defaults, as every worker was before: two rendered info "
@@ -358,3 +402,139 @@ def report(r: dict[str, Any]) -> list[str]:
         "`secured-activation serve`) binds the socket itself as TCP.",
         "",
     ]
+
+
+# -- where a tracked request's CPU goes, in one worker's process (no HTTP server, no wrk) -------
+
+
+class _Asgi:
+    """Drives an ASGI app in-process as uvicorn would: serve.lua's request, one at a time per
+    task (a new visitor each), the answer checked."""
+
+    def __init__(self, app: Any, user: str) -> None:
+        self.app, self.user = app, user
+        self.prefix, self.counter = secrets.token_hex(8), 0
+
+    async def __call__(self, path: str) -> None:
+        self.counter += 1
+        visitor = f"{self.prefix}{self.counter:016x}"
+        body = f'{{"flow":"f{visitor}"}}'.encode()
+        scope = {
+            "type": "http",
+            "asgi": {"version": "3.0"},
+            "http_version": "1.1",
+            "method": "POST",
+            "scheme": "http",
+            "path": path,
+            "raw_path": path.encode(),
+            "query_string": b"",
+            "root_path": "",
+            "headers": [
+                (b"host", b"127.0.0.1:8000"),
+                (b"content-type", b"application/json"),
+                (b"cookie", f"sa_visitor={visitor}; sa_user={self.user}".encode()),
+                (b"content-length", str(len(body)).encode()),
+            ],
+            "client": ("127.0.0.1", 50000),
+            "server": ("127.0.0.1", 8000),
+            "state": {},
+        }
+        messages = [{"type": "http.request", "body": body, "more_body": False}]
+        status: list[int] = []
+
+        async def receive() -> dict[str, Any]:
+            if messages:
+                return messages.pop()
+            await asyncio.Event().wait()  # the client stays connected
+            raise AssertionError
+
+        async def send(message: dict[str, Any]) -> None:
+            if message["type"] == "http.response.start":
+                status.append(message["status"])
+
+        await self.app(scope, receive, send)
+        assert status == [200], status
+
+
+def _token_core(app: Any) -> Any:
+    """The HTTP core behind the app's token route (to reach its tracker)."""
+    from statemachine.web.routes import _Endpoint
+
+    for route in app.router.routes:
+        endpoint = getattr(route, "app", None)
+        if isinstance(endpoint, _Endpoint) and endpoint.template == TOKEN:
+            return getattr(endpoint.handle, "__self__")  # noqa: B009
+    raise LookupError(TOKEN)
+
+
+async def _cpu_per_call(call: Any, number: int, tasks: int = 8) -> float:
+    """CPU seconds of this thread per call, ``tasks`` calls in flight (as a worker has)."""
+    left = iter(range(number))
+
+    async def worker() -> None:
+        for _ in left:
+            await call()
+
+    started = time.thread_time()
+    await asyncio.gather(*(worker() for _ in range(tasks)))
+    return (time.thread_time() - started) / number
+
+
+async def _measure_shares(env: dict[str, str], user: str, quick: bool) -> dict[str, float]:
+    from bench.webapp import create_app
+    from policies import DefensivePolicy
+    from statemachine.signals.metrics import ActivationMetrics
+    from statemachine.stores.memory import MemoryStore
+    from statemachine.tokens import TokenIssuer
+    from statemachine.tracking._faces import AsyncActivationTracker
+
+    app = create_app()
+    asgi = _Asgi(app, user)
+    tracker = _token_core(app).tracker  # serve's own: Redis, the metrics listener
+    in_memory = AsyncActivationTracker(DefensivePolicy(), MemoryStore())
+    in_memory.add_listener(ActivationMetrics())
+    keys = Path(env[reference.ENV_KEYS])
+    issuer = TokenIssuer(keys / "brand_private.pem", keys / "platform_public.pem", reference.ISSUER)
+    counter = iter(range(10**9))
+
+    async def mint() -> str:
+        return issuer.issue("bench-user")
+
+    async def direct(on: Any) -> None:
+        visitor = f"{next(counter):032x}"
+        await on.token_request(visitor, f"f{visitor}", mint)
+
+    calls = {
+        "mint": mint,
+        "memory": lambda: direct(in_memory),
+        "redis": lambda: direct(tracker),
+        "asgi_tracked": lambda: asgi(TOKEN),
+        "asgi_bare": lambda: asgi("/bare"),
+    }
+    number, rounds = (50, 1) if quick else (300, 7)
+    for call in calls.values():
+        await _cpu_per_call(call, number // 3)
+    samples: dict[str, list[float]] = {name: [] for name in calls}
+    names = list(calls)
+    for round_ in range(rounds):
+        for name in names if round_ % 2 == 0 else names[::-1]:
+            samples[name].append(await _cpu_per_call(calls[name], number))
+    await tracker.store.aclose()
+    return {name: statistics.median(values) for name, values in samples.items()}
+
+
+def _shares(env: dict[str, str], user: str, quick: bool) -> dict[str, float]:
+    """CPU per request of each layer in one worker's process, alternating batches, medians:
+    the mint; the tracker on a memory store (its own Python and the metrics listener); on
+    serve's Redis (plus redis-py and the store); serve's whole app over ASGI (plus Starlette,
+    the web layer, the cookies); the bare endpoint over ASGI."""
+    saved = {name: os.environ.get(name) for name in env}
+    os.environ.update(env)
+    try:
+        return asyncio.run(_measure_shares(env, user, quick))
+    finally:
+        for name, value in saved.items():
+            if value is None:
+                os.environ.pop(name, None)
+            else:
+                os.environ[name] = value
