@@ -312,6 +312,7 @@ def shares(r: dict[str, Any]) -> dict[str, float]:
         "redis": m["redis"] - m["memory"],
         "web": m["asgi_tracked"] - m["redis"],
         "bare_web": m["asgi_bare"] - m["mint"],
+        "web_alone": m["web_alone"],
     }
 
 
@@ -337,6 +338,9 @@ def _share_lines(r: dict[str, Any]) -> list[str]:
         "`token_request` on the same tracker |",
         f"| the bare endpoint's own web layer, for comparison | {us(s['bare_web'])} | the bare "
         f"endpoint over ASGI ({us(m['asgi_bare'])}) minus the mint |",
+        f"| the web layer alone, steadier | {us(s['web_alone'])} | serve's app over ASGI, its "
+        "tracker replaying one real answer: no mint, no store (so warmer caches than in a "
+        "real request) |",
         "",
         "Both endpoints also pay uvicorn (h11) per request in the workers: the rest of the "
         "CPU per request measured under wrk above.",
@@ -467,6 +471,19 @@ def _token_core(app: Any) -> Any:
     raise LookupError(TOKEN)
 
 
+class _Replay:
+    """A tracker that answers every token request with the first real answer, without
+    minting: the web layer measured alone, its answer as large as a real one."""
+
+    def __init__(self, tracker: Any) -> None:
+        self.tracker, self.reply = tracker, None
+
+    async def token_request(self, visitor: str, flow: str, provider: Any) -> Any:
+        if self.reply is None:
+            self.reply = await self.tracker.token_request(visitor, flow, provider)
+        return self.reply
+
+
 async def _cpu_per_call(call: Any, number: int, tasks: int = 8) -> float:
     """CPU seconds of this thread per call, ``tasks`` calls in flight (as a worker has)."""
     left = iter(range(number))
@@ -491,6 +508,9 @@ async def _measure_shares(env: dict[str, str], user: str, quick: bool) -> dict[s
     app = create_app()
     asgi = _Asgi(app, user)
     tracker = _token_core(app).tracker  # serve's own: Redis, the metrics listener
+    alone = create_app()  # the same app, its tracker answering one real reply over and over
+    _token_core(alone).tracker = _Replay(tracker)
+    asgi_alone = _Asgi(alone, user)
     in_memory = AsyncActivationTracker(DefensivePolicy(), MemoryStore())
     in_memory.add_listener(ActivationMetrics())
     keys = Path(env[reference.ENV_KEYS])
@@ -510,6 +530,7 @@ async def _measure_shares(env: dict[str, str], user: str, quick: bool) -> dict[s
         "redis": lambda: direct(tracker),
         "asgi_tracked": lambda: asgi(TOKEN),
         "asgi_bare": lambda: asgi("/bare"),
+        "web_alone": lambda: asgi_alone(TOKEN),
     }
     number, rounds = (50, 1) if quick else (300, 7)
     for call in calls.values():
