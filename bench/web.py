@@ -330,7 +330,8 @@ def _share_lines(r: dict[str, Any]) -> list[str]:
         f"| the mint | {us(s['mint'])} | `TokenIssuer.issue` alone |",
         f"| the tracker's own Python, metrics listener on | {us(s['tracker'])} | "
         f"`token_request` on a memory store ({us(m['memory'])}) minus the mint |",
-        f"| the Redis store: two script calls through redis-py's asyncio client | "
+        f"| the Redis store: two script calls, the client's side (the round trips' socket "
+        "work and the event loop's wake-ups) | "
         f"{us(s['redis'])} | `token_request` on serve's Redis ({us(m['redis'])}) minus the "
         "same on a memory store |",
         f"| the web layer: Starlette, the adapter, the HTTP core's rules, the cookies, JSON in "
