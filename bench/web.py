@@ -170,6 +170,12 @@ def _wrk(
     return measured
 
 
+def _run(user: str) -> tuple[str, str]:
+    """serve.lua's arguments for one wrk run: the signed user cookie and a fresh nonce, so
+    that no run repeats an earlier run's visitors (wrk never seeds ``math.random``)."""
+    return user, secrets.token_hex(7)
+
+
 def _median(runs: list[dict[str, float]]) -> dict[str, float]:
     """Each field's median over the runs."""
     return {key: statistics.median(run[key] for run in runs) for key in runs[0]}
@@ -184,7 +190,7 @@ def _alternate(
     for number in range(pairs):
         order = ((bare, "/bare"), (tracked, TOKEN))
         for runs, path in order if number % 2 == 0 else order[::-1]:
-            runs.append(_wrk(f"{base}{path}", seconds, connections, SERVE_LUA, watch, (user,)))
+            runs.append(_wrk(f"{base}{path}", seconds, connections, SERVE_LUA, watch, _run(user)))
     ratios = [t["rate"] / b["rate"] for b, t in zip(bare, tracked, strict=True)]
     return {
         "bare": _median(bare),
@@ -254,7 +260,7 @@ def run(quick: bool) -> dict[str, Any]:
                 base = f"http://127.0.0.1:{port}"
                 results["noop_ours"] = _wrk(f"{base}/noop", 2, connections)
                 for path in ("/bare", TOKEN):  # warm both paths up
-                    _wrk(f"{base}{path}", 1, connections, SERVE_LUA, args=(user,))
+                    _wrk(f"{base}{path}", 1, connections, SERVE_LUA, args=_run(user))
                 watch = {"workers": ours.pid, "redis": server.process.pid}
                 results |= _alternate(base, seconds, connections, pairs, watch, user)
             finally:
@@ -263,10 +269,10 @@ def run(quick: bool) -> dict[str, Any]:
             ours = _start(_ours(False, port), env, port)
             try:
                 base = f"http://127.0.0.1:{port}"
-                _wrk(f"{base}{TOKEN}", 1, connections, SERVE_LUA, args=(user,))
+                _wrk(f"{base}{TOKEN}", 1, connections, SERVE_LUA, args=_run(user))
                 watch = {"workers": ours.pid, "redis": server.process.pid}
                 results["tracked_default_logs"] = _wrk(
-                    f"{base}{TOKEN}", seconds, connections, SERVE_LUA, watch, (user,)
+                    f"{base}{TOKEN}", seconds, connections, SERVE_LUA, watch, _run(user)
                 )
             finally:
                 _stop(ours)
@@ -516,13 +522,13 @@ async def _measure_shares(env: dict[str, str], user: str, quick: bool) -> dict[s
     in_memory.add_listener(ActivationMetrics())
     keys = Path(env[reference.ENV_KEYS])
     issuer = TokenIssuer(keys / "brand_private.pem", keys / "platform_public.pem", reference.ISSUER)
-    counter = iter(range(10**9))
+    counter, nonce = iter(range(10**9)), secrets.token_hex(8)
 
     async def mint() -> str:
         return issuer.issue("bench-user")
 
     async def direct(on: Any) -> None:
-        visitor = f"{next(counter):032x}"
+        visitor = f"{nonce}{next(counter):016x}"
         await on.token_request(visitor, f"f{visitor}", mint)
 
     calls = {
