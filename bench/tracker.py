@@ -40,7 +40,7 @@ def _round_trips(store: RedisStore, tracker: ActivationTracker, mint: Any) -> di
         ("token request, refresh", lambda: tracker.token_request("rt", "g" + flow, mint)),
         ("logout", lambda: tracker.logout("rt")),
     ):
-        with commands_sent(store.client()) as sent:
+        with commands_sent(store) as sent:
             action()
         counts[name] = len(sent)
     return counts

@@ -1,4 +1,4 @@
-"""The asyncio lane to Redis (``stores._lane``): the same guarantees as redis-py's path.
+"""The lanes to Redis (``stores._lane``): the same guarantees as redis-py's path.
 
 Every test runs a real redis-server: credentials, a database, a unix socket,
 a flushed script cache, a killed connection, a stall past the timeout, and
@@ -10,6 +10,8 @@ from __future__ import annotations
 import asyncio
 import os
 import random
+import subprocess
+import sys
 import threading
 import time
 from collections.abc import Iterator
@@ -20,7 +22,7 @@ from typing import Any
 import pytest
 import redis
 
-from statemachine import Answer, AsyncActivationTracker, State
+from statemachine import ActivationTracker, Answer, AsyncActivationTracker, State
 from statemachine.protocol.options import SECURED
 from statemachine.stores import RedisStore, StoreError
 from statemachine.stores._lane import LaneSettings
@@ -279,3 +281,111 @@ def test_a_store_serves_one_event_loop_after_another(redis_server: Any) -> None:
 
     assert asyncio.run(write_then_read("first")) == "first"
     assert asyncio.run(write_then_read("second")) == "second"
+
+
+# -- the blocking lane ------------------------------------------------------------
+def _blocking_flow_on(url: str, issuer: TokenIssuer, prefix: str) -> tuple[Any, Any]:
+    store = RedisStore.from_url(url, prefix=prefix, timeout=1.0)
+    assert store._blocking_lane is not None
+    tracker = ActivationTracker(defensive(), store)
+    try:
+        flow = new_flow()
+        token = tracker.token_request("v", flow, partial(issuer.issue, "u"))
+        return token, tracker.report("v", flow, callback(True, SECURED))
+    finally:
+        store.close()
+
+
+def test_blocking_credentials_database_and_unix_socket(tmp_path: Path, issuer: TokenIssuer) -> None:
+    path = tmp_path / "redis.sock"
+    server = RedisServer(tmp_path, extra=["--unixsocket", str(path), "--unixsocketperm", "700"])
+    server.start()
+    try:
+        admin = redis.Redis(port=server.port)
+        admin.acl_setuser(
+            "lane", enabled=True, passwords=["+s3cret"], keys=["*"], commands=["+@all"]
+        )
+        prefix = _prefix()
+        for url in (
+            f"redis://lane:s3cret@127.0.0.1:{server.port}/4",
+            f"unix://lane:s3cret@{path}?db=4",
+        ):
+            token, report = _blocking_flow_on(url, issuer, prefix)
+            assert token.answer is Answer.TOKEN, url
+            assert report.state is State.AUTHENTICATED, url
+            admin.delete(prefix + "v")
+        bad = RedisStore.from_url(f"redis://lane:wrong@127.0.0.1:{server.port}/4", timeout=0.5)
+        with pytest.raises(StoreError, match="WRONGPASS") as caught:
+            bad.load("v")
+        assert "\n" not in str(caught.value)
+        bad.close()
+        admin.close()
+    finally:
+        server.stop()
+
+
+def test_blocking_lane_survives_a_flushed_script_cache_and_killed_connections(
+    redis_server: Any, issuer: TokenIssuer
+) -> None:
+    store = RedisStore.from_url(redis_server.url, prefix=_prefix())
+    tracker = ActivationTracker(defensive(), store)
+    raw = redis.Redis.from_url(redis_server.url)
+    try:
+        answers = []
+        for index in range(4):
+            raw.script_flush()
+            raw.client_kill_filter(_type="normal", skipme=True)  # the lane's idle connections
+            reply = tracker.token_request(f"v{index}", new_flow(), partial(issuer.issue, "u"))
+            answers.append(reply.answer)
+        assert answers == [Answer.TOKEN] * 4
+    finally:
+        raw.close()
+        store.close()
+
+
+def test_a_burst_beyond_the_connections_waits_for_one(redis_server: Any) -> None:
+    """32 threads on a store of 2 connections: every call waits its turn, none fails."""
+    store = RedisStore.from_url(redis_server.url, prefix=_prefix(), max_connections=2, timeout=2.0)
+    failures: list[BaseException] = []
+    start = threading.Barrier(32)
+
+    def writer(index: int) -> None:
+        start.wait()
+        try:
+            for round_ in range(20):
+                ok, _ = store.compare_and_set(f"t{index}-{round_}", 0, "x", 60)
+                assert ok
+        except BaseException as error:
+            failures.append(error)
+
+    threads = [threading.Thread(target=writer, args=(i,)) for i in range(32)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(60)
+    assert failures == []
+    assert len(store._blocking_lane._idle) <= 2  # type: ignore[union-attr]
+    store.close()
+
+
+def test_a_forked_child_never_uses_its_parents_connections(redis_server: Any) -> None:
+    """In a fresh single-threaded interpreter: parent and child each write through their own
+    connections after the fork (a shared socket would interleave their replies)."""
+    script = f"""
+import os, sys
+from statemachine.stores import RedisStore
+store = RedisStore.from_url({redis_server.url!r}, prefix="fork-{os.urandom(4).hex()}:")
+assert store.compare_and_set("before", 0, "parent", 60)[0]
+pid = os.fork()
+who = "child" if pid == 0 else "parent"
+for index in range(200):
+    ok, written = store.compare_and_set(f"{{who}}-{{index}}", 0, who, 60)
+    assert ok and store.load(f"{{who}}-{{index}}") == written, (who, index)
+if pid == 0:
+    os._exit(0)
+_, status = os.waitpid(pid, 0)
+store.close()
+sys.exit(os.waitstatus_to_exitcode(status))
+"""
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, timeout=120)
+    assert done.returncode == 0, done.stderr.decode()[-2000:]

@@ -36,6 +36,10 @@ from __future__ import annotations
 import asyncio
 import collections
 import hashlib
+import os
+import socket
+import threading
+from collections.abc import Generator
 from typing import Any, Final, NamedTuple
 
 try:
@@ -141,6 +145,31 @@ class Script:
 _ONE: Final = _bulk(b"1")
 
 
+def _script_flow(script: Script, key: str, args: tuple[object, ...]) -> Generator[bytes, Any, Any]:
+    """``EVALSHA``, then ``EVAL`` if Redis lacks the script: yields commands, is sent replies."""
+    reply = yield script.evalsha(key, args)
+    if isinstance(reply, ReplyError) and str(reply).startswith("NOSCRIPT"):
+        reply = yield script.eval(key, args)
+    if isinstance(reply, ReplyError):
+        raise reply
+    return reply
+
+
+def _hello(settings: LaneSettings) -> list[bytes]:
+    """What a new connection sends first: credentials, then the database."""
+    commands: list[bytes] = []
+    if settings.password is not None:
+        credentials = [settings.username] if settings.username else []
+        commands.append(pack("AUTH", *credentials, settings.password))
+    if settings.db:
+        commands.append(pack("SELECT", settings.db))
+    return commands
+
+
+_RETRIED: Final = (ConnectionError, TimeoutError, OSError)
+"""Failures after which a call is tried once more, on a fresh connection."""
+
+
 class _Connection(asyncio.Protocol):
     """One pipelined connection: replies resolve the waiting futures in the order sent."""
 
@@ -209,16 +238,17 @@ class AsyncLane:
         """``EVALSHA`` (``EVAL`` if Redis lacks the script); once more after a lost connection."""
         try:
             return await self._run_once(script, key, args)
-        except (ConnectionError, TimeoutError, OSError):
+        except _RETRIED:
             return await self._run_once(script, key, args)
 
     async def _run_once(self, script: Script, key: str, args: tuple[object, ...]) -> Any:
-        reply = await self._call(script.evalsha(key, args))
-        if isinstance(reply, ReplyError) and str(reply).startswith("NOSCRIPT"):
-            reply = await self._call(script.eval(key, args))
-        if isinstance(reply, ReplyError):
-            raise reply
-        return reply
+        flow = _script_flow(script, key, args)
+        reply = None
+        try:
+            while True:
+                reply = await self._call(flow.send(reply))
+        except StopIteration as done:
+            return done.value
 
     async def _call(self, command: bytes) -> Any:
         connection = self._connection
@@ -267,13 +297,7 @@ class AsyncLane:
                 )
             waiters: list[asyncio.Future[Any]] = []
             try:
-                hello: list[bytes] = []
-                if settings.password is not None:
-                    credentials = [settings.username] if settings.username else []
-                    hello.append(pack("AUTH", *credentials, settings.password))
-                if settings.db:
-                    hello.append(pack("SELECT", settings.db))
-                waiters = [connection.send(command, loop) for command in hello]
+                waiters = [connection.send(command, loop) for command in _hello(settings)]
                 for waiter in waiters:
                     reply = await waiter
                     if isinstance(reply, ReplyError):
@@ -290,3 +314,125 @@ class AsyncLane:
         connection, self._connection = self._connection, None
         if connection is not None and not self.loop.is_closed():
             connection.close(ConnectionError("the store was closed"))
+
+
+class _Socket:
+    """One blocking connection: a command out, its reply back, within the timeout."""
+
+    __slots__ = ("generation", "reader", "sock")
+
+    def __init__(self, settings: LaneSettings, generation: int) -> None:
+        self.generation = generation
+        timeout = settings.timeout
+        if settings.path is not None:
+            sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+            sock.settimeout(timeout)
+            try:
+                sock.connect(settings.path)
+            except BaseException:
+                sock.close()
+                raise
+        else:
+            sock = socket.create_connection((settings.host, settings.port), timeout=timeout)
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        sock.settimeout(timeout)
+        self.sock = sock
+        self.reader = hiredis.Reader(replyError=ReplyError)
+        try:
+            for command in _hello(settings):
+                reply = self.call(command)
+                if isinstance(reply, ReplyError):
+                    raise reply
+        except BaseException:
+            sock.close()
+            raise
+
+    def call(self, command: bytes) -> Any:
+        sock, reader = self.sock, self.reader
+        sock.sendall(command)
+        reply = reader.gets()
+        while reply is False:
+            data = sock.recv(65536)
+            if not data:
+                raise ConnectionError("Redis closed the connection")
+            reader.feed(data)
+            reply = reader.gets()
+        return reply
+
+    def close(self) -> None:
+        self.sock.close()
+
+    def __del__(self) -> None:
+        # A store dropped without close() closes its connections quietly, as redis-py's do.
+        sock = getattr(self, "sock", None)
+        if sock is not None:
+            sock.close()
+
+
+class BlockingLane:
+    """The store's scripts for blocking callers: a bounded set of reused connections.
+
+    A caller takes an idle connection (or opens one, up to ``max_connections``;
+    beyond, it waits for one, at most ``timeout``), sends its command, reads
+    its reply and gives the connection back. A connection that failed or
+    timed out is closed, never given back with a reply still due. After a
+    fork, the child never uses its parent's connections.
+    """
+
+    def __init__(self, settings: LaneSettings, max_connections: int) -> None:
+        self.settings = settings
+        self._slots = threading.BoundedSemaphore(max_connections)
+        self._idle: list[_Socket] = []
+        self._pid = os.getpid()
+        self._generation = 0  # a connection opened before the last close() is not given back
+
+    def run(self, script: Script, key: str, args: tuple[object, ...]) -> Any:
+        """``EVALSHA`` (``EVAL`` if Redis lacks the script); once more after a lost connection."""
+        try:
+            return self._run_once(script, key, args)
+        except _RETRIED:
+            return self._run_once(script, key, args)
+
+    def _run_once(self, script: Script, key: str, args: tuple[object, ...]) -> Any:
+        flow = _script_flow(script, key, args)
+        reply = None
+        try:
+            while True:
+                reply = self._call(flow.send(reply))
+        except StopIteration as done:
+            return done.value
+
+    def _call(self, command: bytes) -> Any:
+        timeout = self.settings.timeout
+        if not self._slots.acquire(timeout=timeout):
+            raise TimeoutError(f"no connection to Redis free within {timeout:g} s")
+        try:
+            connection = self._take()
+            try:
+                reply = connection.call(command)
+            except BaseException:
+                connection.close()
+                raise
+            if connection.generation == self._generation:
+                self._idle.append(connection)
+            else:
+                connection.close()
+            return reply
+        finally:
+            self._slots.release()
+
+    def _take(self) -> _Socket:
+        if self._pid != os.getpid():  # forked: the parent's connections are not ours to use
+            self._pid = os.getpid()
+            self.close()  # closes this process's copies only: the parent's stay connected
+        try:
+            return self._idle.pop()
+        except IndexError:
+            return _Socket(self.settings, self._generation)
+
+    def close(self) -> None:
+        """Close the idle connections; those in use are closed when given back."""
+        self._generation += 1
+        idle, self._idle = self._idle, []
+        for connection in idle:
+            connection.close()

@@ -46,7 +46,7 @@ from typing import TYPE_CHECKING, Any, Final, NamedTuple
 from urllib.parse import unquote
 
 from statemachine.signals import logs
-from statemachine.stores._lane import AsyncLane, LaneSettings, Script
+from statemachine.stores._lane import AsyncLane, BlockingLane, LaneSettings, Script
 from statemachine.stores.base import StoreError, Versioned
 
 if TYPE_CHECKING:
@@ -264,14 +264,15 @@ class RedisStore:
         self.skipped_shards: tuple[str, ...] = ()
         """The shards the last listing could not reach (down or unreachable)."""
         self._async_client = async_client
-        # The asyncio scripts take the lean lane where it serves the URL (see stores._lane).
-        self._lane_settings = (
-            LaneSettings.from_url(url, self._timeout)
-            if url is not None and async_client is None
-            else None
-        )
+        # The two scripts take the lean lanes where they serve the URL (see stores._lane);
+        # a client the host passes in is used as given.
+        lane = LaneSettings.from_url(url, self._timeout) if url is not None else None
+        self._lane_settings = lane if async_client is None else None
         self._lane: AsyncLane | None = None
         self._lanes: dict[asyncio.AbstractEventLoop, AsyncLane] = {}
+        self._blocking_lane = (
+            BlockingLane(lane, max_connections) if lane is not None and client is None else None
+        )
         if client is not None:
             client = _bounded_sync(client, self._options(), self._timeout, max_connections)
         self._client = client
@@ -358,7 +359,10 @@ class RedisStore:
     def load(self, key: str) -> Versioned | None:
         self._first_use()
         try:
-            reply = _run_script(self.client(), _LOAD, self.prefix + key, [])
+            if self._blocking_lane is not None:
+                reply = self._blocking_lane.run(_LOAD_SCRIPT, self.prefix + key, ())
+            else:
+                reply = _run_script(self.client(), _LOAD, self.prefix + key, [])
         except Exception as error:  # noqa: BLE001 - every client failure is a StoreError
             raise _fail("read", error) from None
         return self._loaded(reply)
@@ -377,7 +381,10 @@ class RedisStore:
         write_id = _write_id()
         args = self._cas_args(expected, data, ttl, write_id, now)
         try:
-            reply = _run_script(self.client(), _CAS, self.prefix + key, args)
+            if self._blocking_lane is not None:
+                reply = self._blocking_lane.run(_CAS_SCRIPT, self.prefix + key, tuple(args))
+            else:
+                reply = _run_script(self.client(), _CAS, self.prefix + key, args)
         except Exception as error:  # noqa: BLE001
             raise _fail("write", error) from None
         return self._written(reply, write_id, data)
@@ -410,6 +417,8 @@ class RedisStore:
         return KeyListing(found[:limit], self.skipped_shards)
 
     def close(self) -> None:
+        if self._blocking_lane is not None:
+            self._blocking_lane.close()
         if self._client is not None:
             self._client.close()
             for watcher in _sentinels_of(self._client):
