@@ -158,6 +158,58 @@ def _logging_cost(url: str, number: int, repeats: int) -> dict[str, float]:
         quiet_logs()
 
 
+def _in_process(number: int, repeats: int) -> dict[str, float]:
+    """The tracker's own Python: CPU per request on ``MemoryStore`` (no network, no mint).
+
+    A new visitor's token request for each face (a constant token; the blocking
+    face's provider runs on a pooled worker, as its timeout asks), then the
+    report that ends each flow and a later token request (a refresh), in turn
+    per batch; CPU of this thread (the blocking face: of the process, so the
+    worker's share counts). structlog at WARNING, as everywhere here.
+    """
+    from statemachine.stores import MemoryStore
+
+    async def provider() -> str:
+        return "constant-token"
+
+    def plain() -> str:
+        return "constant-token"
+
+    done = {"authentication": {"option": {"type": SECURED}, "status": "authentication-success"}}
+    samples: dict[str, list[float]] = {"async": [], "blocking": [], "report": [], "refresh": []}
+    blocking = ActivationTracker(DefensivePolicy(), MemoryStore())
+    counter = 0
+
+    async def run() -> None:
+        nonlocal counter
+        tracker = AsyncActivationTracker(DefensivePolicy(), MemoryStore())
+        for batch in range(repeats + 1):  # the first batch warms up
+            visitors = [f"v{counter + i}" for i in range(number)]
+            counter += number
+            started = time.thread_time()
+            for visitor in visitors:
+                await tracker.token_request(visitor, "f" + visitor, provider)
+            token = time.thread_time() - started
+            started = time.process_time()
+            for visitor in visitors:
+                blocking.token_request(visitor, "f" + visitor, plain)
+            plain_token = time.process_time() - started
+            started = time.thread_time()
+            for visitor in visitors:
+                await tracker.report(visitor, "f" + visitor, done)
+            report = time.thread_time() - started
+            started = time.thread_time()
+            for visitor in visitors:
+                await tracker.token_request(visitor, "g" + visitor, provider)
+            refresh = time.thread_time() - started
+            if batch:
+                for name, spent in zip(samples, (token, plain_token, report, refresh), strict=True):
+                    samples[name].append(spent / number)
+
+    asyncio.run(run())
+    return {name: statistics.median(values) for name, values in samples.items()}
+
+
 def _worker(url: str, prefix: str, name: str, visitors: int, start_at: float, queue: Any) -> None:
     quiet_logs()
     issuer = _issuer()
@@ -237,6 +289,7 @@ def run(quick: bool) -> dict[str, Any]:
                 {
                     "round_trips": _round_trips(store, tracker, mint),
                     "logging": _logging_cost(server.url, number, repeats),
+                    "in_process": _in_process(number * 2, repeats),
                     "spread": _spread(server.url, 400 if quick else 10_000),
                 }
             )
@@ -260,6 +313,18 @@ def _logging_lines(m: dict[str, float] | None) -> list[str]:
         f"{us(m['warning'])} | {us(m['warning'] - m['none'])} |",
         f"| structlog's defaults (two info lines rendered; what workers ran on before) | "
         f"{us(m['defaults'])} | {us(m['defaults'] - m['none'])} |",
+        "",
+    ]
+
+
+def _in_process_lines(m: dict[str, float] | None) -> list[str]:
+    if m is None:
+        return []
+    return [
+        f"The tracker's own Python, on `MemoryStore` (no network, no mint; CPU per request): "
+        f"a new visitor's token request {us(m['async'])} (async), {us(m['blocking'])} "
+        f"(blocking, its provider on a pooled worker); the report {us(m['report'])}; "
+        f"a refresh {us(m['refresh'])}.",
         "",
     ]
 
@@ -307,6 +372,7 @@ def report(r: dict[str, Any]) -> list[str]:
         "a worker thread that enforces the provider's timeout).",
         "",
         *_logging_lines(r.get("logging")),
+        *_in_process_lines(r.get("in_process")),
         "Redis round trips per event (target ≤ 2 per token request):",
         "",
         "| event | round trips |",
