@@ -8,7 +8,7 @@ Several worker processes behind one socket: a scrape reaches one of them, so
 per-process counts would show whichever worker answered. With
 ``PROMETHEUS_MULTIPROC_DIR`` set before the processes start (prometheus-client's
 multiprocess convention), every worker writes its counts to its own memory-mapped
-file in that directory and ``render()`` sums every file: each scrape, on any
+files in that directory and ``render()`` sums every file: each scrape, on any
 worker, shows the whole machine. Clear the directory when the server starts
 (counts of earlier runs would be summed too).
 
@@ -16,18 +16,31 @@ The counts live in plain dictionaries under one lock, and prometheus-client
 reads them only when scraped (a custom collector). A transition is only
 appended to a queue (atomic, no lock); the queue is counted in batches, and
 always before a scrape, so a scrape sees every transition that happened
-before it. That keeps metrics within a few per cent of a visitor's flow. In
-multiprocess mode a transition costs one dictionary look-up per series and a
-write to the memory-mapped file (prometheus-client's own value, under its lock).
+before it. That keeps metrics within a few per cent of a visitor's flow.
+
+In multiprocess mode a transition is counted at once, in the memory-mapped
+file, so that a scrape answered by another worker right after it sees it: a
+listener cannot tell when the request that caused a transition answers, so
+it cannot wait for that to write a batch. The write is what makes it cheap:
+our own files in prometheus-client's file format (what its
+``MultiProcessCollector`` reads), where a series is a slot found by one
+dictionary look-up and counted by one float increment under one lock (not
+prometheus-client's per-value lock, process-id check and packing: 1.4 µs per
+increment, most of the listener's cost in a flow).
 """
 
 from __future__ import annotations
 
 import bisect
+import json
+import mmap
 import os
+import struct
 import threading
-from collections import deque
+from collections import Counter, deque
 from collections.abc import Iterator
+from itertools import islice
+from operator import itemgetter
 from typing import TYPE_CHECKING, Any, Final
 
 from statemachine.signals.events import TransitionEvent
@@ -45,6 +58,19 @@ DRAIN_AT: Final = 256
 
 MULTIPROC_ENV: Final = "PROMETHEUS_MULTIPROC_DIR"
 """prometheus-client's variable: where every worker process writes its counts."""
+
+_TRANSITIONS_HELP: Final = "Transitions taken, by source, destination, trigger and policy."
+_OUTCOMES_HELP: Final = "Flows brought to rest, by final state, reason and policy."
+_DURATIONS_HELP: Final = "Seconds from the start of a flow to its rest, by final state and policy."
+_REFUSALS_HELP: Final = (
+    "Token requests refused (429) because the visitor's minting budget was spent."
+)
+
+# C-level getters for counting a batch (TransitionEvent and HistoryEntry are named tuples).
+_TRANSITION = itemgetter(1)
+_POLICY = itemgetter(3)
+_ENDS_FLOW = itemgetter(5)
+_MOVE = itemgetter(0, 1, 2)  # a transition's (source, dest, trigger)
 
 
 class ActivationMetrics:
@@ -75,7 +101,8 @@ class ActivationMetrics:
         self.namespace = namespace
         self._lock = threading.Lock()
         self._queue: deque[TransitionEvent] = deque()
-        self._transitions: dict[tuple[str, str, str, str], int] = {}
+        # (source, dest, trigger) members (str enums: str's hash), policy -> count
+        self._transitions: Counter[tuple[tuple[Any, ...], str]] = Counter()
         self._outcomes: dict[tuple[str, str, str], int] = {}
         # per (state, policy): a count per bucket (the last is +Inf), and the sum
         self._durations: dict[tuple[str, str], tuple[list[int], list[float]]] = {}
@@ -112,41 +139,78 @@ class ActivationMetrics:
             self._refusals[policy] = self._refusals.get(policy, 0) + 1
 
     def __call__(self, event: TransitionEvent) -> None:
-        if self.shared is not None:
-            self.shared.count(event)
+        shared = self.shared
+        if shared is None:
+            # One atomic append per transition; the counting happens in batches (here every
+            # DRAIN_AT events, and before every scrape), so a flow pays no lock per step.
+            queue = self._queue
+            queue.append(event)
+            if len(queue) >= DRAIN_AT:
+                self._drain()
             return
-        # One atomic append per transition; the counting happens in batches (here every
-        # DRAIN_AT events, and before every scrape), so a flow pays no lock per step.
-        queue = self._queue
-        queue.append(event)
-        if len(queue) >= DRAIN_AT:
-            self._drain()
+        # Multiprocess: counted now, in this process's files (see _SharedSeries); inline, as a
+        # listener runs on every step of every visitor: a dictionary look-up, then one lock for
+        # the float increments (one, or four when the flow ends).
+        transition = event.transition
+        if not event.ends_flow:
+            slot = shared.moves.get((transition[0], transition[1], transition[2], event.policy))
+            if slot is None:
+                slot = shared.prepare(event)[0]
+            lock = shared.lock
+            lock.acquire()
+            try:
+                shared.counts[slot] += 1.0
+            finally:
+                lock.release()
+            return
+        plan = shared.ends.get(
+            (transition[0], transition[1], transition[2], event.policy, transition[4])
+        )
+        started = event.flow_started_at
+        if plan is None or (started is not None and not plan[3]):
+            plan = shared.prepare(event)
+        lock = shared.lock
+        lock.acquire()
+        try:
+            counts = shared.counts
+            counts[plan[0]] += 1.0  # the transition
+            counts[plan[1]] += 1.0  # the outcome
+            if started is not None:
+                seconds = transition[5] - started
+                if seconds < 0.0:
+                    seconds = 0.0
+                durations = shared.durations
+                durations[plan[2]] += seconds
+                durations[plan[3][bisect.bisect_left(DURATION_BUCKETS, seconds)]] += 1.0
+        finally:
+            lock.release()
 
     def _drain(self) -> None:
-        """Count the queued events (``popleft`` is atomic: an event appended meanwhile waits)."""
+        """Count the queued events (``popleft`` is atomic: an event appended meanwhile waits).
+
+        One drain at a time (the lock), so the ``len(queue)`` events at its start
+        are there to pop; the counting runs in C (``Counter.update`` over
+        ``itemgetter`` maps) but for the events that end a flow.
+        """
         queue = self._queue
         with self._lock:
-            transitions, outcomes, durations = self._transitions, self._outcomes, self._durations
-            while True:
-                try:
-                    event = queue.popleft()
-                except IndexError:
-                    return
+            batch = list(islice(iter(queue.popleft, None), len(queue)))
+            if not batch:
+                return
+            self._transitions.update(zip(map(_MOVE, map(_TRANSITION, batch)), map(_POLICY, batch)))
+            outcomes, durations = self._outcomes, self._durations
+            for event in filter(_ENDS_FLOW, batch):
                 policy = event.policy
-                key = (event.source._value_, event.dest._value_, event.trigger._value_, policy)
-                transitions[key] = transitions.get(key, 0) + 1
-                if not event.ends_flow:
-                    continue
-                state = event.dest._value_
-                reason = "none" if event.reason is None else event.reason._name_
-                outcome = (state, reason, policy)
+                _source, state, _trigger, _attempt, reason, at = event.transition
+                dest = state._value_
+                outcome = (dest, "none" if reason is None else reason._name_, policy)
                 outcomes[outcome] = outcomes.get(outcome, 0) + 1
                 if event.flow_started_at is None:
                     continue
-                seconds = max(0.0, event.at - event.flow_started_at)
-                series = durations.get((state, policy))
+                seconds = max(0.0, at - event.flow_started_at)
+                series = durations.get((dest, policy))
                 if series is None:
-                    series = durations[(state, policy)] = (
+                    series = durations[(dest, policy)] = (
                         [0] * (len(DURATION_BUCKETS) + 1),
                         [0.0],
                     )
@@ -159,21 +223,24 @@ class ActivationMetrics:
 
         self._drain()
         with self._lock:
-            transitions = dict(self._transitions)
+            transitions = [
+                ([source._value_, dest._value_, trigger._value_, policy], count)
+                for ((source, dest, trigger), policy), count in self._transitions.items()
+            ]
             outcomes = dict(self._outcomes)
             durations = {k: (list(v[0]), v[1][0]) for k, v in self._durations.items()}
         name = self.namespace
         family = CounterMetricFamily(
             f"{name}_transitions",
-            "Transitions taken, by source, destination, trigger and policy.",
+            _TRANSITIONS_HELP,
             labels=["source", "dest", "trigger", "policy"],
         )
-        for labels, count in sorted(transitions.items()):
-            family.add_metric(list(labels), count)
+        for labels, count in sorted(transitions):
+            family.add_metric(labels, count)
         yield family
         outcome_family = CounterMetricFamily(
             f"{name}_outcomes",
-            "Flows brought to rest, by final state, reason and policy.",
+            _OUTCOMES_HELP,
             labels=["state", "reason", "policy"],
         )
         for outcome, count in sorted(outcomes.items()):
@@ -181,7 +248,7 @@ class ActivationMetrics:
         yield outcome_family
         histogram = HistogramMetricFamily(
             f"{name}_flow_duration_seconds",
-            "Seconds from the start of a flow to its rest, by final state and policy.",
+            _DURATIONS_HELP,
             labels=["state", "policy"],
         )
         for series, (counts, total) in sorted(durations.items()):
@@ -202,7 +269,7 @@ class ActivationMetrics:
         stores = {id(t.store): t.store for t in self._watched}
         budget = CounterMetricFamily(
             f"{name}_budget_refusals",
-            "Token requests refused (429) because the visitor's minting budget was spent.",
+            _REFUSALS_HELP,
             labels=["policy"],
         )
         for policy, count in sorted(refusals.items()):
@@ -231,67 +298,182 @@ class ActivationMetrics:
         return bytes(generate_latest(self.registry))
 
 
-class _SharedSeries:
-    """The same series as prometheus-client metrics whose values live in the multiprocess files.
+# -- multiprocess mode ---------------------------------------------------------------------------
+_USED = struct.Struct("i")  # the file's first 4 bytes: how many bytes are in use (then 4 spare)
+_INITIAL_SIZE: Final = 1 << 16  # as prometheus-client's own files
+_ENTRY_AT: Final = 8
 
-    One instance per namespace and process (the files are per process, and two
-    instances writing the same keys would each overwrite the other's count).
+
+class _MappedFile:
+    """One file of this process in prometheus-client's multiprocess format, ours alone.
+
+    The format its ``MultiProcessCollector`` reads (``prometheus_client.mmap_dict``):
+    a 4-byte count of the bytes used, 4 bytes of padding, then entries of a
+    4-byte key length, the key (JSON ``[metric, sample, labels, help]``) padded
+    to 8-byte alignment, a float64 value and a float64 timestamp. The counts
+    are addressed as float64 slots of one memoryview over the map, so that a
+    count is one float increment, never re-encoded; the file's type is the
+    first ``_``-separated part of its name. An entry is written whole before
+    the count of bytes used covers it, so a reader never sees half of one.
+    The caller holds the series' lock.
+    """
+
+    def __init__(self, path: str) -> None:
+        self._file = open(path, "a+b")  # noqa: SIM115 - open while the process counts
+        fileno = self._file.fileno()
+        capacity = os.fstat(fileno).st_size
+        if capacity == 0:
+            self._file.truncate(_INITIAL_SIZE)
+            capacity = _INITIAL_SIZE
+        self._map = mmap.mmap(fileno, capacity)
+        self.counts = memoryview(self._map).cast("d")
+        self.slots: dict[str, int] = {}  # key -> index of its value among the float64 slots
+        used = _USED.unpack_from(self._map, 0)[0]
+        if used == 0:
+            used = _ENTRY_AT
+            self._map[0:4] = _USED.pack(used)
+        else:  # a dead process's file with our pid: its counts go on, as prometheus-client's
+            at = _ENTRY_AT
+            while at < used:
+                length = _USED.unpack_from(self._map, at)[0]
+                key = bytes(self._map[at + 4 : at + 4 + length]).decode()
+                at += 4 + length + (8 - (length + 4) % 8)
+                self.slots[key] = at // 8
+                at += 16
+        self._used = used
+
+    def slot(self, key: str) -> int:
+        """The slot of ``key``'s value, added (at zero) the first time."""
+        slot = self.slots.get(key)
+        if slot is not None:
+            return slot
+        encoded = key.encode()
+        padding = b" " * (8 - (len(encoded) + 4) % 8)
+        entry = _USED.pack(len(encoded)) + encoded + padding + bytes(16)  # value, timestamp: 0.0
+        used = self._used
+        while used + len(entry) > len(self._map):
+            self._grow()
+        self._map[used : used + len(entry)] = entry
+        self._used = used = used + len(entry)
+        self._map[0:4] = _USED.pack(used)
+        slot = self.slots[key] = (used - 16) // 8
+        return slot
+
+    def _grow(self) -> None:
+        capacity = 2 * len(self._map)
+        self._file.truncate(capacity)
+        self._map = mmap.mmap(self._file.fileno(), capacity)
+        self.counts = memoryview(self._map).cast("d")  # the old map goes with its last view
+
+
+class _SharedSeries:
+    """Our series in this process's multiprocess files: the same names, labels and help.
+
+    One instance per namespace and process (two writing the same keys would
+    each overwrite the other's count). The files are opened on the first count
+    and named ``counter_<pid>-<namespace>.db`` and ``histogram_...``, beside
+    prometheus-client's own ``counter_<pid>.db``: they are ours alone, so the
+    only lock a count takes is ``lock``. Every kind of transition gets its
+    slots once: ``moves`` maps a transition's labels to its count's slot in
+    ``counts``; ``ends`` maps a flow's last transition (its labels and reason)
+    to its count's slot, its outcome's, and its histogram's sum and buckets in
+    ``durations``. A histogram series gets its sum and every bucket at once, as
+    prometheus-client's does, so every bucket is exported from the first
+    observation. A forked child starts afresh on files with its own pid
+    (``os.register_at_fork``).
     """
 
     def __init__(self, namespace: str) -> None:
-        from prometheus_client import Counter, Histogram
+        self.namespace = namespace
+        self.forget()
 
-        # registry=None: the values are read back from the files by the MultiProcessCollector
-        self.transitions = Counter(
-            f"{namespace}_transitions",
-            "Transitions taken, by source, destination, trigger and policy.",
-            ["source", "dest", "trigger", "policy"],
-            registry=None,
-        )
-        self.outcomes = Counter(
-            f"{namespace}_outcomes",
-            "Flows brought to rest, by final state, reason and policy.",
-            ["state", "reason", "policy"],
-            registry=None,
-        )
-        self.durations = Histogram(
-            f"{namespace}_flow_duration_seconds",
-            "Seconds from the start of a flow to its rest, by final state and policy.",
-            ["state", "policy"],
-            buckets=DURATION_BUCKETS,
-            registry=None,
-        )
-        self.refusals = Counter(
-            f"{namespace}_budget_refusals",
-            "Token requests refused (429) because the visitor's minting budget was spent.",
-            ["policy"],
-            registry=None,
-        )
-        self._children: dict[tuple[str, ...], Any] = {}
-        self._lock = threading.Lock()
+    def forget(self) -> None:
+        """Start with no file open (and, in a forked child, leave the parent's files alone)."""
+        self.lock = threading.Lock()
+        self.moves: dict[tuple[Any, ...], int] = {}
+        self.ends: dict[tuple[Any, ...], tuple[int, int, int, tuple[int, ...]]] = {}
+        self.counts: memoryview = memoryview(bytearray(8)).cast("d")  # the files' slots, once open
+        self.durations: memoryview = self.counts
+        self._counters: _MappedFile | None = None
+        self._histograms: _MappedFile | None = None
+        self._refusals: dict[str, int] = {}
+
+    def _files(self) -> tuple[_MappedFile, _MappedFile]:
+        """This process's two files (the caller holds the lock)."""
+        if self._counters is None or self._histograms is None:
+            directory = os.environ.get(MULTIPROC_ENV) or "."
+            name = f"{os.getpid()}-{self.namespace}.db"
+            self._counters = _MappedFile(os.path.join(directory, f"counter_{name}"))
+            self._histograms = _MappedFile(os.path.join(directory, f"histogram_{name}"))
+        return self._counters, self._histograms
+
+    def _slot(self, file: _MappedFile, metric: str, sample: str, labels: dict[str, str]) -> int:
+        """A series' slot, added the first time (which may grow a file: views are refreshed)."""
+        help_text = {
+            "transitions": _TRANSITIONS_HELP,
+            "outcomes": _OUTCOMES_HELP,
+            "flow_duration_seconds": _DURATIONS_HELP,
+            "budget_refusals": _REFUSALS_HELP,
+        }[metric]
+        name = f"{self.namespace}_{metric}"
+        slot = file.slot(json.dumps([name, f"{name}_{sample}", labels, help_text], sort_keys=True))
+        counters, histograms = self._files()
+        self.counts, self.durations = counters.counts, histograms.counts
+        return slot
 
     def refused(self, policy: str) -> None:
-        self._child(self.refusals, ("r", policy)).inc()
+        with self.lock:
+            counters, _ = self._files()
+            slot = self._refusals.get(policy)
+            if slot is None:
+                slot = self._refusals[policy] = self._slot(
+                    counters, "budget_refusals", "total", {"policy": policy}
+                )
+            self.counts[slot] += 1.0
 
-    def _child(self, metric: Any, key: tuple[str, ...]) -> Any:
-        child = self._children.get(key)
-        if child is None:
-            with self._lock:
-                child = self._children[key] = metric.labels(*key[1:])
-        return child
+    def prepare(self, event: TransitionEvent) -> tuple[int, int, int, tuple[int, ...]]:
+        """The slots of the first transition of its kind (``__call__`` counts it).
 
-    def count(self, event: TransitionEvent) -> None:
-        source, dest = event.source._value_, event.dest._value_
-        self._child(
-            self.transitions, ("t", source, dest, event.trigger._value_, event.policy)
-        ).inc()
-        if not event.ends_flow:
-            return
-        reason = "none" if event.reason is None else event.reason._name_
-        self._child(self.outcomes, ("o", dest, reason, event.policy)).inc()
-        if event.flow_started_at is not None:
-            seconds = max(0.0, event.at - event.flow_started_at)
-            self._child(self.durations, ("d", dest, event.policy)).observe(seconds)
+        The transition's count's slot first; then, for the last of a flow, its
+        outcome's, and its histogram's sum and buckets.
+        """
+        source, dest, trigger, _attempt, reason, _at = event.transition
+        policy = event.policy
+        with self.lock:
+            counters, histograms = self._files()
+            move = (source, dest, trigger, policy)
+            slot = self.moves.get(move)
+            if slot is None:
+                labels = {
+                    "source": source._value_,
+                    "dest": dest._value_,
+                    "trigger": trigger._value_,
+                    "policy": policy,
+                }
+                slot = self.moves[move] = self._slot(counters, "transitions", "total", labels)
+            if not event.ends_flow:
+                return slot, -1, -1, ()
+            plan = self.ends.get((*move, reason))
+            if plan is None:
+                state = dest._value_
+                outcome = {
+                    "state": state,
+                    "reason": "none" if reason is None else reason._name_,
+                    "policy": policy,
+                }
+                plan = (slot, self._slot(counters, "outcomes", "total", outcome), -1, ())
+            if event.flow_started_at is not None and not plan[3]:  # timed: its histogram too
+                labels = {"state": dest._value_, "policy": policy}
+                total = self._slot(histograms, "flow_duration_seconds", "sum", labels)
+                buckets = tuple(
+                    self._slot(
+                        histograms, "flow_duration_seconds", "bucket", {**labels, "le": _bound(b)}
+                    )
+                    for b in (*DURATION_BUCKETS, float("inf"))
+                )
+                plan = (plan[0], plan[1], total, buckets)
+            self.ends[(*move, reason)] = plan
+            return plan
 
 
 _SHARED: dict[str, _SharedSeries] = {}
@@ -311,6 +493,16 @@ def _shared_series(namespace: str) -> _SharedSeries:
         if shared is None:
             shared = _SHARED[namespace] = _SharedSeries(namespace)
         return shared
+
+
+def _forget_after_fork() -> None:
+    global _SHARED_LOCK  # a forked child must not inherit a lock another thread held
+    _SHARED_LOCK = threading.Lock()
+    for shared in _SHARED.values():
+        shared.forget()
+
+
+os.register_at_fork(after_in_child=_forget_after_fork)
 
 
 def _bound(value: float) -> str:
