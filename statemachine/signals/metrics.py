@@ -41,7 +41,7 @@ from collections import Counter, deque
 from collections.abc import Iterator
 from itertools import islice
 from operator import itemgetter
-from typing import TYPE_CHECKING, Any, Final
+from typing import TYPE_CHECKING, Any, Final, TypeAlias
 
 from statemachine.signals.events import TransitionEvent
 
@@ -101,8 +101,8 @@ class ActivationMetrics:
         self.namespace = namespace
         self._lock = threading.Lock()
         self._queue: deque[TransitionEvent] = deque()
-        # (source, dest, trigger) members (str enums: str's hash), policy -> count
-        self._transitions: Counter[tuple[tuple[Any, ...], str]] = Counter()
+        # per policy: (source, dest, trigger) members (str enums: str's hash) -> count
+        self._transitions: dict[str, Counter[tuple[Any, ...]]] = {}
         self._outcomes: dict[tuple[str, str, str], int] = {}
         # per (state, policy): a count per bucket (the last is +Inf), and the sum
         self._durations: dict[tuple[str, str], tuple[list[int], list[float]]] = {}
@@ -149,39 +149,50 @@ class ActivationMetrics:
                 self._drain()
             return
         # Multiprocess: counted now, in this process's files (see _SharedSeries); inline, as a
-        # listener runs on every step of every visitor: a dictionary look-up, then one lock for
-        # the float increments (one, or four when the flow ends).
-        transition = event.transition
-        if not event.ends_flow:
-            slot = shared.moves.get((transition[0], transition[1], transition[2], event.policy))
-            if slot is None:
-                slot = shared.prepare(event)[0]
+        # listener runs on every step of every visitor: a dictionary look-up for the series'
+        # cells, then one lock for the float increments (one, or four when the flow ends).
+        # Fields by position (a named tuple's index is cheaper than its name): the event's
+        # transition [1], policy [3], flow start [4], whether it ends the flow [5]; the
+        # transition's source, dest, trigger [0:3], reason [4], time [5].
+        transition = event[1]
+        if not event[5]:
+            cell = shared.moves.get((transition[0], transition[1], transition[2], event[3]))
+            if cell is None:
+                cell = shared.prepare(event)[0]
             lock = shared.lock
-            lock.acquire()
+            lock.acquire()  # not ``with``: it looks up and binds two methods per use
             try:
-                shared.counts[slot] += 1.0
+                cell[0] += 1.0
             finally:
                 lock.release()
             return
+        started = event[4]
         plan = shared.ends.get(
-            (transition[0], transition[1], transition[2], event.policy, transition[4])
+            (transition[0], transition[1], transition[2], event[3], transition[4])
         )
-        started = event.flow_started_at
         if plan is None or (started is not None and not plan[3]):
             plan = shared.prepare(event)
         lock = shared.lock
+        if started is None:
+            lock.acquire()
+            try:
+                plan[0][0] += 1.0  # the transition
+                plan[1][0] += 1.0  # the outcome
+            finally:
+                lock.release()
+            return
+        seconds = transition[5] - started  # type: ignore[operator] # the core stamps every entry
+        if seconds < 0.0:
+            seconds = 0.0
+        bucket = plan[3][bisect.bisect_left(DURATION_BUCKETS, seconds)]
+        total = plan[2]
+        assert total is not None  # a timed flow's plan has its histogram
         lock.acquire()
         try:
-            counts = shared.counts
-            counts[plan[0]] += 1.0  # the transition
-            counts[plan[1]] += 1.0  # the outcome
-            if started is not None:
-                seconds = transition[5] - started
-                if seconds < 0.0:
-                    seconds = 0.0
-                durations = shared.durations
-                durations[plan[2]] += seconds
-                durations[plan[3][bisect.bisect_left(DURATION_BUCKETS, seconds)]] += 1.0
+            plan[0][0] += 1.0
+            plan[1][0] += 1.0
+            total[0] += seconds  # the duration's sum, then its bucket
+            bucket[0] += 1.0
         finally:
             lock.release()
 
@@ -197,7 +208,13 @@ class ActivationMetrics:
             batch = list(islice(iter(queue.popleft, None), len(queue)))
             if not batch:
                 return
-            self._transitions.update(zip(map(_MOVE, map(_TRANSITION, batch)), map(_POLICY, batch)))
+            policies = set(map(_POLICY, batch))
+            moves = map(_MOVE, map(_TRANSITION, batch))
+            if len(policies) == 1:  # as a rule (one policy per app): 3-tuple keys, all in C
+                self._moves(policies.pop()).update(moves)
+            else:
+                for policy, move in zip(map(_POLICY, batch), moves, strict=True):
+                    self._moves(policy)[move] += 1
             outcomes, durations = self._outcomes, self._durations
             for event in filter(_ENDS_FLOW, batch):
                 policy = event.policy
@@ -207,7 +224,7 @@ class ActivationMetrics:
                 outcomes[outcome] = outcomes.get(outcome, 0) + 1
                 if event.flow_started_at is None:
                     continue
-                seconds = max(0.0, at - event.flow_started_at)
+                seconds = max(0.0, at - event.flow_started_at)  # type: ignore[operator] # stamped
                 series = durations.get((dest, policy))
                 if series is None:
                     series = durations[(dest, policy)] = (
@@ -217,6 +234,12 @@ class ActivationMetrics:
                 series[0][bisect.bisect_left(DURATION_BUCKETS, seconds)] += 1
                 series[1][0] += seconds
 
+    def _moves(self, policy: str) -> Counter[tuple[Any, ...]]:
+        moves = self._transitions.get(policy)
+        if moves is None:
+            moves = self._transitions[policy] = Counter()
+        return moves
+
     def collect(self) -> Iterator[Any]:
         """What prometheus-client reads at scrape time."""
         from prometheus_client.core import CounterMetricFamily, HistogramMetricFamily
@@ -225,7 +248,8 @@ class ActivationMetrics:
         with self._lock:
             transitions = [
                 ([source._value_, dest._value_, trigger._value_, policy], count)
-                for ((source, dest, trigger), policy), count in self._transitions.items()
+                for policy, moves in self._transitions.items()
+                for (source, dest, trigger), count in moves.items()
             ]
             outcomes = dict(self._outcomes)
             durations = {k: (list(v[0]), v[1][0]) for k, v in self._durations.items()}
@@ -302,6 +326,8 @@ class ActivationMetrics:
 _USED = struct.Struct("i")  # the file's first 4 bytes: how many bytes are in use (then 4 spare)
 _INITIAL_SIZE: Final = 1 << 16  # as prometheus-client's own files
 _ENTRY_AT: Final = 8
+_Cell: TypeAlias = "memoryview[float]"
+"""One float64 of a file, counted in place."""
 
 
 class _MappedFile:
@@ -310,12 +336,13 @@ class _MappedFile:
     The format its ``MultiProcessCollector`` reads (``prometheus_client.mmap_dict``):
     a 4-byte count of the bytes used, 4 bytes of padding, then entries of a
     4-byte key length, the key (JSON ``[metric, sample, labels, help]``) padded
-    to 8-byte alignment, a float64 value and a float64 timestamp. The counts
-    are addressed as float64 slots of one memoryview over the map, so that a
-    count is one float increment, never re-encoded; the file's type is the
-    first ``_``-separated part of its name. An entry is written whole before
-    the count of bytes used covers it, so a reader never sees half of one.
-    The caller holds the series' lock.
+    to 8-byte alignment, a float64 value and a float64 timestamp (0.0 for a
+    count). A series' value is a *cell*: a memoryview of its one float64 in
+    the map, so that counting is one float increment, never re-encoded. An
+    entry is written whole before the count of bytes used covers it, so a
+    reader never sees half of one. When the file grows, it is mapped anew;
+    the cells already given keep the old map alive, and it maps the same
+    bytes of the same file. The caller holds the series' lock.
     """
 
     def __init__(self, path: str) -> None:
@@ -326,8 +353,7 @@ class _MappedFile:
             self._file.truncate(_INITIAL_SIZE)
             capacity = _INITIAL_SIZE
         self._map = mmap.mmap(fileno, capacity)
-        self.counts = memoryview(self._map).cast("d")
-        self.slots: dict[str, int] = {}  # key -> index of its value among the float64 slots
+        self._cells: dict[str, _Cell] = {}
         used = _USED.unpack_from(self._map, 0)[0]
         if used == 0:
             used = _ENTRY_AT
@@ -338,32 +364,31 @@ class _MappedFile:
                 length = _USED.unpack_from(self._map, at)[0]
                 key = bytes(self._map[at + 4 : at + 4 + length]).decode()
                 at += 4 + length + (8 - (length + 4) % 8)
-                self.slots[key] = at // 8
+                self._cells[key] = self._cell(at)
                 at += 16
         self._used = used
 
-    def slot(self, key: str) -> int:
-        """The slot of ``key``'s value, added (at zero) the first time."""
-        slot = self.slots.get(key)
-        if slot is not None:
-            return slot
+    def cell(self, key: str) -> _Cell:
+        """The cell of ``key``'s value, added (at zero) the first time."""
+        cell = self._cells.get(key)
+        if cell is not None:
+            return cell
         encoded = key.encode()
         padding = b" " * (8 - (len(encoded) + 4) % 8)
         entry = _USED.pack(len(encoded)) + encoded + padding + bytes(16)  # value, timestamp: 0.0
         used = self._used
         while used + len(entry) > len(self._map):
-            self._grow()
+            capacity = 2 * len(self._map)
+            self._file.truncate(capacity)
+            self._map = mmap.mmap(self._file.fileno(), capacity)
         self._map[used : used + len(entry)] = entry
         self._used = used = used + len(entry)
         self._map[0:4] = _USED.pack(used)
-        slot = self.slots[key] = (used - 16) // 8
-        return slot
+        cell = self._cells[key] = self._cell(used - 16)
+        return cell
 
-    def _grow(self) -> None:
-        capacity = 2 * len(self._map)
-        self._file.truncate(capacity)
-        self._map = mmap.mmap(self._file.fileno(), capacity)
-        self.counts = memoryview(self._map).cast("d")  # the old map goes with its last view
+    def _cell(self, at: int) -> _Cell:
+        return memoryview(self._map)[at : at + 8].cast("d")
 
 
 class _SharedSeries:
@@ -374,10 +399,10 @@ class _SharedSeries:
     and named ``counter_<pid>-<namespace>.db`` and ``histogram_...``, beside
     prometheus-client's own ``counter_<pid>.db``: they are ours alone, so the
     only lock a count takes is ``lock``. Every kind of transition gets its
-    slots once: ``moves`` maps a transition's labels to its count's slot in
-    ``counts``; ``ends`` maps a flow's last transition (its labels and reason)
-    to its count's slot, its outcome's, and its histogram's sum and buckets in
-    ``durations``. A histogram series gets its sum and every bucket at once, as
+    cells once: ``moves`` maps a transition's labels to its count's cell;
+    ``ends`` maps a flow's last transition (its labels and reason) to its
+    count's cell, its outcome's, and its histogram's sum and buckets. A
+    histogram series gets its sum and every bucket at once, as
     prometheus-client's does, so every bucket is exported from the first
     observation. A forked child starts afresh on files with its own pid
     (``os.register_at_fork``).
@@ -390,13 +415,11 @@ class _SharedSeries:
     def forget(self) -> None:
         """Start with no file open (and, in a forked child, leave the parent's files alone)."""
         self.lock = threading.Lock()
-        self.moves: dict[tuple[Any, ...], int] = {}
-        self.ends: dict[tuple[Any, ...], tuple[int, int, int, tuple[int, ...]]] = {}
-        self.counts: memoryview = memoryview(bytearray(8)).cast("d")  # the files' slots, once open
-        self.durations: memoryview = self.counts
+        self.moves: dict[tuple[Any, ...], _Cell] = {}
+        self.ends: dict[tuple[Any, ...], _Plan] = {}
+        self._refusals: dict[str, _Cell] = {}
         self._counters: _MappedFile | None = None
         self._histograms: _MappedFile | None = None
-        self._refusals: dict[str, int] = {}
 
     def _files(self) -> tuple[_MappedFile, _MappedFile]:
         """This process's two files (the caller holds the lock)."""
@@ -407,8 +430,7 @@ class _SharedSeries:
             self._histograms = _MappedFile(os.path.join(directory, f"histogram_{name}"))
         return self._counters, self._histograms
 
-    def _slot(self, file: _MappedFile, metric: str, sample: str, labels: dict[str, str]) -> int:
-        """A series' slot, added the first time (which may grow a file: views are refreshed)."""
+    def _cell(self, file: _MappedFile, metric: str, sample: str, labels: dict[str, str]) -> _Cell:
         help_text = {
             "transitions": _TRANSITIONS_HELP,
             "outcomes": _OUTCOMES_HELP,
@@ -416,43 +438,40 @@ class _SharedSeries:
             "budget_refusals": _REFUSALS_HELP,
         }[metric]
         name = f"{self.namespace}_{metric}"
-        slot = file.slot(json.dumps([name, f"{name}_{sample}", labels, help_text], sort_keys=True))
-        counters, histograms = self._files()
-        self.counts, self.durations = counters.counts, histograms.counts
-        return slot
+        return file.cell(json.dumps([name, f"{name}_{sample}", labels, help_text], sort_keys=True))
 
     def refused(self, policy: str) -> None:
         with self.lock:
-            counters, _ = self._files()
-            slot = self._refusals.get(policy)
-            if slot is None:
-                slot = self._refusals[policy] = self._slot(
+            cell = self._refusals.get(policy)
+            if cell is None:
+                counters, _ = self._files()
+                cell = self._refusals[policy] = self._cell(
                     counters, "budget_refusals", "total", {"policy": policy}
                 )
-            self.counts[slot] += 1.0
+            cell[0] += 1.0
 
-    def prepare(self, event: TransitionEvent) -> tuple[int, int, int, tuple[int, ...]]:
-        """The slots of the first transition of its kind (``__call__`` counts it).
+    def prepare(self, event: TransitionEvent) -> _Plan:
+        """The cells of the first transition of its kind (``__call__`` counts it).
 
-        The transition's count's slot first; then, for the last of a flow, its
-        outcome's, and its histogram's sum and buckets.
+        The transition's count's cell first; then, for the last of a flow, its
+        outcome's, and once it is timed, its histogram's sum and buckets.
         """
         source, dest, trigger, _attempt, reason, _at = event.transition
         policy = event.policy
         with self.lock:
             counters, histograms = self._files()
             move = (source, dest, trigger, policy)
-            slot = self.moves.get(move)
-            if slot is None:
+            cell = self.moves.get(move)
+            if cell is None:
                 labels = {
                     "source": source._value_,
                     "dest": dest._value_,
                     "trigger": trigger._value_,
                     "policy": policy,
                 }
-                slot = self.moves[move] = self._slot(counters, "transitions", "total", labels)
+                cell = self.moves[move] = self._cell(counters, "transitions", "total", labels)
             if not event.ends_flow:
-                return slot, -1, -1, ()
+                return cell, cell, None, ()
             plan = self.ends.get((*move, reason))
             if plan is None:
                 state = dest._value_
@@ -461,12 +480,12 @@ class _SharedSeries:
                     "reason": "none" if reason is None else reason._name_,
                     "policy": policy,
                 }
-                plan = (slot, self._slot(counters, "outcomes", "total", outcome), -1, ())
-            if event.flow_started_at is not None and not plan[3]:  # timed: its histogram too
+                plan = (cell, self._cell(counters, "outcomes", "total", outcome), None, ())
+            if event.flow_started_at is not None and not plan[3]:
                 labels = {"state": dest._value_, "policy": policy}
-                total = self._slot(histograms, "flow_duration_seconds", "sum", labels)
+                total = self._cell(histograms, "flow_duration_seconds", "sum", labels)
                 buckets = tuple(
-                    self._slot(
+                    self._cell(
                         histograms, "flow_duration_seconds", "bucket", {**labels, "le": _bound(b)}
                     )
                     for b in (*DURATION_BUCKETS, float("inf"))
@@ -475,6 +494,9 @@ class _SharedSeries:
             self.ends[(*move, reason)] = plan
             return plan
 
+
+_Plan: TypeAlias = "tuple[_Cell, _Cell, _Cell | None, tuple[_Cell, ...]]"
+"""A flow's last transition: its count's cell, its outcome's, its duration's sum and buckets."""
 
 _SHARED: dict[str, _SharedSeries] = {}
 _SHARED_LOCK = threading.Lock()
