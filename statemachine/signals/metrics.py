@@ -390,6 +390,10 @@ class _MappedFile:
     def _cell(self, at: int) -> _Cell:
         return memoryview(self._map)[at : at + 8].cast("d")
 
+    def close(self) -> None:
+        """Close the file; the maps, and the cells in them, stay (they hold their own handle)."""
+        self._file.close()
+
 
 class _SharedSeries:
     """Our series in this process's multiprocess files: the same names, labels and help.
