@@ -103,9 +103,9 @@ class ActivationMetrics:
         self._queue: deque[TransitionEvent] = deque()
         # per policy: (source, dest, trigger) members (str enums: str's hash) -> count
         self._transitions: dict[str, Counter[tuple[Any, ...]]] = {}
-        self._outcomes: dict[tuple[str, str, str], int] = {}
-        # per (state, policy): a count per bucket (the last is +Inf), and the sum
-        self._durations: dict[tuple[str, str], tuple[list[int], list[float]]] = {}
+        # per flow's end, (dest, reason, policy) members: its count, a count per bucket of its
+        # duration (the last is +Inf) and their sum; one look-up per flow counts both
+        self._ends: dict[tuple[Any, Any, str], list[float]] = {}
         self._watched: list[Any] = []  # trackers whose store's counters are exported too
         self._refusals: dict[str, int] = {}  # per policy: token requests over the budget
         self.registry = registry if registry is not None else CollectorRegistry()
@@ -215,24 +215,22 @@ class ActivationMetrics:
             else:
                 for policy, move in zip(map(_POLICY, batch), moves, strict=True):
                     self._moves(policy)[move] += 1
-            outcomes, durations = self._outcomes, self._durations
+            ends = self._ends
             for event in filter(_ENDS_FLOW, batch):
-                policy = event.policy
-                _source, state, _trigger, _attempt, reason, at = event.transition
-                dest = state._value_
-                outcome = (dest, "none" if reason is None else reason._name_, policy)
-                outcomes[outcome] = outcomes.get(outcome, 0) + 1
-                if event.flow_started_at is None:
-                    continue
-                seconds = max(0.0, at - event.flow_started_at)  # type: ignore[operator] # stamped
-                series = durations.get((dest, policy))
+                transition = event[1]  # (source, dest, trigger, attempt, reason, at)
+                key = (transition[1], transition[4], event[3])  # dest, reason, policy
+                series = ends.get(key)
                 if series is None:
-                    series = durations[(dest, policy)] = (
-                        [0] * (len(DURATION_BUCKETS) + 1),
-                        [0.0],
-                    )
-                series[0][bisect.bisect_left(DURATION_BUCKETS, seconds)] += 1
-                series[1][0] += seconds
+                    series = ends[key] = [0] * (len(DURATION_BUCKETS) + 2) + [0.0]
+                series[0] += 1
+                started = event[4]  # the flow's start
+                if started is None:
+                    continue
+                seconds = transition[5] - started  # type: ignore[operator] # the core stamps it
+                if seconds < 0.0:
+                    seconds = 0.0
+                series[1 + bisect.bisect_left(DURATION_BUCKETS, seconds)] += 1
+                series[-1] += seconds
 
     def _moves(self, policy: str) -> Counter[tuple[Any, ...]]:
         moves = self._transitions.get(policy)
@@ -251,8 +249,19 @@ class ActivationMetrics:
                 for policy, moves in self._transitions.items()
                 for (source, dest, trigger), count in moves.items()
             ]
-            outcomes = dict(self._outcomes)
-            durations = {k: (list(v[0]), v[1][0]) for k, v in self._durations.items()}
+            ends = [(key, list(series)) for key, series in self._ends.items()]
+        outcomes: dict[tuple[str, str, str], int] = {}
+        durations: dict[tuple[str, str], tuple[list[int], float]] = {}
+        for (dest, reason, policy), (count, *timed, seconds) in ends:
+            state = dest._value_
+            outcomes[(state, "none" if reason is None else reason._name_, policy)] = int(count)
+            if not any(timed):  # no flow that ended so was timed
+                continue
+            counts, total = durations.get((state, policy), ([0] * len(timed), 0.0))
+            durations[(state, policy)] = (
+                [int(a + b) for a, b in zip(counts, timed, strict=True)],
+                total + seconds,
+            )
         name = self.namespace
         family = CounterMetricFamily(
             f"{name}_transitions",
@@ -276,7 +285,7 @@ class ActivationMetrics:
             labels=["state", "policy"],
         )
         for series, (counts, total) in sorted(durations.items()):
-            cumulative, buckets = 0, []
+            cumulative, buckets = 0, []  # (bound, cumulative count)
             for bound, count in zip((*DURATION_BUCKETS, float("inf")), counts, strict=True):
                 cumulative += count
                 buckets.append((_bound(bound), cumulative))
