@@ -12,21 +12,23 @@ files in that directory and ``render()`` sums every file: each scrape, on any
 worker, shows the whole machine. Clear the directory when the server starts
 (counts of earlier runs would be summed too).
 
-The counts live in plain dictionaries under one lock, and prometheus-client
-reads them only when scraped (a custom collector). A transition is only
-appended to a queue (atomic, no lock); the queue is counted in batches, and
-always before a scrape, so a scrape sees every transition that happened
-before it. That keeps metrics within a few per cent of a visitor's flow.
+In one process the counts live in plain dictionaries under one lock, and
+prometheus-client reads them only when scraped (a custom collector). A
+transition is only appended to a queue (atomic, no lock); the queue is
+counted in batches (in C for the transitions; one look-up per flow's end for
+its outcome and duration), and always before a scrape, so a scrape sees
+every transition that happened before it.
 
 In multiprocess mode a transition is counted at once, in the memory-mapped
-file, so that a scrape answered by another worker right after it sees it: a
-listener cannot tell when the request that caused a transition answers, so
-it cannot wait for that to write a batch. The write is what makes it cheap:
-our own files in prometheus-client's file format (what its
-``MultiProcessCollector`` reads), where a series is a slot found by one
-dictionary look-up and counted by one float increment under one lock (not
-prometheus-client's per-value lock, process-id check and packing: 1.4 µs per
-increment, most of the listener's cost in a flow).
+files, so that a scrape answered by another worker right after the request
+that caused it sees it: a listener cannot tell when that request answers, so
+it cannot hold a batch back until then. What makes it cheap is the write:
+the files are ours (named beside prometheus-client's own, in its format,
+which its ``MultiProcessCollector`` reads and sums), each series a float64
+*cell* found by one dictionary look-up and incremented in place under one
+lock per transition (four cells at a flow's end), where prometheus-client's
+own values take its process-wide lock, check the process id and pack the
+value for every one of a flow's six increments.
 """
 
 from __future__ import annotations
