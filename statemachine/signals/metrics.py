@@ -539,7 +539,8 @@ def _forget_after_fork() -> None:
         shared.forget()
 
 
-os.register_at_fork(after_in_child=_forget_after_fork)
+if hasattr(os, "register_at_fork"):  # POSIX: nothing forks elsewhere
+    os.register_at_fork(after_in_child=_forget_after_fork)
 
 
 def _bound(value: float) -> str:
