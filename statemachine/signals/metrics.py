@@ -33,12 +33,12 @@ value for every one of a flow's six increments.
 
 from __future__ import annotations
 
-import bisect
 import json
 import mmap
 import os
 import struct
 import threading
+from bisect import bisect_left
 from collections import Counter, deque
 from collections.abc import Iterator
 from itertools import islice
@@ -172,27 +172,26 @@ class ActivationMetrics:
         plan = shared.ends.get(
             (transition[0], transition[1], transition[2], event[3], transition[4])
         )
-        if plan is None or (started is not None and not plan[3]):
+        if plan is None or (started is not None and plan[2] is None):
             plan = shared.prepare(event)
+        moved, ended, total, buckets = plan  # the transition's cell, the outcome's, the histogram's
         lock = shared.lock
-        if started is None:
+        if started is None or total is None:
             lock.acquire()
             try:
-                plan[0][0] += 1.0  # the transition
-                plan[1][0] += 1.0  # the outcome
+                moved[0] += 1.0
+                ended[0] += 1.0
             finally:
                 lock.release()
             return
         seconds = transition[5] - started  # type: ignore[operator] # the core stamps every entry
         if seconds < 0.0:
             seconds = 0.0
-        bucket = plan[3][bisect.bisect_left(DURATION_BUCKETS, seconds)]
-        total = plan[2]
-        assert total is not None  # a timed flow's plan has its histogram
+        bucket = buckets[bisect_left(DURATION_BUCKETS, seconds)]
         lock.acquire()
         try:
-            plan[0][0] += 1.0
-            plan[1][0] += 1.0
+            moved[0] += 1.0
+            ended[0] += 1.0
             total[0] += seconds  # the duration's sum, then its bucket
             bucket[0] += 1.0
         finally:
@@ -231,7 +230,7 @@ class ActivationMetrics:
                 seconds = transition[5] - started  # type: ignore[operator] # the core stamps it
                 if seconds < 0.0:
                     seconds = 0.0
-                series[1 + bisect.bisect_left(DURATION_BUCKETS, seconds)] += 1
+                series[1 + bisect_left(DURATION_BUCKETS, seconds)] += 1
                 series[-1] += seconds
 
     def _moves(self, policy: str) -> Counter[tuple[Any, ...]]:
