@@ -123,7 +123,7 @@ def _commands(url: str, mint: Any) -> dict[str, tuple[list[str], list[str]]]:
             ("token request, refresh", partial(token, "c", "g" + flow, mint)),
             ("logout", partial(logout, "c")),
         ):
-            with commands_sent(store.client()) as sent:
+            with commands_sent(store) as sent:
                 action()
             seen.setdefault(name, []).append(list(sent))
         store.close()

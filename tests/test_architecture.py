@@ -95,6 +95,7 @@ LAYERS: list[tuple[str, tuple[str, ...]]] = [
             "statemachine.stores.base",
             "statemachine.stores.memory",
             "statemachine.stores.redis",
+            "statemachine.stores._lane",
         ),
     ),
     (

@@ -65,7 +65,7 @@ def test_round_trips_per_event(redis_server: Any, issuer: TokenIssuer) -> None:
     sent: list[str] = []
 
     def count(action: Any) -> int:
-        with commands_sent(store.client()) as seen:
+        with commands_sent(store) as seen:
             action()
         sent[:] = seen
         return len(seen)

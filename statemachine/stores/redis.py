@@ -27,6 +27,12 @@ Three properties hold against a real deployment's faults:
 
 Every failure of the client (refused, reset, timed out, an error reply) is a
 ``StoreError`` with a one-line message, never a traceback.
+
+The asyncio face runs its two scripts through a lean lane of its own
+(``stores._lane``: one pipelined connection per event loop, commands packed
+once, replies parsed by hiredis) wherever it can serve the URL (plain
+``redis://`` and ``unix://``); everything else, and every other command,
+goes through redis-py. The lane keeps the bounds above.
 """
 
 from __future__ import annotations
@@ -40,6 +46,7 @@ from typing import TYPE_CHECKING, Any, Final, NamedTuple
 from urllib.parse import unquote
 
 from statemachine.signals import logs
+from statemachine.stores._lane import AsyncLane, BlockingLane, LaneSettings, Script
 from statemachine.stores.base import StoreError, Versioned
 
 if TYPE_CHECKING:
@@ -91,6 +98,9 @@ redis.call('HSET', KEYS[1], 'v', ARGV[4], 'd', ARGV[2])
 redis.call('PEXPIRE', KEYS[1], ARGV[3])
 return {1, t[1], t[2]}
 """
+
+_LOAD_SCRIPT: Final = Script(_LOAD)
+_CAS_SCRIPT: Final = Script(_CAS)
 
 _WRITE_ID_BITS: Final = 52
 """Random bits per write id: exact in a Lua number, collisions never expected."""
@@ -254,6 +264,15 @@ class RedisStore:
         self.skipped_shards: tuple[str, ...] = ()
         """The shards the last listing could not reach (down or unreachable)."""
         self._async_client = async_client
+        # The two scripts take the lean lanes where they serve the URL (see stores._lane);
+        # a client the host passes in is used as given.
+        lane = LaneSettings.from_url(url, self._timeout) if url is not None else None
+        self._lane_settings = lane if async_client is None else None
+        self._lane: AsyncLane | None = None
+        self._lanes: dict[asyncio.AbstractEventLoop, AsyncLane] = {}
+        self._blocking_lane = (
+            BlockingLane(lane, max_connections) if lane is not None and client is None else None
+        )
         if client is not None:
             client = _bounded_sync(client, self._options(), self._timeout, max_connections)
         self._client = client
@@ -340,7 +359,10 @@ class RedisStore:
     def load(self, key: str) -> Versioned | None:
         self._first_use()
         try:
-            reply = _run_script(self.client(), _LOAD, self.prefix + key, [])
+            if self._blocking_lane is not None:
+                reply = self._blocking_lane.run(_LOAD_SCRIPT, self.prefix + key, ())
+            else:
+                reply = _run_script(self.client(), _LOAD, self.prefix + key, [])
         except Exception as error:  # noqa: BLE001 - every client failure is a StoreError
             raise _fail("read", error) from None
         return self._loaded(reply)
@@ -359,7 +381,10 @@ class RedisStore:
         write_id = _write_id()
         args = self._cas_args(expected, data, ttl, write_id, now)
         try:
-            reply = _run_script(self.client(), _CAS, self.prefix + key, args)
+            if self._blocking_lane is not None:
+                reply = self._blocking_lane.run(_CAS_SCRIPT, self.prefix + key, tuple(args))
+            else:
+                reply = _run_script(self.client(), _CAS, self.prefix + key, args)
         except Exception as error:  # noqa: BLE001
             raise _fail("write", error) from None
         return self._written(reply, write_id, data)
@@ -392,6 +417,8 @@ class RedisStore:
         return KeyListing(found[:limit], self.skipped_shards)
 
     def close(self) -> None:
+        if self._blocking_lane is not None:
+            self._blocking_lane.close()
         if self._client is not None:
             self._client.close()
             for watcher in _sentinels_of(self._client):
@@ -399,10 +426,14 @@ class RedisStore:
 
     # -- asyncio ---------------------------------------------------------
     async def aload(self, key: str) -> Versioned | None:
-        await self._afirst_use()
+        if not self._warned:
+            await self._afirst_use()
         try:
-            async with asyncio.timeout(self._deadline):
-                reply = await _arun_script(self.async_client(), _LOAD, self.prefix + key, [])
+            if self._lane_settings is not None:
+                reply = await self._alane().run(_LOAD_SCRIPT, self.prefix + key, ())
+            else:
+                async with asyncio.timeout(self._deadline):
+                    reply = await _arun_script(self.async_client(), _LOAD, self.prefix + key, [])
         except Exception as error:  # noqa: BLE001
             raise _fail("read", error) from None
         return self._loaded(reply)
@@ -417,15 +448,33 @@ class RedisStore:
         now: float | None = None,
         in_flight_for: float = 0.0,  # noqa: ARG002 - Redis with noeviction never drops a visitor
     ) -> tuple[bool, Versioned | None]:
-        await self._afirst_use()
+        if not self._warned:
+            await self._afirst_use()
         write_id = _write_id()
         args = self._cas_args(expected, data, ttl, write_id, now)
         try:
-            async with asyncio.timeout(self._deadline):
-                reply = await _arun_script(self.async_client(), _CAS, self.prefix + key, args)
+            if self._lane_settings is not None:
+                reply = await self._alane().run(_CAS_SCRIPT, self.prefix + key, tuple(args))
+            else:
+                async with asyncio.timeout(self._deadline):
+                    reply = await _arun_script(self.async_client(), _CAS, self.prefix + key, args)
         except Exception as error:  # noqa: BLE001
             raise _fail("write", error) from None
         return self._written(reply, write_id, data)
+
+    def _alane(self) -> AsyncLane:
+        """This event loop's lane (a store may serve several loops, one after another)."""
+        loop = asyncio.get_running_loop()
+        lane = self._lane
+        if lane is None or lane.loop is not loop:
+            lane = self._lanes.get(loop)
+            if lane is None:
+                assert self._lane_settings is not None
+                live = {old: kept for old, kept in self._lanes.items() if not old.is_closed()}
+                lane = live[loop] = AsyncLane(self._lane_settings, loop)
+                self._lanes = live
+            self._lane = lane
+        return lane
 
     async def akeys(self, limit: int = 1_000) -> list[str]:
         return (await self.alisting(limit)).keys
@@ -453,6 +502,9 @@ class RedisStore:
         return KeyListing(found[:limit], self.skipped_shards)
 
     async def aclose(self) -> None:
+        lanes, self._lanes, self._lane = self._lanes, {}, None
+        for lane in lanes.values():
+            lane.close()
         if self._async_client is not None:
             await self._async_client.aclose()
             for watcher in _sentinels_of(self._async_client):
