@@ -343,8 +343,9 @@ _Cell: TypeAlias = "memoryview[float]"
 class _MappedFile:
     """One file of this process in prometheus-client's multiprocess format, ours alone.
 
-    The format its ``MultiProcessCollector`` reads (``prometheus_client.mmap_dict``):
-    a 4-byte count of the bytes used, 4 bytes of padding, then entries of a
+    The format its ``MultiProcessCollector`` reads (``prometheus_client.mmap_dict``,
+    the same since 0.19; pyproject bounds the version and tests/test_metrics.py
+    reads our files back with prometheus-client's own reader): a 4-byte count of the bytes used, 4 bytes of padding, then entries of a
     4-byte key length, the key (JSON ``[metric, sample, labels, help]``) padded
     to 8-byte alignment, a float64 value and a float64 timestamp (0.0 for a
     count). A series' value is a *cell*: a memoryview of its one float64 in
