@@ -344,16 +344,17 @@ class _MappedFile:
     """One file of this process in prometheus-client's multiprocess format, ours alone.
 
     The format its ``MultiProcessCollector`` reads (``prometheus_client.mmap_dict``,
-    the same since 0.19; pyproject bounds the version and tests/test_metrics.py
-    reads our files back with prometheus-client's own reader): a 4-byte count of the bytes used, 4 bytes of padding, then entries of a
-    4-byte key length, the key (JSON ``[metric, sample, labels, help]``) padded
-    to 8-byte alignment, a float64 value and a float64 timestamp (0.0 for a
-    count). A series' value is a *cell*: a memoryview of its one float64 in
-    the map, so that counting is one float increment, never re-encoded. An
-    entry is written whole before the count of bytes used covers it, so a
-    reader never sees half of one. When the file grows, it is mapped anew;
-    the cells already given keep the old map alive, and it maps the same
-    bytes of the same file. The caller holds the series' lock.
+    the same since 0.19: pyproject bounds the version, and tests/test_metrics.py
+    reads our files back with prometheus-client's own reader): a 4-byte count of
+    the bytes used, 4 bytes of padding, then entries of a 4-byte key length, the
+    key (JSON ``[metric, sample, labels, help]``) padded to 8-byte alignment, a
+    float64 value and a float64 timestamp (0.0 for a count). A series' value is
+    a *cell*: a memoryview of its one float64 in the map, so that counting is
+    one float increment, never re-encoded. An entry is written whole before the
+    count of bytes used covers it, so a reader never sees half of one. When the
+    file grows, it is mapped anew; the cells already given keep the old map
+    alive, and it maps the same bytes of the same file. The caller holds the
+    series' lock.
     """
 
     def __init__(self, path: str) -> None:
