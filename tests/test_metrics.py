@@ -153,6 +153,8 @@ for line in sys.stdin:  # one command a line; "ok" once done, and the process li
         os.waitpid(pid, 0)
         print(pid, flush=True)
         continue
+    elif command == "unset":  # the environment changed after the metrics were made
+        del os.environ["PROMETHEUS_MULTIPROC_DIR"]
     elif command == "render":
         print(metrics.render().decode().replace("\\n", "|"), flush=True)
         continue
@@ -170,6 +172,7 @@ class Worker:
             stdin=subprocess.PIPE,
             stdout=subprocess.PIPE,
             text=True,
+            cwd=directory.parent,
         )
 
     def ask(self, command: str) -> str:
@@ -267,6 +270,16 @@ def test_a_workers_counts_reach_a_scrape_at_once(workers: tuple[Path, list[Worke
         'secured_activation_outcomes_total{policy="defensive",reason="none",'
         'state="authenticated"} 5.0'
     ) in rendered.split("|")
+
+
+def test_counts_go_where_the_environment_said_at_the_start(
+    workers: tuple[Path, list[Worker]],
+) -> None:
+    directory, (first, _) = workers
+    assert first.ask("unset") == "ok"
+    assert first.ask("flows 2") == "ok"
+    assert _scraped(directory)[AUTHENTICATED] == 2
+    assert not list(directory.parent.glob("*.db"))  # nothing beside it, in the working directory
 
 
 def test_threads_of_one_worker_lose_no_count(workers: tuple[Path, list[Worker]]) -> None:

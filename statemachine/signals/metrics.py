@@ -424,8 +424,9 @@ class _SharedSeries:
     (``os.register_at_fork``).
     """
 
-    def __init__(self, namespace: str) -> None:
+    def __init__(self, namespace: str, directory: str) -> None:
         self.namespace = namespace
+        self.directory = directory  # as the environment said when the metrics were made
         self.forget()
 
     def forget(self) -> None:
@@ -440,10 +441,9 @@ class _SharedSeries:
     def _files(self) -> tuple[_MappedFile, _MappedFile]:
         """This process's two files (the caller holds the lock)."""
         if self._counters is None or self._histograms is None:
-            directory = os.environ.get(MULTIPROC_ENV) or "."
             name = f"{os.getpid()}-{self.namespace}.db"
-            self._counters = _MappedFile(os.path.join(directory, f"counter_{name}"))
-            self._histograms = _MappedFile(os.path.join(directory, f"histogram_{name}"))
+            self._counters = _MappedFile(os.path.join(self.directory, f"counter_{name}"))
+            self._histograms = _MappedFile(os.path.join(self.directory, f"histogram_{name}"))
         return self._counters, self._histograms
 
     def _cell(self, file: _MappedFile, metric: str, sample: str, labels: dict[str, str]) -> _Cell:
@@ -529,7 +529,7 @@ def _shared_series(namespace: str) -> _SharedSeries:
     with _SHARED_LOCK:
         shared = _SHARED.get(namespace)
         if shared is None:
-            shared = _SHARED[namespace] = _SharedSeries(namespace)
+            shared = _SHARED[namespace] = _SharedSeries(namespace, os.environ[MULTIPROC_ENV])
         return shared
 
 
