@@ -11,6 +11,7 @@ endpoints mint once per request.
 
 from __future__ import annotations
 
+import secrets
 import shutil
 import signal
 import subprocess
@@ -57,6 +58,11 @@ def _stop(process: subprocess.Popen[bytes]) -> None:
     stop_process(process, signal.SIGTERM, grace=20, group=False, killed_wait=20)
 
 
+def _nonce() -> tuple[str]:
+    """post.lua's argument: fresh per wrk run, so no run repeats an earlier run's visitors."""
+    return (secrets.token_hex(7),)
+
+
 def run(quick: bool) -> dict[str, Any]:
     if shutil.which("wrk") is None:
         return {"missing": "wrk is not installed (apt-get install wrk; .ci/run does it)"}
@@ -70,11 +76,13 @@ def run(quick: bool) -> dict[str, Any]:
                 process = _start(_command(framework, port), env, port)
                 try:
                     base = f"http://127.0.0.1:{port}"
-                    _wrk(f"{base}/bare", 1, connections, LUA)  # warm both paths up
-                    _wrk(f"{base}/activation/token", 1, connections, LUA)
+                    _wrk(f"{base}/bare", 1, connections, LUA, args=_nonce())  # warm both paths up
+                    _wrk(f"{base}/activation/token", 1, connections, LUA, args=_nonce())
                     results[framework] = {
-                        "bare": _wrk(f"{base}/bare", seconds, connections, LUA),
-                        "tracked": _wrk(f"{base}/activation/token", seconds, connections, LUA),
+                        "bare": _wrk(f"{base}/bare", seconds, connections, LUA, args=_nonce()),
+                        "tracked": _wrk(
+                            f"{base}/activation/token", seconds, connections, LUA, args=_nonce()
+                        ),
                     }
                 finally:
                     _stop(process)

@@ -333,3 +333,66 @@ def test_the_inspector_shows_a_damaged_record_instead_of_failing(client: TestCli
     states = sorted(visitor["state"] for visitor in listing.json()["visitors"])
     assert states == ["activating", "damaged"]
     assert "broken" not in listing.text
+
+
+def _raw_answer(app: Starlette, method: str, path: str, body: bytes) -> tuple[int, list[Any]]:
+    """The status and the header pairs exactly as the adapter hands them to the server."""
+    import asyncio
+
+    started: list[dict[str, Any]] = []
+    messages = [{"type": "http.request", "body": body, "more_body": False}]
+
+    async def receive() -> dict[str, Any]:
+        return messages.pop() if messages else {"type": "http.disconnect"}
+
+    async def send(message: dict[str, Any]) -> None:
+        if message["type"] == "http.response.start":
+            started.append(message)
+
+    scope = {
+        "type": "http",
+        "asgi": {"version": "3.0"},
+        "http_version": "1.1",
+        "method": method,
+        "scheme": "http",
+        "path": path,
+        "raw_path": path.encode(),
+        "query_string": b"",
+        "root_path": "",
+        "headers": [
+            (b"host", b"127.0.0.1"),
+            (b"content-type", b"application/json"),
+            (b"content-length", str(len(body)).encode()),
+            (b"x-visitor", b"v1"),
+            (b"x-user", b"u1"),
+        ],
+        "client": LOOPBACK,
+        "server": ("127.0.0.1", 80),
+    }
+    asyncio.run(app(scope, receive, send))
+    (start,) = started
+    return start["status"], list(start["headers"])
+
+
+def test_the_adapter_sends_the_cores_headers_as_they_are(issuer: TokenIssuer) -> None:
+    """JSON answers' headers are encoded once and reused: what goes out must not differ."""
+    app = host_app(AsyncActivationTracker(DefensivePolicy(), MemoryStore()), issuer)
+    json_headers = [
+        (b"content-type", b"application/json"),
+        (b"cache-control", b"no-store"),
+        (b"x-content-type-options", b"nosniff"),
+    ]
+    body = b'{"flow":"f1"}'
+    status, headers = _raw_answer(app, "POST", "/app/activation/token", body)
+    assert status == 200
+    assert headers[0][0] == b"content-length"
+    assert headers[1:] == json_headers
+    status, headers = _raw_answer(app, "GET", "/app/activation/token", b"")
+    assert status == 405
+    assert headers[1:] == [*json_headers, (b"allow", b"POST")]
+    status, headers = _raw_answer(app, "GET", "/app/activation/snippet.js", b"")
+    assert status == 200
+    assert headers[1:] == [
+        (b"content-type", b"text/javascript; charset=utf-8"),
+        (b"x-content-type-options", b"nosniff"),
+    ]

@@ -215,6 +215,16 @@ def set_cookies(answer: Any) -> dict[str, str]:
     return {line.split("=", 1)[0]: line for line in answer.headers.get_list("set-cookie")}
 
 
+def test_the_reference_host_routes_each_path_once_the_token_route_first(
+    reference: Starlette,
+) -> None:
+    """Starlette tries routes in order: the hot path first is only safe while no two share
+    a path (a later one would never answer)."""
+    paths = [getattr(route, "path", None) for route in reference.routes]
+    assert len(paths) == len(set(paths))
+    assert paths[0] == "/activation/token"
+
+
 @pytest.mark.parametrize("scheme", ["http", "https"])
 def test_reference_cookies_are_httponly_lax_and_secure_over_https(
     reference: Starlette, scheme: str

@@ -80,6 +80,12 @@ def _no_constant(name: str) -> Any:
     raise ValueError(f"{name} is not JSON")
 
 
+_DECODE: Final = json.JSONDecoder(
+    object_pairs_hook=_no_duplicates, parse_constant=_no_constant
+).decode
+"""Made once: ``json.loads`` with hooks builds a new decoder and scanner on every call."""
+
+
 def strict_json(data: bytes) -> Any:
     """JSON as JOSE requires it: UTF-8, no duplicate keys, no NaN, bounded nesting.
 
@@ -93,7 +99,7 @@ def strict_json(data: bytes) -> Any:
     if _too_deep(text):
         raise ValueError(f"nested deeper than {MAX_JSON_DEPTH}")
     try:
-        return json.loads(text, object_pairs_hook=_no_duplicates, parse_constant=_no_constant)
+        return _DECODE(text)
     except RecursionError:  # pragma: no cover - _too_deep refuses first
         raise ValueError("nested too deeply") from None
 

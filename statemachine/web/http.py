@@ -59,7 +59,7 @@ import re
 from collections.abc import Awaitable, Callable, Iterable, Iterator, Mapping, Sequence
 from functools import lru_cache
 from importlib import resources
-from types import SimpleNamespace
+from types import FunctionType, MethodType, SimpleNamespace
 from typing import Any, Final, NamedTuple
 from urllib.parse import parse_qs, urlsplit
 
@@ -99,7 +99,9 @@ HTTP_ERROR: Final = "activation.http_error"
 """Log event of the last resort and of host callables that failed: the exception's type only."""
 
 NO_STORE: Final = (("Cache-Control", "no-store"), ("X-Content-Type-Options", "nosniff"))
-_JSON_HEADERS: Final = (("Content-Type", JSON), *NO_STORE)
+JSON_HEADERS: Final = (("Content-Type", JSON), *NO_STORE)
+"""The headers of a JSON answer; ``json_response`` hands out this very tuple when it adds none,
+so an adapter may encode it once (``statemachine.web.routes``)."""
 _PROXY_HEADERS: Final = ("forwarded", "x-forwarded-for", "x-real-ip")
 _CROSS_SITE: Final = frozenset({"cross-site", "same-site"})
 _DEFAULT_PORTS: Final = {"http": 80, "https": 443}
@@ -261,7 +263,7 @@ def json_response(
     status: int, body: object, headers: tuple[tuple[str, str], ...] = ()
 ) -> HttpResponse:
     data = _ENCODE(body).encode("utf-8")
-    return HttpResponse(status, _JSON_HEADERS + headers if headers else _JSON_HEADERS, data)
+    return HttpResponse(status, JSON_HEADERS + headers if headers else JSON_HEADERS, data)
 
 
 def error_response(
@@ -650,7 +652,15 @@ class ActivationHttp(_Activation):
             return self._failed(error, request)
 
 
+_NEVER_AWAITABLE: Final = frozenset({str, bool, type(None), FunctionType, MethodType})
+"""What host callables usually return (a visitor id, a verdict, nobody, a provider function):
+types that cannot be awaited (``__await__`` would have to be on the type), so the per-request
+check skips ``inspect.isawaitable``'s ABC lookup for them."""
+
+
 async def _settle(value: Any) -> Any:
+    if type(value) in _NEVER_AWAITABLE:
+        return value
     if inspect.isawaitable(value):
         return await value
     return value

@@ -16,6 +16,7 @@ Starlette app made of them: ``app.mount("/", Starlette(routes=[...]))``.
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable, Iterable
+from typing import Final
 
 from starlette.requests import Request
 from starlette.responses import Response
@@ -25,6 +26,7 @@ from starlette.types import Receive, Scope, Send
 from statemachine.signals.metrics import ActivationMetrics
 from statemachine.tracking._faces import AsyncActivationTracker
 from statemachine.web.http import (
+    JSON_HEADERS,
     MAX_BODY,
     AsyncActivationHttp,
     AsyncInspectorHttp,
@@ -110,6 +112,14 @@ def starlette_response(answer: HttpResponse) -> Response:
     return response
 
 
+def _raw(headers: Iterable[tuple[str, str]]) -> list[tuple[bytes, bytes]]:
+    return [(name.lower().encode("latin-1"), value.encode("latin-1")) for name, value in headers]
+
+
+_RAW_JSON: Final = tuple(_raw(JSON_HEADERS))
+"""The headers of most answers (every JSON answer without extra headers), encoded once."""
+
+
 class _Endpoint:
     """One core route as a plain ASGI app: Starlette then lets every method through, so a
     wrong one is the core's JSON 405 like any other refusal."""
@@ -119,20 +129,19 @@ class _Endpoint:
     ) -> None:
         self.template = template
         self.handle = handle
+        self._fixed = "{" not in template
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         request = Request(scope, receive)
         template = self.template
         try:
-            path = template.format(**request.path_params) if "{" in template else template
+            path = template if self._fixed else template.format(**request.path_params)
             answer = await self.handle(await request_facts(request, path))
         except Exception as error:  # noqa: BLE001 - a client that went away, say
             answer = last_resort(error, template)
+        headers = answer.headers
         raw = [(b"content-length", str(len(answer.body)).encode())]
-        raw += [
-            (name.lower().encode("latin-1"), value.encode("latin-1"))
-            for name, value in answer.headers
-        ]
+        raw += _RAW_JSON if headers is JSON_HEADERS else _raw(headers)
         await send({"type": "http.response.start", "status": answer.status, "headers": raw})
         await send({"type": "http.response.body", "body": answer.body})
 
