@@ -8,27 +8,42 @@ Several worker processes behind one socket: a scrape reaches one of them, so
 per-process counts would show whichever worker answered. With
 ``PROMETHEUS_MULTIPROC_DIR`` set before the processes start (prometheus-client's
 multiprocess convention), every worker writes its counts to its own memory-mapped
-file in that directory and ``render()`` sums every file: each scrape, on any
+files in that directory and ``render()`` sums every file: each scrape, on any
 worker, shows the whole machine. Clear the directory when the server starts
 (counts of earlier runs would be summed too).
 
-The counts live in plain dictionaries under one lock, and prometheus-client
-reads them only when scraped (a custom collector). A transition is only
-appended to a queue (atomic, no lock); the queue is counted in batches, and
-always before a scrape, so a scrape sees every transition that happened
-before it. That keeps metrics within a few per cent of a visitor's flow. In
-multiprocess mode a transition costs one dictionary look-up per series and a
-write to the memory-mapped file (prometheus-client's own value, under its lock).
+In one process the counts live in plain dictionaries under one lock, and
+prometheus-client reads them only when scraped (a custom collector). A
+transition is only appended to a queue (atomic, no lock); the queue is
+counted in batches (in C for the transitions; one look-up per flow's end for
+its outcome and duration), and always before a scrape, so a scrape sees
+every transition that happened before it.
+
+In multiprocess mode a transition is counted at once, in the memory-mapped
+files, so that a scrape answered by another worker right after the request
+that caused it sees it: a listener cannot tell when that request answers, so
+it cannot hold a batch back until then. What makes it cheap is the write:
+the files are ours (named beside prometheus-client's own, in its format,
+which its ``MultiProcessCollector`` reads and sums), each series a float64
+*cell* found by one dictionary look-up and incremented in place under one
+lock per transition (four cells at a flow's end), where prometheus-client's
+own values take its process-wide lock, check the process id and pack the
+value for every one of a flow's six increments.
 """
 
 from __future__ import annotations
 
-import bisect
+import json
+import mmap
 import os
+import struct
 import threading
-from collections import deque
+from bisect import bisect_left
+from collections import Counter, deque
 from collections.abc import Iterator
-from typing import TYPE_CHECKING, Any, Final
+from itertools import islice
+from operator import itemgetter
+from typing import TYPE_CHECKING, Any, Final, TypeAlias
 
 from statemachine.signals.events import TransitionEvent
 
@@ -45,6 +60,19 @@ DRAIN_AT: Final = 256
 
 MULTIPROC_ENV: Final = "PROMETHEUS_MULTIPROC_DIR"
 """prometheus-client's variable: where every worker process writes its counts."""
+
+_TRANSITIONS_HELP: Final = "Transitions taken, by source, destination, trigger and policy."
+_OUTCOMES_HELP: Final = "Flows brought to rest, by final state, reason and policy."
+_DURATIONS_HELP: Final = "Seconds from the start of a flow to its rest, by final state and policy."
+_REFUSALS_HELP: Final = (
+    "Token requests refused (429) because the visitor's minting budget was spent."
+)
+
+# C-level getters for counting a batch (TransitionEvent and HistoryEntry are named tuples).
+_TRANSITION = itemgetter(1)
+_POLICY = itemgetter(3)
+_ENDS_FLOW = itemgetter(5)
+_MOVE = itemgetter(0, 1, 2)  # a transition's (source, dest, trigger)
 
 
 class ActivationMetrics:
@@ -75,10 +103,11 @@ class ActivationMetrics:
         self.namespace = namespace
         self._lock = threading.Lock()
         self._queue: deque[TransitionEvent] = deque()
-        self._transitions: dict[tuple[str, str, str, str], int] = {}
-        self._outcomes: dict[tuple[str, str, str], int] = {}
-        # per (state, policy): a count per bucket (the last is +Inf), and the sum
-        self._durations: dict[tuple[str, str], tuple[list[int], list[float]]] = {}
+        # per policy: (source, dest, trigger) members (str enums: str's hash) -> count
+        self._transitions: dict[str, Counter[tuple[Any, ...]]] = {}
+        # per flow's end, (dest, reason, policy) members: its count, a count per bucket of its
+        # duration (the last is +Inf) and their sum; one look-up per flow counts both
+        self._ends: dict[tuple[Any, Any, str], list[float]] = {}
         self._watched: list[Any] = []  # trackers whose store's counters are exported too
         self._refusals: dict[str, int] = {}  # per policy: token requests over the budget
         self.registry = registry if registry is not None else CollectorRegistry()
@@ -112,46 +141,103 @@ class ActivationMetrics:
             self._refusals[policy] = self._refusals.get(policy, 0) + 1
 
     def __call__(self, event: TransitionEvent) -> None:
-        if self.shared is not None:
-            self.shared.count(event)
+        shared = self.shared
+        if shared is None:
+            # One atomic append per transition; the counting happens in batches (here every
+            # DRAIN_AT events, and before every scrape), so a flow pays no lock per step.
+            queue = self._queue
+            queue.append(event)
+            if len(queue) >= DRAIN_AT:
+                self._drain()
             return
-        # One atomic append per transition; the counting happens in batches (here every
-        # DRAIN_AT events, and before every scrape), so a flow pays no lock per step.
-        queue = self._queue
-        queue.append(event)
-        if len(queue) >= DRAIN_AT:
-            self._drain()
+        # Multiprocess: counted now, in this process's files (see _SharedSeries); inline, as a
+        # listener runs on every step of every visitor: a dictionary look-up for the series'
+        # cells, then one lock for the float increments (one, or four when the flow ends).
+        # Fields by position (a named tuple's index is cheaper than its name): the event's
+        # transition [1], policy [3], flow start [4], whether it ends the flow [5]; the
+        # transition's source, dest, trigger [0:3], reason [4], time [5].
+        transition = event[1]
+        if not event[5]:
+            cell = shared.moves.get((transition[0], transition[1], transition[2], event[3]))
+            if cell is None:
+                cell = shared.prepare(event)[0]
+            lock = shared.lock
+            lock.acquire()  # not ``with``: it looks up and binds two methods per use
+            try:
+                cell[0] += 1.0
+            finally:
+                lock.release()
+            return
+        started = event[4]
+        plan = shared.ends.get(
+            (transition[0], transition[1], transition[2], event[3], transition[4])
+        )
+        if plan is None or (started is not None and plan[2] is None):
+            plan = shared.prepare(event)
+        moved, ended, total, buckets = plan  # the transition's cell, the outcome's, the histogram's
+        lock = shared.lock
+        if started is None or total is None:
+            lock.acquire()
+            try:
+                moved[0] += 1.0
+                ended[0] += 1.0
+            finally:
+                lock.release()
+            return
+        seconds = transition[5] - started  # type: ignore[operator] # the core stamps every entry
+        if seconds < 0.0:
+            seconds = 0.0
+        bucket = buckets[bisect_left(DURATION_BUCKETS, seconds)]
+        lock.acquire()
+        try:
+            moved[0] += 1.0
+            ended[0] += 1.0
+            total[0] += seconds  # the duration's sum, then its bucket
+            bucket[0] += 1.0
+        finally:
+            lock.release()
 
     def _drain(self) -> None:
-        """Count the queued events (``popleft`` is atomic: an event appended meanwhile waits)."""
+        """Count the queued events (``popleft`` is atomic: an event appended meanwhile waits).
+
+        One drain at a time (the lock), so the ``len(queue)`` events at its start
+        are there to pop; the counting runs in C (``Counter.update`` over
+        ``itemgetter`` maps) but for the events that end a flow.
+        """
         queue = self._queue
         with self._lock:
-            transitions, outcomes, durations = self._transitions, self._outcomes, self._durations
-            while True:
-                try:
-                    event = queue.popleft()
-                except IndexError:
-                    return
-                policy = event.policy
-                key = (event.source._value_, event.dest._value_, event.trigger._value_, policy)
-                transitions[key] = transitions.get(key, 0) + 1
-                if not event.ends_flow:
-                    continue
-                state = event.dest._value_
-                reason = "none" if event.reason is None else event.reason._name_
-                outcome = (state, reason, policy)
-                outcomes[outcome] = outcomes.get(outcome, 0) + 1
-                if event.flow_started_at is None:
-                    continue
-                seconds = max(0.0, event.at - event.flow_started_at)
-                series = durations.get((state, policy))
+            batch = list(islice(iter(queue.popleft, None), len(queue)))
+            if not batch:
+                return
+            policies = set(map(_POLICY, batch))
+            moves = map(_MOVE, map(_TRANSITION, batch))
+            if len(policies) == 1:  # as a rule (one policy per app): 3-tuple keys, all in C
+                self._moves(policies.pop()).update(moves)
+            else:
+                for policy, move in zip(map(_POLICY, batch), moves, strict=True):
+                    self._moves(policy)[move] += 1
+            ends = self._ends
+            for event in filter(_ENDS_FLOW, batch):
+                transition = event[1]  # (source, dest, trigger, attempt, reason, at)
+                key = (transition[1], transition[4], event[3])  # dest, reason, policy
+                series = ends.get(key)
                 if series is None:
-                    series = durations[(state, policy)] = (
-                        [0] * (len(DURATION_BUCKETS) + 1),
-                        [0.0],
-                    )
-                series[0][bisect.bisect_left(DURATION_BUCKETS, seconds)] += 1
-                series[1][0] += seconds
+                    series = ends[key] = [0] * (len(DURATION_BUCKETS) + 2) + [0.0]
+                series[0] += 1
+                started = event[4]  # the flow's start
+                if started is None:
+                    continue
+                seconds = transition[5] - started  # type: ignore[operator] # the core stamps it
+                if seconds < 0.0:
+                    seconds = 0.0
+                series[1 + bisect_left(DURATION_BUCKETS, seconds)] += 1
+                series[-1] += seconds
+
+    def _moves(self, policy: str) -> Counter[tuple[Any, ...]]:
+        moves = self._transitions.get(policy)
+        if moves is None:
+            moves = self._transitions[policy] = Counter()
+        return moves
 
     def collect(self) -> Iterator[Any]:
         """What prometheus-client reads at scrape time."""
@@ -159,21 +245,36 @@ class ActivationMetrics:
 
         self._drain()
         with self._lock:
-            transitions = dict(self._transitions)
-            outcomes = dict(self._outcomes)
-            durations = {k: (list(v[0]), v[1][0]) for k, v in self._durations.items()}
+            transitions = [
+                ([source._value_, dest._value_, trigger._value_, policy], count)
+                for policy, moves in self._transitions.items()
+                for (source, dest, trigger), count in moves.items()
+            ]
+            ends = [(key, list(series)) for key, series in self._ends.items()]
+        outcomes: dict[tuple[str, str, str], int] = {}
+        durations: dict[tuple[str, str], tuple[list[int], float]] = {}
+        for (dest, reason, policy), (count, *timed, seconds) in ends:
+            state = dest._value_
+            outcomes[(state, "none" if reason is None else reason._name_, policy)] = int(count)
+            if not any(timed):  # no flow that ended so was timed
+                continue
+            counts, total = durations.get((state, policy), ([0] * len(timed), 0.0))
+            durations[(state, policy)] = (
+                [int(a + b) for a, b in zip(counts, timed, strict=True)],
+                total + seconds,
+            )
         name = self.namespace
         family = CounterMetricFamily(
             f"{name}_transitions",
-            "Transitions taken, by source, destination, trigger and policy.",
+            _TRANSITIONS_HELP,
             labels=["source", "dest", "trigger", "policy"],
         )
-        for labels, count in sorted(transitions.items()):
-            family.add_metric(list(labels), count)
+        for labels, count in sorted(transitions):
+            family.add_metric(labels, count)
         yield family
         outcome_family = CounterMetricFamily(
             f"{name}_outcomes",
-            "Flows brought to rest, by final state, reason and policy.",
+            _OUTCOMES_HELP,
             labels=["state", "reason", "policy"],
         )
         for outcome, count in sorted(outcomes.items()):
@@ -181,11 +282,11 @@ class ActivationMetrics:
         yield outcome_family
         histogram = HistogramMetricFamily(
             f"{name}_flow_duration_seconds",
-            "Seconds from the start of a flow to its rest, by final state and policy.",
+            _DURATIONS_HELP,
             labels=["state", "policy"],
         )
         for series, (counts, total) in sorted(durations.items()):
-            cumulative, buckets = 0, []
+            cumulative, buckets = 0, []  # (bound, cumulative count)
             for bound, count in zip((*DURATION_BUCKETS, float("inf")), counts, strict=True):
                 cumulative += count
                 buckets.append((_bound(bound), cumulative))
@@ -202,7 +303,7 @@ class ActivationMetrics:
         stores = {id(t.store): t.store for t in self._watched}
         budget = CounterMetricFamily(
             f"{name}_budget_refusals",
-            "Token requests refused (429) because the visitor's minting budget was spent.",
+            _REFUSALS_HELP,
             labels=["policy"],
         )
         for policy, count in sorted(refusals.items()):
@@ -231,68 +332,187 @@ class ActivationMetrics:
         return bytes(generate_latest(self.registry))
 
 
-class _SharedSeries:
-    """The same series as prometheus-client metrics whose values live in the multiprocess files.
+# -- multiprocess mode ---------------------------------------------------------------------------
+_USED = struct.Struct("i")  # the file's first 4 bytes: how many bytes are in use (then 4 spare)
+_INITIAL_SIZE: Final = 1 << 16  # as prometheus-client's own files
+_ENTRY_AT: Final = 8
+_Cell: TypeAlias = "memoryview[float]"
+"""One float64 of a file, counted in place."""
 
-    One instance per namespace and process (the files are per process, and two
-    instances writing the same keys would each overwrite the other's count).
+
+class _MappedFile:
+    """One file of this process in prometheus-client's multiprocess format, ours alone.
+
+    The format its ``MultiProcessCollector`` reads (``prometheus_client.mmap_dict``,
+    the same since 0.19: pyproject bounds the version, and tests/test_metrics.py
+    reads our files back with prometheus-client's own reader): a 4-byte count of
+    the bytes used, 4 bytes of padding, then entries of a 4-byte key length, the
+    key (JSON ``[metric, sample, labels, help]``) padded to 8-byte alignment, a
+    float64 value and a float64 timestamp (0.0 for a count). A series' value is
+    a *cell*: a memoryview of its one float64 in the map, so that counting is
+    one float increment, never re-encoded. An entry is written whole before the
+    count of bytes used covers it, so a reader never sees half of one. When the
+    file grows, it is mapped anew; the cells already given keep the old map
+    alive, and it maps the same bytes of the same file. The caller holds the
+    series' lock.
     """
 
-    def __init__(self, namespace: str) -> None:
-        from prometheus_client import Counter, Histogram
+    def __init__(self, path: str) -> None:
+        self._file = open(path, "a+b")  # noqa: SIM115 - open while the process counts
+        fileno = self._file.fileno()
+        capacity = os.fstat(fileno).st_size
+        if capacity == 0:
+            self._file.truncate(_INITIAL_SIZE)
+            capacity = _INITIAL_SIZE
+        self._map = mmap.mmap(fileno, capacity)
+        self._cells: dict[str, _Cell] = {}
+        used = _USED.unpack_from(self._map, 0)[0]
+        if used == 0:
+            used = _ENTRY_AT
+            self._map[0:4] = _USED.pack(used)
+        else:  # a dead process's file with our pid: its counts go on, as prometheus-client's
+            at = _ENTRY_AT
+            while at < used:
+                length = _USED.unpack_from(self._map, at)[0]
+                key = bytes(self._map[at + 4 : at + 4 + length]).decode()
+                at += 4 + length + (8 - (length + 4) % 8)
+                self._cells[key] = self._cell(at)
+                at += 16
+        self._used = used
 
-        # registry=None: the values are read back from the files by the MultiProcessCollector
-        self.transitions = Counter(
-            f"{namespace}_transitions",
-            "Transitions taken, by source, destination, trigger and policy.",
-            ["source", "dest", "trigger", "policy"],
-            registry=None,
-        )
-        self.outcomes = Counter(
-            f"{namespace}_outcomes",
-            "Flows brought to rest, by final state, reason and policy.",
-            ["state", "reason", "policy"],
-            registry=None,
-        )
-        self.durations = Histogram(
-            f"{namespace}_flow_duration_seconds",
-            "Seconds from the start of a flow to its rest, by final state and policy.",
-            ["state", "policy"],
-            buckets=DURATION_BUCKETS,
-            registry=None,
-        )
-        self.refusals = Counter(
-            f"{namespace}_budget_refusals",
-            "Token requests refused (429) because the visitor's minting budget was spent.",
-            ["policy"],
-            registry=None,
-        )
-        self._children: dict[tuple[str, ...], Any] = {}
-        self._lock = threading.Lock()
+    def cell(self, key: str) -> _Cell:
+        """The cell of ``key``'s value, added (at zero) the first time."""
+        cell = self._cells.get(key)
+        if cell is not None:
+            return cell
+        encoded = key.encode()
+        padding = b" " * (8 - (len(encoded) + 4) % 8)
+        entry = _USED.pack(len(encoded)) + encoded + padding + bytes(16)  # value, timestamp: 0.0
+        used = self._used
+        while used + len(entry) > len(self._map):
+            capacity = 2 * len(self._map)
+            self._file.truncate(capacity)
+            self._map = mmap.mmap(self._file.fileno(), capacity)
+        self._map[used : used + len(entry)] = entry
+        self._used = used = used + len(entry)
+        self._map[0:4] = _USED.pack(used)
+        cell = self._cells[key] = self._cell(used - 16)
+        return cell
+
+    def _cell(self, at: int) -> _Cell:
+        return memoryview(self._map)[at : at + 8].cast("d")
+
+    def close(self) -> None:
+        """Close the file; the maps, and the cells in them, stay (they hold their own handle)."""
+        self._file.close()
+
+
+class _SharedSeries:
+    """Our series in this process's multiprocess files: the same names, labels and help.
+
+    One instance per namespace and process (two writing the same keys would
+    each overwrite the other's count). The files are opened on the first count
+    and named ``counter_<pid>-<namespace>.db`` and ``histogram_...``, beside
+    prometheus-client's own ``counter_<pid>.db``: they are ours alone, so the
+    only lock a count takes is ``lock``. Every kind of transition gets its
+    cells once: ``moves`` maps a transition's labels to its count's cell;
+    ``ends`` maps a flow's last transition (its labels and reason) to its
+    count's cell, its outcome's, and its histogram's sum and buckets. A
+    histogram series gets its sum and every bucket at once, as
+    prometheus-client's does, so every bucket is exported from the first
+    observation. A forked child starts afresh on files with its own pid
+    (``os.register_at_fork``).
+    """
+
+    def __init__(self, namespace: str, directory: str) -> None:
+        self.namespace = namespace
+        self.directory = directory  # as the environment said when the metrics were made
+        self.forget()
+
+    def forget(self) -> None:
+        """Start with no file open (and, in a forked child, leave the parent's files alone)."""
+        self.lock = threading.Lock()
+        self.moves: dict[tuple[Any, ...], _Cell] = {}
+        self.ends: dict[tuple[Any, ...], _Plan] = {}
+        self._refusals: dict[str, _Cell] = {}
+        self._counters: _MappedFile | None = None
+        self._histograms: _MappedFile | None = None
+
+    def _files(self) -> tuple[_MappedFile, _MappedFile]:
+        """This process's two files (the caller holds the lock)."""
+        if self._counters is None or self._histograms is None:
+            name = f"{os.getpid()}-{self.namespace}.db"
+            self._counters = _MappedFile(os.path.join(self.directory, f"counter_{name}"))
+            self._histograms = _MappedFile(os.path.join(self.directory, f"histogram_{name}"))
+        return self._counters, self._histograms
+
+    def _cell(self, file: _MappedFile, metric: str, sample: str, labels: dict[str, str]) -> _Cell:
+        help_text = {
+            "transitions": _TRANSITIONS_HELP,
+            "outcomes": _OUTCOMES_HELP,
+            "flow_duration_seconds": _DURATIONS_HELP,
+            "budget_refusals": _REFUSALS_HELP,
+        }[metric]
+        name = f"{self.namespace}_{metric}"
+        return file.cell(json.dumps([name, f"{name}_{sample}", labels, help_text], sort_keys=True))
 
     def refused(self, policy: str) -> None:
-        self._child(self.refusals, ("r", policy)).inc()
+        with self.lock:
+            cell = self._refusals.get(policy)
+            if cell is None:
+                counters, _ = self._files()
+                cell = self._refusals[policy] = self._cell(
+                    counters, "budget_refusals", "total", {"policy": policy}
+                )
+            cell[0] += 1.0
 
-    def _child(self, metric: Any, key: tuple[str, ...]) -> Any:
-        child = self._children.get(key)
-        if child is None:
-            with self._lock:
-                child = self._children[key] = metric.labels(*key[1:])
-        return child
+    def prepare(self, event: TransitionEvent) -> _Plan:
+        """The cells of the first transition of its kind (``__call__`` counts it).
 
-    def count(self, event: TransitionEvent) -> None:
-        source, dest = event.source._value_, event.dest._value_
-        self._child(
-            self.transitions, ("t", source, dest, event.trigger._value_, event.policy)
-        ).inc()
-        if not event.ends_flow:
-            return
-        reason = "none" if event.reason is None else event.reason._name_
-        self._child(self.outcomes, ("o", dest, reason, event.policy)).inc()
-        if event.flow_started_at is not None:
-            seconds = max(0.0, event.at - event.flow_started_at)
-            self._child(self.durations, ("d", dest, event.policy)).observe(seconds)
+        The transition's count's cell first; then, for the last of a flow, its
+        outcome's, and once it is timed, its histogram's sum and buckets.
+        """
+        source, dest, trigger, _attempt, reason, _at = event.transition
+        policy = event.policy
+        with self.lock:
+            counters, histograms = self._files()
+            move = (source, dest, trigger, policy)
+            cell = self.moves.get(move)
+            if cell is None:
+                labels = {
+                    "source": source._value_,
+                    "dest": dest._value_,
+                    "trigger": trigger._value_,
+                    "policy": policy,
+                }
+                cell = self.moves[move] = self._cell(counters, "transitions", "total", labels)
+            if not event.ends_flow:
+                return cell, cell, None, ()
+            plan = self.ends.get((*move, reason))
+            if plan is None:
+                state = dest._value_
+                outcome = {
+                    "state": state,
+                    "reason": "none" if reason is None else reason._name_,
+                    "policy": policy,
+                }
+                plan = (cell, self._cell(counters, "outcomes", "total", outcome), None, ())
+            if event.flow_started_at is not None and not plan[3]:
+                labels = {"state": dest._value_, "policy": policy}
+                total = self._cell(histograms, "flow_duration_seconds", "sum", labels)
+                buckets = tuple(
+                    self._cell(
+                        histograms, "flow_duration_seconds", "bucket", {**labels, "le": _bound(b)}
+                    )
+                    for b in (*DURATION_BUCKETS, float("inf"))
+                )
+                plan = (plan[0], plan[1], total, buckets)
+            self.ends[(*move, reason)] = plan
+            return plan
 
+
+_Plan: TypeAlias = "tuple[_Cell, _Cell, _Cell | None, tuple[_Cell, ...]]"
+"""A flow's last transition: its count's cell, its outcome's, its duration's sum and buckets."""
 
 _SHARED: dict[str, _SharedSeries] = {}
 _SHARED_LOCK = threading.Lock()
@@ -309,8 +529,19 @@ def _shared_series(namespace: str) -> _SharedSeries:
     with _SHARED_LOCK:
         shared = _SHARED.get(namespace)
         if shared is None:
-            shared = _SHARED[namespace] = _SharedSeries(namespace)
+            shared = _SHARED[namespace] = _SharedSeries(namespace, os.environ[MULTIPROC_ENV])
         return shared
+
+
+def _forget_after_fork() -> None:
+    global _SHARED_LOCK  # a forked child must not inherit a lock another thread held
+    _SHARED_LOCK = threading.Lock()
+    for shared in _SHARED.values():
+        shared.forget()
+
+
+if hasattr(os, "register_at_fork"):  # POSIX: nothing forks elsewhere
+    os.register_at_fork(after_in_child=_forget_after_fork)
 
 
 def _bound(value: float) -> str:
