@@ -389,3 +389,23 @@ sys.exit(os.waitstatus_to_exitcode(status))
 """
     done = subprocess.run([sys.executable, "-c", script], capture_output=True, timeout=120)
     assert done.returncode == 0, done.stderr.decode()[-2000:]
+
+
+def test_the_async_lane_checks_the_eviction_policy_once(
+    own_redis: RedisServer, logs: list[dict[str, Any]]
+) -> None:
+    redis.Redis(port=own_redis.port).config_set("maxmemory-policy", "allkeys-lru")
+
+    async def scenario() -> None:
+        store = RedisStore.from_url(own_redis.url, prefix=_prefix())
+        try:
+            await store.aload("a")
+            await store.acompare_and_set("b", 0, "{}", 60)
+            await store.aload("b")
+        finally:
+            await store.aclose()
+        assert store._async_client is None  # the check went through the lane: no redis-py pool
+
+    asyncio.run(scenario())
+    warnings = [e for e in logs if e["event"] == "activation.store_unsafe"]
+    assert [w["maxmemory_policy"] for w in warnings] == ["allkeys-lru"]

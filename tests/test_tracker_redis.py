@@ -265,9 +265,11 @@ def test_two_processes_racing_for_the_same_visitors(redis_server: Any) -> None:
     for visitor, pair in answers.items():
         assert sorted(pair) == ["refused", "token"], visitor  # exactly one flow wins
         assert minted[visitor] == 1, visitor  # and the loser minted nothing
-    tracker = ActivationTracker(defensive(), RedisStore.from_url(redis_server.url, prefix=prefix))
+    store = RedisStore.from_url(redis_server.url, prefix=prefix)
+    tracker = ActivationTracker(defensive(), store)
     for index in range(VISITORS):
         view = tracker.view(f"v{index}")
         assert view is not None
         assert view.state is State.ACTIVATING
         assert view.attempts == 1
+    store.close()

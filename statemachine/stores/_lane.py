@@ -241,6 +241,13 @@ class AsyncLane:
         except _RETRIED:
             return await self._run_once(script, key, args)
 
+    async def command(self, *parts: object) -> Any:
+        """Any other command (the store's checks): its reply, or ``ReplyError``."""
+        reply = await self._call(pack(*parts))
+        if isinstance(reply, ReplyError):
+            raise reply
+        return reply
+
     async def _run_once(self, script: Script, key: str, args: tuple[object, ...]) -> Any:
         flow = _script_flow(script, key, args)
         reply = None
@@ -392,6 +399,13 @@ class BlockingLane:
             return self._run_once(script, key, args)
         except _RETRIED:
             return self._run_once(script, key, args)
+
+    def command(self, *parts: object) -> Any:
+        """Any other command (the store's checks): its reply, or ``ReplyError``."""
+        reply = self._call(pack(*parts))
+        if isinstance(reply, ReplyError):
+            raise reply
+        return reply
 
     def _run_once(self, script: Script, key: str, args: tuple[object, ...]) -> Any:
         flow = _script_flow(script, key, args)

@@ -514,12 +514,17 @@ class RedisStore:
     def _first_use(self) -> None:
         if not self._warned:
             self._warned = True
-            self._warn_if_unsafe(_config_policy(self.client()))
+            lane = self._blocking_lane  # a plain URL opens no redis-py connection at all
+            self._warn_if_unsafe(_config_policy(self.client() if lane is None else lane))
 
     async def _afirst_use(self) -> None:
         if not self._warned:
             self._warned = True
-            self._warn_if_unsafe(await _aconfig_policy(self.async_client(), self._timeout))
+            if self._lane_settings is not None:
+                policy = await _aconfig_policy(self._alane(), self._timeout)
+            else:
+                policy = await _aconfig_policy(self.async_client(), self._timeout)
+            self._warn_if_unsafe(policy)
 
     def _warn_if_unsafe(self, policy: str | None) -> None:
         """Once per store: an eviction policy that may drop a visitor in flight is logged."""
@@ -568,6 +573,8 @@ class RedisStore:
 def _config_policy(client: Any) -> str | None:
     """``maxmemory-policy``; None if CONFIG is not allowed (managed services) or Redis is down."""
     try:
+        if isinstance(client, BlockingLane):
+            return _policy_of(client.command("CONFIG", "GET", "maxmemory-policy"))
         return _policy_of(client.config_get("maxmemory-policy"))
     except Exception:  # noqa: BLE001 - a check, never a failure of the store
         return None
@@ -576,6 +583,8 @@ def _config_policy(client: Any) -> str | None:
 async def _aconfig_policy(client: Any, deadline: float) -> str | None:
     try:
         async with asyncio.timeout(deadline):
+            if isinstance(client, AsyncLane):
+                return _policy_of(await client.command("CONFIG", "GET", "maxmemory-policy"))
             return _policy_of(await client.config_get("maxmemory-policy"))
     except Exception:  # noqa: BLE001
         return None
@@ -583,6 +592,8 @@ async def _aconfig_policy(client: Any, deadline: float) -> str | None:
 
 def _policy_of(reply: Any) -> str | None:
     """The policy from CONFIG GET's reply (one server's, or a cluster's per node)."""
+    if isinstance(reply, list):  # the raw reply (the lanes): name, value, name, value...
+        reply = dict(zip(reply[::2], reply[1::2], strict=False))
     if isinstance(reply, dict):
         for key, value in reply.items():
             if _text(key) == "maxmemory-policy":
