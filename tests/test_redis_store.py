@@ -272,6 +272,8 @@ def test_a_host_client_is_bounded_by_the_stores_timeout(own_redis: RedisServer) 
     finally:
         os.kill(own_redis.process.pid, signal.SIGCONT)
     assert store.load("v") is None
+    store.close()  # the store's own connections (the host's client stays the host's)
+    client.close()
 
 
 def test_a_host_async_client_is_bounded_by_the_stores_timeout(own_redis: RedisServer) -> None:

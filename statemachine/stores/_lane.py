@@ -7,10 +7,13 @@ packing argument by argument, a stream reader, a ``wait_for`` per read, the
 store's own ``asyncio.timeout``): more than the tracker's whole step. The
 lane is what those two calls need and nothing else:
 
-- **one connection per event loop, pipelined.** Every call writes its
-  command at once and waits for its reply in order (Redis answers a
-  connection's commands in the order sent), so concurrent requests share the
-  connection without a pool, a lock or a queue of our own;
+- **one connection per event loop, pipelined.** Every call sends its command
+  and waits for its reply in order (Redis answers a connection's commands in
+  the order sent), so concurrent requests share the connection without a
+  pool, a lock or a queue of our own. A command is written at once when
+  nothing is in flight; while replies are due, the commands sent during one
+  loop turn are written together at its end (one system call for many: on a
+  busy worker, a send costs more than the Python around it);
 - **commands packed once.** ``EVALSHA <sha> 1`` is a constant prefix per
   script; only the key and the arguments are encoded per call;
 - **replies parsed by hiredis** (a dependency of the ``redis`` extra), fed
@@ -178,6 +181,7 @@ class _Connection(asyncio.Protocol):
         self.waiting: collections.deque[asyncio.Future[Any]] = collections.deque()
         self.transport: asyncio.Transport | None = None
         self.lost: BaseException | None = None
+        self.corked: list[bytes] | None = None  # commands to write at the end of this loop turn
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         assert isinstance(transport, asyncio.Transport)
@@ -204,9 +208,24 @@ class _Connection(asyncio.Protocol):
         if self.lost is not None or self.transport is None:
             waiter.set_exception(ConnectionError("the connection to Redis is closed"))
             return waiter
-        self.waiting.append(waiter)
-        self.transport.write(command)
+        waiting = self.waiting
+        if waiting:  # replies are due: join the commands written together at this loop turn's end
+            corked = self.corked
+            if corked is None:
+                self.corked = [command]
+                loop.call_soon(self._uncork)
+            else:
+                corked.append(command)
+        else:  # nothing in flight (one caller at a time): written at once, no added turn
+            self.transport.write(command)
+        waiting.append(waiter)
         return waiter
+
+    def _uncork(self) -> None:
+        """Write the commands sent during this loop turn in one go (one system call, not N)."""
+        corked, self.corked = self.corked, None
+        if corked and self.lost is None and self.transport is not None:
+            self.transport.write(b"".join(corked))
 
     def close(self, error: BaseException) -> None:
         """Fail every call still waiting; the connection is never used again."""

@@ -273,9 +273,15 @@ class RedisStore:
         self._blocking_lane = (
             BlockingLane(lane, max_connections) if lane is not None and client is None else None
         )
-        if client is not None:
-            client = _bounded_sync(client, self._options(), self._timeout, max_connections)
-        self._client = client
+        bounded = (
+            None
+            if client is None
+            else _bounded_sync(client, self._options(), self._timeout, max_connections)
+        )
+        # A pool the store built is the store's to close (redis-py's ``close()`` leaves a
+        # pool it was handed open); a client used as given stays the host's.
+        self._owns_client = bounded is not client
+        self._client = bounded
 
     @classmethod
     def from_url(
@@ -343,6 +349,7 @@ class RedisStore:
             self._client = _build_sync(
                 self._url, self._options(), self._timeout, self._max_connections
             )
+            self._owns_client = True
         client: redis_sync.Redis = self._client
         return client
 
@@ -421,6 +428,9 @@ class RedisStore:
             self._blocking_lane.close()
         if self._client is not None:
             self._client.close()
+            pool = getattr(self._client, "connection_pool", None)
+            if self._owns_client and pool is not None:
+                pool.disconnect()
             for watcher in _sentinels_of(self._client):
                 watcher.close()
 
