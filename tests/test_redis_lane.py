@@ -134,50 +134,49 @@ def test_a_unix_socket(tmp_path: Path, issuer: TokenIssuer) -> None:
         server.stop()
 
 
-def test_a_flushed_script_cache_is_answered_with_the_script(
-    redis_server: Any, issuer: TokenIssuer
-) -> None:
+def _answers_after_each(
+    url: str, issuer: TokenIssuer, fault: Any, visitors: list[str]
+) -> list[Answer]:
+    """One async token request per visitor in ``visitors``, each after ``fault(raw client)``."""
+
     async def scenario() -> list[Answer]:
-        store = RedisStore.from_url(redis_server.url, prefix=_prefix())
+        store = RedisStore.from_url(url, prefix=_prefix())
         tracker = AsyncActivationTracker(defensive(), store)
-        raw = redis.Redis.from_url(redis_server.url)
+        raw = redis.Redis.from_url(url)
         answers = []
         try:
-            for _ in range(3):
-                raw.script_flush()  # a restarted or newly promoted node knows no script
-                reply = await tracker.token_request("v", new_flow(), partial(issuer.issue, "u"))
+            for visitor in visitors:
+                fault(raw)
+                await asyncio.sleep(0.05)  # a closed connection reaches the loop (or not: both ok)
+                reply = await tracker.token_request(visitor, new_flow(), partial(issuer.issue, "u"))
                 answers.append(reply.answer)
         finally:
             raw.close()
             await store.aclose()
         return answers
 
-    # First a token; then the flows in flight refuse the next tabs (no NOSCRIPT error surfaced).
-    assert asyncio.run(scenario()) == [Answer.TOKEN, Answer.REFUSED, Answer.REFUSED]
+    return asyncio.run(scenario())
+
+
+def test_a_flushed_script_cache_is_answered_with_the_script(
+    redis_server: Any, issuer: TokenIssuer
+) -> None:
+    # A restarted or newly promoted node knows no script. First a token; then the flow in
+    # flight refuses the next tabs: no NOSCRIPT error ever surfaces.
+    answers = _answers_after_each(
+        redis_server.url, issuer, lambda raw: raw.script_flush(), ["v", "v", "v"]
+    )
+    assert answers == [Answer.TOKEN, Answer.REFUSED, Answer.REFUSED]
 
 
 def test_a_killed_connection_is_replaced_without_a_failed_request(
     redis_server: Any, issuer: TokenIssuer
 ) -> None:
-    async def scenario() -> list[Answer]:
-        store = RedisStore.from_url(redis_server.url, prefix=_prefix())
-        tracker = AsyncActivationTracker(defensive(), store)
-        raw = redis.Redis.from_url(redis_server.url)
-        answers = []
-        try:
-            for index in range(4):
-                raw.client_kill_filter(_type="normal", skipme=True)  # drops the lane's connection
-                await asyncio.sleep(0.05)  # the close reaches the loop (or not: both are fine)
-                reply = await tracker.token_request(
-                    f"v{index}", new_flow(), partial(issuer.issue, "u")
-                )
-                answers.append(reply.answer)
-        finally:
-            raw.close()
-            await store.aclose()
-        return answers
+    def kill(raw: Any) -> None:  # drops the lane's connection
+        raw.client_kill_filter(_type="normal", skipme=True)
 
-    assert asyncio.run(scenario()) == [Answer.TOKEN] * 4
+    answers = _answers_after_each(redis_server.url, issuer, kill, [f"v{i}" for i in range(4)])
+    assert answers == [Answer.TOKEN] * 4
 
 
 def _until_asleep(port: int) -> None:
