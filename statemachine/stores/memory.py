@@ -6,7 +6,7 @@ import threading
 import time
 from collections import OrderedDict
 from collections.abc import Callable, Iterator
-from typing import Final
+from typing import Any, Final
 
 from statemachine.signals import logs
 from statemachine.stores.base import StoreError, Versioned
@@ -15,6 +15,10 @@ DEFAULT_MAX_ENTRIES: Final = 100_000
 
 EVICTION_LOG_INTERVAL: Final = 10.0
 """Seconds between two log lines about dropped visitors: one line per burst, not per request."""
+
+
+_Entry = tuple[int, str, float] | tuple[int, str, float, float]
+"""A stored visitor: version, data, expiry (and, in flight, until when it flies)."""
 
 
 class MemoryStore:
@@ -89,23 +93,15 @@ class MemoryStore:
         with self._lock:
             now = self._clock()
             settled, flying = self._settled, self._flying
-            # What _get does, without building a Versioned that a successful write never returns.
-            entry: tuple[int, str, float] | tuple[int, str, float, float] | None
-            entry = settled.get(key)
-            held = settled if entry is not None else flying
-            if entry is None:
-                entry = flying.get(key)
-            if entry is not None and entry[2] <= now:
-                del held[key]  # expired: dropped, as _get drops it
-                entry = None
-            if (0 if entry is None else entry[0]) != expected:
-                return False, None if entry is None else Versioned(entry[0], entry[1])
-            if entry is None:
+            live = self._live(key, now)  # no Versioned built: a successful write returns none
+            if (0 if live is None else live[0][0]) != expected:
+                return False, None if live is None else Versioned(live[0][0], live[0][1])
+            if live is None:
                 self._purge(now)
                 if len(settled) + len(flying) >= self.max_entries:
                     report = self._make_room(now)
             else:
-                del held[key]
+                del live[1][key]
             version = expected + 1
             if in_flight_for > 0:
                 flying[key] = (version, data, now + ttl, now + in_flight_for)
@@ -174,19 +170,22 @@ class MemoryStore:
         return report
 
     def _get(self, key: str, now: float) -> Versioned | None:
-        settled = self._settled.get(key)
-        if settled is not None:
-            if settled[2] <= now:
-                del self._settled[key]
+        live = self._live(key, now)
+        return None if live is None else Versioned(live[0][0], live[0][1])
+
+    def _live(self, key: str, now: float) -> tuple[_Entry, dict[str, Any]] | None:
+        """``key``'s entry and the table holding it, or None; an expired entry is dropped."""
+        held: dict[str, Any] = self._settled
+        entry: _Entry | None = held.get(key)
+        if entry is None:
+            held = self._flying
+            entry = held.get(key)
+            if entry is None:
                 return None
-            return Versioned(settled[0], settled[1])
-        flying = self._flying.get(key)
-        if flying is None:
+        if entry[2] <= now:
+            del held[key]
             return None
-        if flying[2] <= now:
-            del self._flying[key]
-            return None
-        return Versioned(flying[0], flying[1])
+        return entry, held
 
     def _purge(self, now: float) -> None:
         settled, flying = self._settled, self._flying

@@ -256,9 +256,7 @@ class _Tracker(Generic[S]):
                 return current
             fresh = VisitorRecord(ActivationCore(self.policy, clock=self._clock))
             decided = self._clock() if self._store_clock else None
-            written = CompareAndSet(
-                key, damaged.version, records.dump_text(fresh), self._ttl, decided
-            )
+            written = CompareAndSet(key, damaged.version, self._dump(fresh), self._ttl, decided)
             ok, current = yield written
             if ok:
                 logs.emit(logs.PROXY.warning, REPAIRED, reason="damaged record replaced on logout")
@@ -307,7 +305,7 @@ class _Tracker(Generic[S]):
             ok, current = yield CompareAndSet(
                 key,
                 expected,
-                records.dump_text(record),
+                self._dump(record),
                 self._ttl,
                 decided,
                 in_flight_for(record, now),
