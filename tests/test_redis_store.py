@@ -23,7 +23,7 @@ import redis.asyncio
 from statemachine import ActivationTracker, Answer, AsyncActivationTracker, State
 from statemachine.protocol.options import SECURED
 from statemachine.stores import RedisStore, StoreError
-from statemachine.stores.redis import _CAS, _run_script, parse_target
+from statemachine.stores.redis import _CAS_SCRIPT, _run_script, parse_target
 from statemachine.tokens import TokenIssuer
 from tests.helpers import defensive
 from tests.redis_server import RedisServer
@@ -100,11 +100,11 @@ def test_a_write_retried_after_a_timeout_finds_itself(redis_server: Any) -> None
     client = store.client()
     args = [0, "first", 60_000, 123456789, "", 2000]
     key = store.prefix + "v"
-    assert int(_run_script(client, _CAS, key, args)[0]) == 1
-    assert int(_run_script(client, _CAS, key, args)[0]) == 1  # found its own write: success
+    assert int(_run_script(client, _CAS_SCRIPT, key, args)[0]) == 1
+    assert int(_run_script(client, _CAS_SCRIPT, key, args)[0]) == 1  # found its own write: success
     assert store.load("v") == (123456789, "first")
     other = [0, "second", 60_000, 987654321, "", 2000]  # another writer, same expectation
-    assert int(_run_script(client, _CAS, key, other)[0]) == 0
+    assert int(_run_script(client, _CAS_SCRIPT, key, other)[0]) == 0
     assert store.load("v") == (123456789, "first")
 
 

@@ -41,7 +41,7 @@ import asyncio
 import functools
 import secrets
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from typing import TYPE_CHECKING, Any, Final, NamedTuple
 from urllib.parse import unquote
 
@@ -273,6 +273,11 @@ class RedisStore:
         self._blocking_lane = (
             BlockingLane(lane, max_connections) if lane is not None and client is None else None
         )
+        # Where the scripts go, decided once: a lane, or redis-py behind the same ``run``.
+        self._scripts: BlockingLane | _RedisPyScripts = self._blocking_lane or _RedisPyScripts(
+            self.client
+        )
+        self._redis_py_scripts = _AsyncRedisPyScripts(self.async_client, self._deadline)
         bounded = (
             None
             if client is None
@@ -366,10 +371,7 @@ class RedisStore:
     def load(self, key: str) -> Versioned | None:
         self._first_use()
         try:
-            if self._blocking_lane is not None:
-                reply = self._blocking_lane.run(_LOAD_SCRIPT, self.prefix + key, ())
-            else:
-                reply = _run_script(self.client(), _LOAD, self.prefix + key, [])
+            reply = self._scripts.run(_LOAD_SCRIPT, self.prefix + key, ())
         except Exception as error:  # noqa: BLE001 - every client failure is a StoreError
             raise _fail("read", error) from None
         return self._loaded(reply)
@@ -388,10 +390,7 @@ class RedisStore:
         write_id = _write_id()
         args = self._cas_args(expected, data, ttl, write_id, now)
         try:
-            if self._blocking_lane is not None:
-                reply = self._blocking_lane.run(_CAS_SCRIPT, self.prefix + key, tuple(args))
-            else:
-                reply = _run_script(self.client(), _CAS, self.prefix + key, args)
+            reply = self._scripts.run(_CAS_SCRIPT, self.prefix + key, args)
         except Exception as error:  # noqa: BLE001
             raise _fail("write", error) from None
         return self._written(reply, write_id, data)
@@ -439,11 +438,7 @@ class RedisStore:
         if not self._warned:
             await self._afirst_use()
         try:
-            if self._lane_settings is not None:
-                reply = await self._alane().run(_LOAD_SCRIPT, self.prefix + key, ())
-            else:
-                async with asyncio.timeout(self._deadline):
-                    reply = await _arun_script(self.async_client(), _LOAD, self.prefix + key, [])
+            reply = await self._ascripts().run(_LOAD_SCRIPT, self.prefix + key, ())
         except Exception as error:  # noqa: BLE001
             raise _fail("read", error) from None
         return self._loaded(reply)
@@ -463,14 +458,14 @@ class RedisStore:
         write_id = _write_id()
         args = self._cas_args(expected, data, ttl, write_id, now)
         try:
-            if self._lane_settings is not None:
-                reply = await self._alane().run(_CAS_SCRIPT, self.prefix + key, tuple(args))
-            else:
-                async with asyncio.timeout(self._deadline):
-                    reply = await _arun_script(self.async_client(), _CAS, self.prefix + key, args)
+            reply = await self._ascripts().run(_CAS_SCRIPT, self.prefix + key, args)
         except Exception as error:  # noqa: BLE001
             raise _fail("write", error) from None
         return self._written(reply, write_id, data)
+
+    def _ascripts(self) -> AsyncLane | _AsyncRedisPyScripts:
+        """Where this event loop's script calls go: its lane, or redis-py's asyncio client."""
+        return self._alane() if self._lane_settings is not None else self._redis_py_scripts
 
     def _alane(self) -> AsyncLane:
         """This event loop's lane (a store may serve several loops, one after another)."""
@@ -548,10 +543,10 @@ class RedisStore:
 
     def _cas_args(
         self, expected: int, data: str, ttl: float, write_id: int, now: float | None
-    ) -> list[Any]:
+    ) -> tuple[object, ...]:
         decided = "" if now is None else str(int(now * 1000))
         tolerance = int(self.clock_tolerance * 1000)
-        return [expected, data, max(1, int(ttl * 1000)), write_id, decided, tolerance]
+        return (expected, data, max(1, int(ttl * 1000)), write_id, decided, tolerance)
 
     def _loaded(self, reply: Any) -> Versioned | None:
         try:
@@ -635,30 +630,48 @@ def _versioned(version: Any, data: Any) -> Versioned | None:
         raise StoreError("redis read failed: the stored version is not a number") from None
 
 
-def _run_script(client: Any, script: str, key: str, args: list[Any]) -> Any:
+def _run_script(client: Any, script: Script, key: str, args: Sequence[object]) -> Any:
     """EVALSHA, and EVAL when the node does not know the script (new node, after a failover)."""
     from redis.exceptions import NoScriptError
 
     try:
-        return client.evalsha(_sha(script), 1, key, *args)
+        return client.evalsha(script.sha, 1, key, *args)
     except NoScriptError:
-        return client.eval(script, 1, key, *args)
+        return client.eval(script.source, 1, key, *args)
 
 
-async def _arun_script(client: Any, script: str, key: str, args: list[Any]) -> Any:
+async def _arun_script(client: Any, script: Script, key: str, args: Sequence[object]) -> Any:
     from redis.exceptions import NoScriptError
 
     try:
-        return await client.evalsha(_sha(script), 1, key, *args)
+        return await client.evalsha(script.sha, 1, key, *args)
     except NoScriptError:
-        return await client.eval(script, 1, key, *args)
+        return await client.eval(script.source, 1, key, *args)
 
 
-@functools.cache
-def _sha(script: str) -> str:
-    import hashlib
+class _RedisPyScripts:
+    """redis-py's blocking client behind the lanes' ``run``: where no lane serves the URL."""
 
-    return hashlib.sha1(script.encode("utf-8"), usedforsecurity=False).hexdigest()
+    __slots__ = ("_client",)
+
+    def __init__(self, client: Callable[[], Any]) -> None:
+        self._client = client  # the store's client(): built on first use
+
+    def run(self, script: Script, key: str, args: tuple[object, ...]) -> Any:
+        return _run_script(self._client(), script, key, args)
+
+
+class _AsyncRedisPyScripts:
+    """redis-py's asyncio client behind the lanes' ``run``, under the store's deadline."""
+
+    __slots__ = ("_client", "_deadline")
+
+    def __init__(self, client: Callable[[], Any], deadline: float) -> None:
+        self._client, self._deadline = client, deadline
+
+    async def run(self, script: Script, key: str, args: tuple[object, ...]) -> Any:
+        async with asyncio.timeout(self._deadline):
+            return await _arun_script(self._client(), script, key, args)
 
 
 def _shards(client: Any) -> Iterator[tuple[str, dict[str, Any]]]:
