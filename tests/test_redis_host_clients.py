@@ -16,6 +16,7 @@ import asyncio
 import os
 from collections.abc import Iterator
 from functools import partial
+from typing import Any
 
 import pytest
 import redis
@@ -101,6 +102,41 @@ def _host_connections(ports: list[int]) -> int:
     )
 
 
+def _walk(
+    host_client: Any, kind: str, ports: list[int], issuer: TokenIssuer, prefix: str
+) -> list[str]:
+    """Visitors activate on a store over the host's blocking client; then the store closes,
+    and the host's own connections (named ``HOST``) are still open on ``ports``."""
+    store = RedisStore(client=host_client, prefix=prefix, timeout=2.0)
+    assert store.kind == kind
+    try:
+        visitors = _visit(store, issuer)
+    finally:
+        store.close()
+    assert _host_connections(ports) >= len(ports)
+    return visitors
+
+
+async def _awalk(
+    host_client: Any, kind: str, ports: list[int], issuer: TokenIssuer, prefix: str
+) -> list[str]:
+    """``_walk`` on the asyncio face: the store uses the host's client as given."""
+    store = RedisStore(async_client=host_client, prefix=prefix, timeout=2.0)
+    assert store.kind == kind
+    try:
+        visitors = await _avisit(store, issuer)
+    finally:
+        await store.aclose()
+    assert await asyncio.to_thread(_host_connections, ports) >= len(ports)
+    return visitors
+
+
+def _on_master(port: int, prefix: str, visitors: list[str]) -> None:
+    """Each record is on the master the Sentinel names."""
+    for visitor in visitors:
+        assert command(port, "EXISTS", prefix + visitor).strip() == "1", visitor
+
+
 def _masters_holding(cluster: LocalCluster, prefix: str, visitors: list[str]) -> set[int]:
     return {cluster.master_of(prefix + visitor).port for visitor in visitors}
 
@@ -108,19 +144,12 @@ def _masters_holding(cluster: LocalCluster, prefix: str, visitors: list[str]) ->
 def test_a_blocking_cluster_client_from_the_host(
     redis_cluster: LocalCluster, issuer: TokenIssuer
 ) -> None:
-    first = redis_cluster.masters()[0]
-    host_client = redis.cluster.RedisCluster(host="127.0.0.1", port=first.port, client_name=HOST)
     ports = [node.port for node in redis_cluster.masters()]
+    host_client = redis.cluster.RedisCluster(host="127.0.0.1", port=ports[0], client_name=HOST)
     prefix = _prefix()
     try:
         assert host_client.ping(target_nodes=redis.cluster.RedisCluster.ALL_NODES)
-        store = RedisStore(client=host_client, prefix=prefix, timeout=2.0)
-        assert store.kind == "cluster"
-        try:
-            visitors = _visit(store, issuer)
-        finally:
-            store.close()
-        assert _host_connections(ports) >= len(ports)  # the host's own stay open
+        visitors = _walk(host_client, "cluster", ports, issuer, prefix)
         for visitor in visitors:
             assert host_client.exists(prefix + visitor) == 1
     finally:
@@ -132,24 +161,15 @@ def test_a_blocking_cluster_client_from_the_host(
 def test_an_asyncio_cluster_client_from_the_host(
     redis_cluster: LocalCluster, issuer: TokenIssuer
 ) -> None:
-    first = redis_cluster.masters()[0]
     ports = [node.port for node in redis_cluster.masters()]
     prefix = _prefix()
 
     async def scenario() -> list[str]:
         host_client = redis.asyncio.cluster.RedisCluster(
-            host="127.0.0.1", port=first.port, client_name=HOST
+            host="127.0.0.1", port=ports[0], client_name=HOST
         )
         try:
-            store = RedisStore(async_client=host_client, prefix=prefix, timeout=2.0)
-            assert store.kind == "cluster"
-            try:
-                visitors = await _avisit(store, issuer)
-            finally:
-                await store.aclose()
-            # The store used the host's client as given, and closing the store left it open.
-            assert await asyncio.to_thread(_host_connections, ports) >= len(ports)
-            return visitors
+            return await _awalk(host_client, "cluster", ports, issuer, prefix)
         finally:
             await host_client.aclose()
 
@@ -164,23 +184,16 @@ def test_a_blocking_sentinel_client_from_the_host(
     assert sentinel_group.sentinel is not None
     sentinel = redis.sentinel.Sentinel([("127.0.0.1", sentinel_group.sentinel.port)])
     host_client = sentinel.master_for(LocalSentinel.SERVICE, client_name=HOST)
+    master = sentinel_group.master_port()
     prefix = _prefix()
     try:
         assert host_client.ping()
-        store = RedisStore(client=host_client, prefix=prefix, timeout=2.0)
-        assert store.kind == "sentinel"
-        try:
-            visitors = _visit(store, issuer)
-        finally:
-            store.close()
-        assert _host_connections([sentinel_group.master_port()]) >= 1
+        visitors = _walk(host_client, "sentinel", [master], issuer, prefix)
     finally:
         host_client.close()
-        for watcher in sentinel.sentinels:
+        for watcher in sentinel.sentinels:  # the host's Sentinel connections are its own
             watcher.close()
-    master = sentinel_group.master_port()
-    for visitor in visitors:  # on the master the sentinel names, not on any other server
-        assert command(master, "EXISTS", prefix + visitor).strip() == "1"
+    _on_master(master, prefix, visitors)
     _read_back(sentinel_group.url, prefix, visitors)
 
 
@@ -189,28 +202,19 @@ def test_an_asyncio_sentinel_client_from_the_host(
 ) -> None:
     assert sentinel_group.sentinel is not None
     port = sentinel_group.sentinel.port
+    master = sentinel_group.master_port()
     prefix = _prefix()
 
     async def scenario() -> list[str]:
         sentinel = redis.asyncio.sentinel.Sentinel([("127.0.0.1", port)])
         host_client = sentinel.master_for(LocalSentinel.SERVICE, client_name=HOST)
         try:
-            store = RedisStore(async_client=host_client, prefix=prefix, timeout=2.0)
-            assert store.kind == "sentinel"
-            try:
-                visitors = await _avisit(store, issuer)
-            finally:
-                await store.aclose()
-            master = [sentinel_group.master_port()]
-            assert await asyncio.to_thread(_host_connections, master) >= 1
-            return visitors
+            return await _awalk(host_client, "sentinel", [master], issuer, prefix)
         finally:
             await host_client.aclose()
-            for watcher in sentinel.sentinels:  # the host's Sentinel connections are its own
+            for watcher in sentinel.sentinels:
                 await watcher.aclose()
 
     visitors = asyncio.run(scenario())
-    master = sentinel_group.master_port()
-    for visitor in visitors:
-        assert command(master, "EXISTS", prefix + visitor).strip() == "1"
+    _on_master(master, prefix, visitors)
     _read_back(sentinel_group.url, prefix, visitors)
