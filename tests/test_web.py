@@ -4,48 +4,23 @@ JSON answer that changes nothing, a store failure is the policy's answer, never 
 from __future__ import annotations
 
 from collections.abc import Iterator
-from functools import partial
 from typing import Any
 
 import pytest
 from starlette.applications import Starlette
-from starlette.requests import Request
-from starlette.routing import Mount
 from starlette.testclient import TestClient
 
 from policies import AnonymousFallbackPolicy, DefensivePolicy
 from statemachine import AsyncActivationTracker
-from statemachine.signals.metrics import ActivationMetrics
 from statemachine.stores import MemoryStore, StoreError
 from statemachine.tokens import TokenIssuer
-from statemachine.web import MAX_BODY, activation_routes, inspector_routes
+from statemachine.web import MAX_BODY
+from tests.web_apps import starlette_host
 
 
 def host_app(tracker: AsyncActivationTracker, issuer: TokenIssuer, **kw: Any) -> Starlette:
     """What a host writes: who the visitor is, and the signed-in user's token provider."""
-
-    def visitor_id(request: Request) -> str | None:
-        return request.headers.get("x-visitor")
-
-    async def token_provider(request: Request) -> Any:
-        user = request.headers.get("x-user")
-        return None if user is None else partial(issuer.issue, user)
-
-    metrics = ActivationMetrics()
-    tracker.add_listener(metrics)
-    return Starlette(
-        routes=[
-            Mount(
-                "/app",
-                routes=[
-                    *activation_routes(
-                        tracker, visitor_id=visitor_id, token_provider=token_provider, **kw
-                    ),
-                    *inspector_routes(tracker, metrics=metrics),
-                ],
-            )
-        ]
-    )
+    return starlette_host(tracker, issuer, identity="headers", activation=kw)
 
 
 @pytest.fixture

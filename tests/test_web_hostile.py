@@ -23,12 +23,10 @@ from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
 from starlette.applications import Starlette
 from starlette.requests import Request
-from starlette.routing import Mount
 from starlette.testclient import TestClient
 
 from policies import DefensivePolicy
 from statemachine import AsyncActivationTracker
-from statemachine.signals.metrics import ActivationMetrics
 from statemachine.stores import MemoryStore
 from statemachine.tokens import TokenIssuer
 from statemachine.web import MAX_BODY, activation_routes, inspector_routes
@@ -44,6 +42,7 @@ from statemachine.web.reference import (
     create_app,
     write_keys,
 )
+from tests.web_apps import starlette_host
 
 LOOPBACK = ("127.0.0.1", 50000)
 REMOTE = ("203.0.113.9", 50000)
@@ -56,38 +55,18 @@ SUCCESS = {
     }
 }
 
-
 INSPECTOR_SECRET = b"the inspector's secret, 32 bytes"
 NAMES = References(INSPECTOR_SECRET)
 
 
 def host_app(issuer: TokenIssuer, **inspector: Any) -> Starlette:
     """A host as the README writes one: the visitor and the user from cookies."""
-
-    def visitor_id(request: Request) -> str | None:
-        return request.cookies.get("visitor")
-
-    async def token_provider(request: Request) -> Any:
-        user = request.cookies.get("user")
-        return None if user is None else partial(issuer.issue, user)
-
     tracker = AsyncActivationTracker(DefensivePolicy(), MemoryStore())
-    metrics = ActivationMetrics()
-    tracker.add_listener(metrics)
-    return Starlette(
-        routes=[
-            Mount(
-                "/app",
-                routes=[
-                    *activation_routes(
-                        tracker, visitor_id=visitor_id, token_provider=token_provider
-                    ),
-                    *inspector_routes(
-                        tracker, metrics=metrics, secret=INSPECTOR_SECRET, **inspector
-                    ),
-                ],
-            )
-        ]
+    return starlette_host(
+        tracker,
+        issuer,
+        identity="cookies",
+        inspector={"secret": INSPECTOR_SECRET, **inspector},
     )
 
 
