@@ -18,12 +18,12 @@ from hypothesis import strategies as st
 
 from statemachine import ActivationTracker, AsyncActivationTracker
 from statemachine.engine import snapshots
-from statemachine.protocol.options import ANONYMOUS, SECURED
+from statemachine.protocol.options import SECURED
 from statemachine.stores import DamagedRecord, MemoryStore
 from statemachine.stores.base import Versioned
 from statemachine.tracking import _record as records
 from tests.helpers import anonymous, defensive
-from tests.tracker_harness import Clock, Face, callback, new_flow
+from tests.tracker_harness import Clock, Face, callback, new_flow, tracker_operations
 
 
 def _json(data: Any) -> str:
@@ -40,17 +40,7 @@ def _same_record(a: records.VisitorRecord, b: records.VisitorRecord) -> None:
     )
 
 
-FLOWS = ["f0", "f1", "f2"]
-op = st.one_of(
-    st.tuples(st.just("token"), st.sampled_from(FLOWS), st.booleans()),
-    st.tuples(
-        st.just("report"),
-        st.sampled_from(FLOWS),
-        st.tuples(st.booleans(), st.sampled_from([SECURED, ANONYMOUS])),
-    ),
-    st.tuples(st.just("logout"), st.none(), st.none()),
-    st.tuples(st.just("wait"), st.none(), st.sampled_from([0.5, 20.0, 100.0, 4000.0])),
-)
+op = tracker_operations([0.5, 20.0, 100.0, 4000.0])
 
 
 @settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])

@@ -14,24 +14,13 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from statemachine import ActivationTracker, Answer, State, TrackerInputError
-from statemachine.protocol.options import ANONYMOUS, SECURED
+from statemachine.protocol.options import SECURED
 from statemachine.stores import MemoryStore
 from statemachine.tracking._rules import lease_seconds
 from tests.helpers import anonymous, defensive
-from tests.tracker_harness import Clock, callback
+from tests.tracker_harness import Clock, callback, tracker_operations
 
-FLOWS = ["f0", "f1", "f2"]
-
-op = st.one_of(
-    st.tuples(st.just("token"), st.sampled_from(FLOWS), st.booleans()),
-    st.tuples(
-        st.just("report"),
-        st.sampled_from(FLOWS),
-        st.tuples(st.booleans(), st.sampled_from([SECURED, ANONYMOUS])),
-    ),
-    st.tuples(st.just("logout"), st.none(), st.none()),
-    st.tuples(st.just("wait"), st.none(), st.sampled_from([1.0, 20.0, 100.0])),
-)
+op = tracker_operations([1.0, 20.0, 100.0])
 
 
 @settings(max_examples=250, deadline=None, suppress_health_check=[HealthCheck.too_slow])

@@ -99,3 +99,27 @@ def callback(succeeded: bool, option_type: str, reason: str | None = None) -> di
 
 def new_flow() -> str:
     return os.urandom(12).hex()
+
+
+FLOWS = ["f0", "f1", "f2"]
+"""The flows generated operations pick from: few, so that they collide."""
+
+
+def tracker_operations(waits: list[float]) -> Any:
+    """A hypothesis strategy of one tracker operation, as ``(kind, flow, detail)``: a token
+    request (provider answers or not), a report (accepted or not; secured or anonymous), a
+    logout, or a wait of one of ``waits`` seconds on the test's clock."""
+    from hypothesis import strategies as st
+
+    from statemachine.protocol.options import ANONYMOUS, SECURED
+
+    return st.one_of(
+        st.tuples(st.just("token"), st.sampled_from(FLOWS), st.booleans()),
+        st.tuples(
+            st.just("report"),
+            st.sampled_from(FLOWS),
+            st.tuples(st.booleans(), st.sampled_from([SECURED, ANONYMOUS])),
+        ),
+        st.tuples(st.just("logout"), st.none(), st.none()),
+        st.tuples(st.just("wait"), st.none(), st.sampled_from(waits)),
+    )
