@@ -306,13 +306,18 @@ class AsyncLane:
         return reply
 
     async def _run_once(self, script: Script, key: str, args: tuple[object, ...]) -> Any:
-        flow = _script_flow(script, key, args)
-        reply = None
-        try:
-            while True:
-                reply = await self._call(flow.send(reply))
-        except StopIteration as done:
-            return done.value
+        """``_script_flow``'s steps written out: this runs twice per token request, and a
+        generator and a coroutine more per call cost more than the steps themselves."""
+        connection = self._connection
+        if connection is None or connection.lost is not None:
+            connection = await self._connect()
+        reply = await connection.send(script.evalsha(key, args), self.loop)
+        if isinstance(reply, ReplyError):
+            if str(reply).startswith("NOSCRIPT"):
+                reply = await self._call(script.eval(key, args))
+            if isinstance(reply, ReplyError):
+                raise reply
+        return reply
 
     async def _call(self, command: bytes) -> Any:
         connection = self._connection
