@@ -55,7 +55,7 @@ def _tracker_why(r: dict[str, Any], key: str, own: float) -> str:
     if "sequence" in r:
         parts.append(
             f"of which the mint and two PINGs cost {us(r['sequence'] - r['mint'] - 2 * r['rtt'])} "
-            "more done in sequence than measured apart (the mint runs colder after socket I/O)"
+            "more done in sequence than measured apart" + _after_work(r)
         )
     if key == "tracked_async" and "tracked_memory" in r:
         parts.append(
@@ -68,6 +68,27 @@ def _tracker_why(r: dict[str, Any], key: str, own: float) -> str:
             "to a pooled worker that enforces its timeout"
         )
     return "; ".join(parts) + " (see NOTES.md)"
+
+
+def _after_work(r: dict[str, Any]) -> str:
+    """What two round trips cost right after a stretch of work, the mint's or a busy loop's."""
+    if "busy_sequence" not in r:
+        return ""
+    apart = 2 * r["rtt"]
+    after_mint = r["sequence"] - r["mint"]
+    after_spin = r["busy_sequence"] - r["spin"]
+    # Does a busy loop of the mint's length account for most of what the mint adds?
+    any_work = after_spin - apart >= 0.5 * (after_mint - apart)
+    cause = (
+        "the round trips cost more after any stretch of work (Redis and the waiting thread "
+        "woken from idle by the OS), not because of the mint"
+        if any_work
+        else "most of it follows the mint itself, not any stretch of work"
+    )
+    return (
+        f": two PINGs take {us(after_mint)} right after a mint and {us(after_spin)} right "
+        f"after a busy loop as long as a mint, against {us(apart)} back to back: {cause}"
+    )
 
 
 def _web_row(r: dict[str, Any] | None) -> str:

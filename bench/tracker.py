@@ -61,12 +61,28 @@ def _interleaved(
         "tracked_async": [],
         "rtt": [],
         "sequence": [],
+        "spin": [],
+        "busy_sequence": [],
         "tracked_memory": [],
         "lane_read": [],
     }
 
     def sequence() -> None:  # what a token request physically needs, in the order it needs it
         mint()
+        ping()
+        ping()
+
+    # The same sequence with the mint replaced by a busy loop as long as a mint: whether two
+    # round trips cost more after the mint because of the mint, or after any stretch of work.
+    spin_for = per_call(mint, max(number // 4, 5), 1)
+
+    def spin() -> None:
+        until = time.perf_counter() + spin_for
+        while time.perf_counter() < until:
+            pass
+
+    def busy_sequence() -> None:
+        spin()
         ping()
         ping()
 
@@ -99,6 +115,8 @@ def _interleaved(
             samples["tracked_async"].append(runner.run(batch(tracker)))
             samples["rtt"].append(per_call(ping, number * 5, 1))
             samples["sequence"].append(per_call(sequence, number, 1))
+            samples["spin"].append(per_call(spin, number, 1))
+            samples["busy_sequence"].append(per_call(busy_sequence, number, 1))
             samples["tracked_memory"].append(runner.run(batch(in_memory)))
             samples["lane_read"].append(runner.run(reads()))
         runner.run(tracker.store.aclose())
@@ -354,6 +372,15 @@ def report(r: dict[str, Any]) -> list[str]:
             [
                 f"| the floor as one sequence: mint, then two `PING`s, in one loop | "
                 f"{us(r['sequence'])} | {r['sequence'] / r['mint']:.2f}x |",
+                *(
+                    [
+                        f"| the same with a busy loop as long as a mint in its place: the loop "
+                        f"{us(r['spin'])}, the two `PING`s after it "
+                        f"{us(r['busy_sequence'] - r['spin'])} | {us(r['busy_sequence'])} | |"
+                    ]
+                    if "busy_sequence" in r
+                    else []
+                ),
                 f"| tracked, `AsyncActivationTracker` on `MemoryStore` (the mint and the "
                 f"tracker's own Python, no network) | {us(r['tracked_memory'])} | "
                 f"{r['tracked_memory'] / r['mint']:.2f}x |",

@@ -16,9 +16,6 @@ workers of ``secured-activation serve`` do.
 
 from __future__ import annotations
 
-import os
-import signal
-import subprocess
 import sys
 from pathlib import Path
 
@@ -27,8 +24,7 @@ from starlette.requests import Request
 from starlette.responses import HTMLResponse, Response
 from starlette.routing import Mount, Route
 
-from tests.process_host import stop_process, wait_until_answering
-from tests.redis_server import free_port
+from tests.process_host import ServedModule
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -162,34 +158,11 @@ def create_app() -> Starlette:
     )
 
 
-class PageHost:
+class PageHost(ServedModule):
     """``create_app`` served by uvicorn in its own process group, on a free loopback port."""
 
     def __init__(self, env: dict[str, str]) -> None:
-        self.port = free_port()
-        self.url = f"http://127.0.0.1:{self.port}"
-        self.process = subprocess.Popen(
-            [sys.executable, "-m", "tests.page_host", str(self.port)],
-            cwd=ROOT,
-            env={**os.environ, **env},
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.PIPE,
-            text=True,
-            start_new_session=True,
-        )
-        wait_until_answering(
-            self.process,
-            self.url + "/inspect/visitors",
-            "the host",
-            seconds=60,
-            output=lambda: self.process.stderr.read()[-2000:],  # type: ignore[union-attr]
-            stop=self.stop,
-        )
-
-    def stop(self) -> None:
-        stop_process(self.process, signal.SIGINT, grace=15, group=True)
-        if self.process.stderr is not None:
-            self.process.stderr.close()
+        super().__init__(["tests.page_host", "{port}"], "the host", env=env)
 
 
 def main() -> None:

@@ -10,6 +10,7 @@ from __future__ import annotations
 import os
 import signal
 import subprocess
+import sys
 import time
 import urllib.error
 import urllib.request
@@ -147,3 +148,50 @@ class ProcessHost:
 
     def stop(self) -> None:
         stop_process(self.process, signal.SIGTERM, grace=20, group=False)
+
+
+class ServedModule:
+    """``python -m`` one of our modules, in its own session on a free loopback port.
+
+    ``argv`` follows ``-m`` and says ``{port}`` where the port goes; the command
+    binds 127.0.0.1 by default. It is polled at ``ready_path`` until it answers,
+    and stopped by SIGINT to its whole group (SIGKILL after a grace). Its
+    stderr is kept for the message when it does not come up.
+    """
+
+    def __init__(
+        self,
+        argv: list[str],
+        what: str,
+        *,
+        env: dict[str, str] | None = None,
+        ready_path: str = "/inspect/visitors",
+    ) -> None:
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.process = subprocess.Popen(
+            [sys.executable, "-m", *(part.replace("{port}", str(self.port)) for part in argv)],
+            cwd=Path(__file__).resolve().parents[1],
+            env=None if env is None else {**os.environ, **env},
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
+            text=True,
+            start_new_session=True,
+        )
+        wait_until_answering(
+            self.process,
+            self.url + ready_path,
+            what,
+            seconds=60,
+            output=lambda: self.process.stderr.read()[-2000:],  # type: ignore[union-attr]
+            stop=self.stop,
+        )
+
+    def workers(self) -> list[int]:
+        """The worker processes' pids: the supervisor's children, less multiprocessing's helper."""
+        return child_workers(self.process.pid)
+
+    def stop(self) -> None:
+        stop_process(self.process, signal.SIGINT, grace=15, group=True)
+        if self.process.stderr is not None:
+            self.process.stderr.close()

@@ -261,6 +261,7 @@ class RedisStore:
         self._local_clock = clock
         self._offset = 0.0
         self._warned = False
+        self._first_use_done: asyncio.Future[None] | None = None  # the async first use, shared
         self.skipped_shards: tuple[str, ...] = ()
         """The shards the last listing could not reach (down or unreachable)."""
         self._async_client = async_client
@@ -284,9 +285,12 @@ class RedisStore:
             else _bounded_sync(client, self._options(), self._timeout, max_connections)
         )
         # A pool the store built is the store's to close (redis-py's ``close()`` leaves a
-        # pool it was handed open); a client used as given stays the host's.
+        # pool it was handed open); a client used as given stays the host's, and so do the
+        # Sentinel connections of a host's client (the store's copy shares its manager).
         self._owns_client = bounded is not client
         self._client = bounded
+        self._owns_sentinels = client is None
+        self._owns_async_client = async_client is None
 
     @classmethod
     def from_url(
@@ -346,7 +350,11 @@ class RedisStore:
         ):
             return parse_target(self._url).kind
         client = self._client if self._client is not None else self._async_client
-        return "cluster" if hasattr(client, "get_primaries") else "single"
+        if hasattr(client, "get_primaries"):
+            return "cluster"
+        # A Sentinel's ``master_for`` client (blocking or asyncio) names its service on its pool.
+        pool = getattr(client, "connection_pool", None)
+        return "sentinel" if hasattr(pool, "service_name") else "single"
 
     def client(self) -> redis_sync.Redis:
         if self._client is None:
@@ -425,11 +433,12 @@ class RedisStore:
     def close(self) -> None:
         if self._blocking_lane is not None:
             self._blocking_lane.close()
-        if self._client is not None:
+        if self._client is not None and self._owns_client:
             self._client.close()
             pool = getattr(self._client, "connection_pool", None)
-            if self._owns_client and pool is not None:
+            if pool is not None:
                 pool.disconnect()
+        if self._client is not None and self._owns_sentinels:
             for watcher in _sentinels_of(self._client):
                 watcher.close()
 
@@ -510,7 +519,7 @@ class RedisStore:
         lanes, self._lanes, self._lane = self._lanes, {}, None
         for lane in lanes.values():
             lane.close()
-        if self._async_client is not None:
+        if self._async_client is not None and self._owns_async_client:
             await self._async_client.aclose()
             for watcher in _sentinels_of(self._async_client):
                 await watcher.aclose()
@@ -523,13 +532,31 @@ class RedisStore:
             self._warn_if_unsafe(_config_policy(self.client() if lane is None else lane))
 
     async def _afirst_use(self) -> None:
-        if not self._warned:
-            self._warned = True
+        """The eviction check, once; every call that comes meanwhile waits for it to end.
+
+        Waiting matters for redis-py's asyncio ``RedisCluster``: the check is its
+        first command, which also discovers the cluster, and commands sent
+        while a fresh client is still settling its nodes may find their new
+        connection closed under them (``'NoneType' object has no attribute
+        'writelines'``; measured on redis-py 8.1 with a host's own client).
+        A call on another event loop does not wait (it cannot await this loop's future).
+        """
+        loop = asyncio.get_running_loop()
+        done = self._first_use_done
+        if done is not None:
+            if done.get_loop() is loop and not done.done():
+                await asyncio.shield(done)
+            return
+        self._first_use_done = done = loop.create_future()
+        try:
             if self._lane_settings is not None:
                 policy = await _aconfig_policy(self._alane(), self._timeout)
             else:
                 policy = await _aconfig_policy(self.async_client(), self._timeout)
             self._warn_if_unsafe(policy)
+        finally:
+            self._warned = True
+            done.set_result(None)
 
     def _warn_if_unsafe(self, policy: str | None) -> None:
         """Once per store: an eviction policy that may drop a visitor in flight is logged."""
