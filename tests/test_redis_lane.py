@@ -232,6 +232,40 @@ def test_a_stall_past_the_timeout_is_bounded_and_the_flow_goes_on(
     assert state is State.AUTHENTICATED
 
 
+def test_a_caller_that_gives_up_during_a_stall_leaves_the_others_their_bound(
+    own_redis: RedisServer,
+) -> None:
+    """DEBUG SLEEP with three reads in flight on one connection, the oldest one cancelled:
+    the two others still fail within the bound (the connection's one watchdog passes over a
+    caller that left and times out the next), and the store answers once Redis is back."""
+    stall = redis.Redis(port=own_redis.port, socket_timeout=10)
+
+    async def scenario() -> tuple[float, list[object], object]:
+        store = RedisStore.from_url(own_redis.url, prefix=_prefix(), timeout=0.2)
+        try:
+            assert await store.aload("warm") is None  # connected
+            sleeper = threading.Thread(target=stall.execute_command, args=("DEBUG", "SLEEP", "2"))
+            sleeper.start()
+            await asyncio.to_thread(_until_asleep, own_redis.port)
+            started = time.monotonic()
+            reads = [asyncio.create_task(store.aload(f"v{index}")) for index in range(3)]
+            await asyncio.sleep(0.05)
+            reads[0].cancel()
+            results = await asyncio.gather(*reads, return_exceptions=True)
+            took = time.monotonic() - started
+            await asyncio.to_thread(sleeper.join, 10)
+            return took, results, await store.aload("v0")
+        finally:
+            await store.aclose()
+
+    took, results, after = asyncio.run(scenario())
+    stall.close()
+    assert isinstance(results[0], asyncio.CancelledError)
+    assert all(isinstance(result, StoreError) for result in results[1:]), results
+    assert took < 4 * 0.2 + 0.5  # the documented bound (the stall lasts 2 s)
+    assert after is None
+
+
 def test_pipelined_replies_reach_their_callers_while_others_give_up(redis_server: Any) -> None:
     """200 concurrent reads of distinct visitors on one connection, a third of them cancelled
     mid-flight: every caller that stays gets its own visitor's data, never a neighbour's."""

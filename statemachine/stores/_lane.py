@@ -38,6 +38,7 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import functools
 import hashlib
 import os
 import socket
@@ -174,11 +175,24 @@ _RETRIED: Final = (ConnectionError, TimeoutError, OSError)
 
 
 class _Connection(asyncio.Protocol):
-    """One pipelined connection: replies resolve the waiting futures in the order sent."""
+    """One pipelined connection: replies resolve the waiting futures in the order sent.
 
-    def __init__(self) -> None:
+    Every call must be answered within ``timeout`` of its send. One watchdog
+    timer per connection keeps that bound, instead of a timer armed and
+    cancelled per call (two of a token request's handful of loop callbacks,
+    and a heap entry each): it is armed at the oldest pending call's deadline,
+    and when it fires, it fails a call past its deadline (the connection is
+    then closed, as a caller's own timeout closed it) or re-arms at the
+    deadline of the oldest call still waiting. Calls are answered in the order
+    sent with one timeout, so the oldest call always has the nearest deadline.
+    """
+
+    def __init__(self, timeout: float) -> None:
+        self.timeout = timeout
         self.reader = hiredis.Reader(replyError=ReplyError)
         self.waiting: collections.deque[asyncio.Future[Any]] = collections.deque()
+        self.deadlines: collections.deque[float] = collections.deque()  # one per waiting call
+        self.watchdog: asyncio.TimerHandle | None = None
         self.transport: asyncio.Transport | None = None
         self.lost: BaseException | None = None
         self.corked: list[bytes] | None = None  # commands to write at the end of this loop turn
@@ -194,6 +208,7 @@ class _Connection(asyncio.Protocol):
             reply = reader.gets()
             while reply is not False:
                 waiter = self.waiting.popleft()
+                self.deadlines.popleft()
                 if not waiter.done():  # a caller that timed out or was cancelled is skipped
                     waiter.set_result(reply)
                 reply = reader.gets()
@@ -204,6 +219,8 @@ class _Connection(asyncio.Protocol):
         self.close(exc or ConnectionError("Redis closed the connection"))
 
     def send(self, command: bytes, loop: asyncio.AbstractEventLoop) -> asyncio.Future[Any]:
+        """Write ``command`` (now, or at this loop turn's end); its reply is due within
+        ``timeout`` (then the future fails with ``TimeoutError``)."""
         waiter: asyncio.Future[Any] = loop.create_future()
         if self.lost is not None or self.transport is None:
             waiter.set_exception(ConnectionError("the connection to Redis is closed"))
@@ -219,7 +236,29 @@ class _Connection(asyncio.Protocol):
         else:  # nothing in flight (one caller at a time): written at once, no added turn
             self.transport.write(command)
         waiting.append(waiter)
+        deadline = loop.time() + self.timeout
+        self.deadlines.append(deadline)
+        if self.watchdog is None:
+            self.watchdog = loop.call_at(deadline, self._watch, loop)
         return waiter
+
+    def _watch(self, loop: asyncio.AbstractEventLoop) -> None:
+        """Fail the oldest call past its deadline, or wait for the oldest one still due."""
+        self.watchdog = None
+        if self.lost is not None:
+            return
+        now = loop.time()
+        for waiter, deadline in zip(self.waiting, self.deadlines, strict=True):
+            if waiter.done():  # its caller gave up: its reply is skipped when it comes
+                continue
+            if deadline > now:
+                self.watchdog = loop.call_at(deadline, self._watch, loop)
+                return
+            timeout = self.timeout
+            waiter.set_exception(TimeoutError(f"no reply from Redis within {timeout:g} s"))
+            # The reply is still due on this connection: close it rather than read it later.
+            self.close(TimeoutError("a reply timed out"))
+            return
 
     def _uncork(self) -> None:
         """Write the commands sent during this loop turn in one go (one system call, not N)."""
@@ -231,17 +270,16 @@ class _Connection(asyncio.Protocol):
         """Fail every call still waiting; the connection is never used again."""
         if self.lost is None:
             self.lost = error
+        if self.watchdog is not None:
+            self.watchdog.cancel()
+            self.watchdog = None
         waiting, self.waiting = self.waiting, collections.deque()
+        self.deadlines = collections.deque()
         for waiter in waiting:
             if not waiter.done():
                 waiter.set_exception(ConnectionError(str(error) or type(error).__name__))
         if self.transport is not None and not self.transport.is_closing():
             self.transport.close()
-
-
-def _expire(waiter: asyncio.Future[Any], timeout: float) -> None:
-    if not waiter.done():
-        waiter.set_exception(TimeoutError(f"no reply from Redis within {timeout:g} s"))
 
 
 class AsyncLane:
@@ -268,30 +306,24 @@ class AsyncLane:
         return reply
 
     async def _run_once(self, script: Script, key: str, args: tuple[object, ...]) -> Any:
-        flow = _script_flow(script, key, args)
-        reply = None
-        try:
-            while True:
-                reply = await self._call(flow.send(reply))
-        except StopIteration as done:
-            return done.value
+        """``_script_flow``'s steps written out: this runs twice per token request, and a
+        generator and a coroutine more per call cost more than the steps themselves."""
+        connection = self._connection
+        if connection is None or connection.lost is not None:
+            connection = await self._connect()
+        reply = await connection.send(script.evalsha(key, args), self.loop)
+        if isinstance(reply, ReplyError):
+            if str(reply).startswith("NOSCRIPT"):
+                reply = await self._call(script.eval(key, args))
+            if isinstance(reply, ReplyError):
+                raise reply
+        return reply
 
     async def _call(self, command: bytes) -> Any:
         connection = self._connection
         if connection is None or connection.lost is not None:
             connection = await self._connect()
-        loop = self.loop
-        waiter = connection.send(command, loop)
-        timeout = self.settings.timeout
-        timer = loop.call_later(timeout, _expire, waiter, timeout)
-        try:
-            return await waiter
-        except TimeoutError:
-            # The reply is still due on this connection: close it rather than read it later.
-            connection.close(TimeoutError("a reply timed out"))
-            raise
-        finally:
-            timer.cancel()
+        return await connection.send(command, self.loop)  # within the timeout (its watchdog)
 
     async def _connect(self) -> _Connection:
         connecting = self._connecting
@@ -313,14 +345,13 @@ class AsyncLane:
 
     async def _open(self) -> _Connection:
         settings, loop = self.settings, self.loop
+        made = functools.partial(_Connection, settings.timeout)
         async with asyncio.timeout(settings.timeout):
             if settings.path is not None:
-                _, connection = await loop.create_unix_connection(_Connection, settings.path)
+                _, connection = await loop.create_unix_connection(made, settings.path)
             else:
                 assert settings.host is not None
-                _, connection = await loop.create_connection(
-                    _Connection, settings.host, settings.port
-                )
+                _, connection = await loop.create_connection(made, settings.host, settings.port)
             waiters: list[asyncio.Future[Any]] = []
             try:
                 waiters = [connection.send(command, loop) for command in _hello(settings)]
