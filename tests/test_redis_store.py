@@ -306,3 +306,44 @@ def test_an_unsafe_eviction_policy_is_logged_once(
     warnings = [e for e in logs if e["event"] == "activation.store_unsafe"]
     assert len(warnings) == 1
     assert warnings[0]["maxmemory_policy"] == "allkeys-lru"
+
+
+def test_calls_that_come_during_the_first_asyncio_use_wait_for_it(
+    redis_server: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The eviction check runs once, and no script is sent until it has ended.
+
+    For an asyncio Cluster client the check is also the cluster's discovery,
+    and commands sent while a fresh client settles its nodes can find their
+    connection closed under them; here the check is slowed down so that five
+    calls arrive while it runs.
+    """
+    from statemachine.stores import redis as redis_store
+
+    happened: list[str] = []
+
+    async def slow_check(client: Any, deadline: float) -> str | None:
+        happened.append("check starts")
+        await asyncio.sleep(0.05)
+        happened.append("check ends")
+        return "noeviction"
+
+    monkeypatch.setattr(redis_store, "_aconfig_policy", slow_check)
+
+    async def scenario() -> list[Any]:
+        store = RedisStore.from_url(redis_server.url, prefix=_prefix())
+        scripts = store._ascripts()
+        run = scripts.run
+
+        async def counted(*args: Any) -> Any:
+            happened.append("script")
+            return await run(*args)
+
+        monkeypatch.setattr(scripts, "run", counted)
+        try:
+            return await asyncio.gather(*(store.aload(f"v{n}") for n in range(5)))
+        finally:
+            await store.aclose()
+
+    assert asyncio.run(scenario()) == [None] * 5
+    assert happened == ["check starts", "check ends"] + ["script"] * 5
