@@ -24,6 +24,7 @@ from statemachine.stores import MemoryStore
 from statemachine.tokens import TokenIssuer, generate_rsa
 from statemachine.web import activation_routes
 from statemachine.web.http import Headers, HttpRequest, check_state_change
+from tests.web_apps import http_scope
 
 ORIGIN = b"http://127.0.0.1:8000"
 
@@ -50,32 +51,20 @@ def _apps(provider: Any) -> dict[str, Any]:
 
 
 async def _request(app: Any, visitor: bytes) -> int:
-    scope = {
-        "type": "http",
-        "asgi": {"version": "3.0"},
-        "http_version": "1.1",
-        "method": "POST",
-        "scheme": "http",
-        "path": "/activation/token",
-        "raw_path": b"/activation/token",
-        "root_path": "",
-        "query_string": b"",
-        "headers": [
-            (b"host", b"127.0.0.1:8000"),
-            (b"user-agent", b"Mozilla/5.0 (X11; Linux x86_64) Chrome/131.0"),
-            (b"accept", b"*/*"),
-            (b"content-type", b"application/json"),
-            (b"content-length", b"14"),
-            (b"origin", ORIGIN),
-            (b"sec-fetch-site", b"same-origin"),
-            (b"sec-fetch-mode", b"cors"),
-            (b"referer", ORIGIN + b"/"),
-            (b"cookie", b"sa_visitor=0123456789abcdef0123456789abcdef; sa_user=x.y"),
-            (b"x-visitor", visitor),
-        ],
-        "client": ("127.0.0.1", 50000),
-        "server": ("127.0.0.1", 8000),
-    }
+    headers = [
+        (b"host", b"127.0.0.1:8000"),
+        (b"user-agent", b"Mozilla/5.0 (X11; Linux x86_64) Chrome/131.0"),
+        (b"accept", b"*/*"),
+        (b"content-type", b"application/json"),
+        (b"content-length", b"14"),
+        (b"origin", ORIGIN),
+        (b"sec-fetch-site", b"same-origin"),
+        (b"sec-fetch-mode", b"cors"),
+        (b"referer", ORIGIN + b"/"),
+        (b"cookie", b"sa_visitor=0123456789abcdef0123456789abcdef; sa_user=x.y"),
+        (b"x-visitor", visitor),
+    ]
+    scope = http_scope("POST", "/activation/token", headers)
     messages = [{"type": "http.request", "body": b'{"flow": "f1"}', "more_body": False}]
     status = 0
 

@@ -40,6 +40,7 @@ from statemachine.web import reference
 from statemachine.web.reference import write_keys
 from tests.process_host import stop_process
 from tests.redis_server import RedisServer, free_port
+from tests.web_apps import http_scope
 
 ROOT = Path(__file__).resolve().parent.parent
 LUA = Path(__file__).resolve().parent / "post.lua"
@@ -430,26 +431,13 @@ class _Asgi:
         self.counter += 1
         visitor = f"{self.prefix}{self.counter:016x}"
         body = f'{{"flow":"f{visitor}"}}'.encode()
-        scope = {
-            "type": "http",
-            "asgi": {"version": "3.0"},
-            "http_version": "1.1",
-            "method": "POST",
-            "scheme": "http",
-            "path": path,
-            "raw_path": path.encode(),
-            "query_string": b"",
-            "root_path": "",
-            "headers": [
-                (b"host", b"127.0.0.1:8000"),
-                (b"content-type", b"application/json"),
-                (b"cookie", f"sa_visitor={visitor}; sa_user={self.user}".encode()),
-                (b"content-length", str(len(body)).encode()),
-            ],
-            "client": ("127.0.0.1", 50000),
-            "server": ("127.0.0.1", 8000),
-            "state": {},
-        }
+        headers = [
+            (b"host", b"127.0.0.1:8000"),
+            (b"content-type", b"application/json"),
+            (b"cookie", f"sa_visitor={visitor}; sa_user={self.user}".encode()),
+            (b"content-length", str(len(body)).encode()),
+        ]
+        scope = {**http_scope("POST", path, headers), "state": {}}
         messages = [{"type": "http.request", "body": body, "more_body": False}]
         status: list[int] = []
 

@@ -15,7 +15,7 @@ from statemachine import AsyncActivationTracker
 from statemachine.stores import MemoryStore, StoreError
 from statemachine.tokens import TokenIssuer
 from statemachine.web import MAX_BODY
-from tests.web_apps import starlette_host
+from tests.web_apps import http_scope, starlette_host
 
 
 def host_app(tracker: AsyncActivationTracker, issuer: TokenIssuer, **kw: Any) -> Starlette:
@@ -324,26 +324,14 @@ def _raw_answer(app: Starlette, method: str, path: str, body: bytes) -> tuple[in
         if message["type"] == "http.response.start":
             started.append(message)
 
-    scope = {
-        "type": "http",
-        "asgi": {"version": "3.0"},
-        "http_version": "1.1",
-        "method": method,
-        "scheme": "http",
-        "path": path,
-        "raw_path": path.encode(),
-        "query_string": b"",
-        "root_path": "",
-        "headers": [
-            (b"host", b"127.0.0.1"),
-            (b"content-type", b"application/json"),
-            (b"content-length", str(len(body)).encode()),
-            (b"x-visitor", b"v1"),
-            (b"x-user", b"u1"),
-        ],
-        "client": LOOPBACK,
-        "server": ("127.0.0.1", 80),
-    }
+    headers = [
+        (b"host", b"127.0.0.1"),
+        (b"content-type", b"application/json"),
+        (b"content-length", str(len(body)).encode()),
+        (b"x-visitor", b"v1"),
+        (b"x-user", b"u1"),
+    ]
+    scope = http_scope(method, path, headers, client=LOOPBACK, server=("127.0.0.1", 80))
     asyncio.run(app(scope, receive, send))
     (start,) = started
     return start["status"], list(start["headers"])

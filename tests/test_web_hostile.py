@@ -42,7 +42,7 @@ from statemachine.web.reference import (
     create_app,
     write_keys,
 )
-from tests.web_apps import starlette_host
+from tests.web_apps import http_scope, starlette_host
 
 LOOPBACK = ("127.0.0.1", 50000)
 REMOTE = ("203.0.113.9", 50000)
@@ -297,20 +297,7 @@ async def asgi(
     client: tuple[str, int] | None = LOOPBACK,
 ) -> tuple[int, list[tuple[bytes, bytes]], bytes]:
     """One request as a server hands it to the app: raw header bytes, the body in two parts."""
-    scope = {
-        "type": "http",
-        "asgi": {"version": "3.0"},
-        "http_version": "1.1",
-        "method": method,
-        "scheme": "http",
-        "path": path,
-        "raw_path": path.encode("utf-8", "surrogateescape"),
-        "root_path": "",
-        "query_string": query,
-        "headers": headers,
-        "client": client,
-        "server": ("127.0.0.1", 8000),
-    }
+    scope = http_scope(method, path, headers, query=query, client=client)
     half = len(body) // 2
     messages = [
         {"type": "http.request", "body": body[:half], "more_body": True},

@@ -1,4 +1,5 @@
-"""A Starlette host app as the README writes one, for the in-process web tests.
+"""A Starlette host app as the README writes one, and requests as a server hands them to it,
+for the in-process web tests and benchmarks.
 
 The tests differ only in where the visitor and the signed-in user come from
 (headers, so a test can set them per request; or cookies, as a browser sends
@@ -64,3 +65,29 @@ def starlette_host(
             )
         ]
     )
+
+
+def http_scope(
+    method: str,
+    path: str,
+    headers: list[tuple[bytes, bytes]],
+    *,
+    query: bytes = b"",
+    client: tuple[str, int] | None = ("127.0.0.1", 50000),
+    server: tuple[str, int] = ("127.0.0.1", 8000),
+) -> dict[str, Any]:
+    """An HTTP/1.1 request's ASGI scope, as uvicorn builds it (``headers`` as raw pairs)."""
+    return {
+        "type": "http",
+        "asgi": {"version": "3.0"},
+        "http_version": "1.1",
+        "method": method,
+        "scheme": "http",
+        "path": path,
+        "raw_path": path.encode("utf-8", "surrogateescape"),
+        "root_path": "",
+        "query_string": query,
+        "headers": headers,
+        "client": client,
+        "server": server,
+    }
