@@ -43,7 +43,6 @@ import hashlib
 import os
 import socket
 import threading
-from collections.abc import Generator
 from typing import Any, Final, NamedTuple
 
 try:
@@ -149,11 +148,13 @@ class Script:
 _ONE: Final = _bulk(b"1")
 
 
-def _script_flow(script: Script, key: str, args: tuple[object, ...]) -> Generator[bytes, Any, Any]:
-    """``EVALSHA``, then ``EVAL`` if Redis lacks the script: yields commands, is sent replies."""
-    reply = yield script.evalsha(key, args)
-    if isinstance(reply, ReplyError) and str(reply).startswith("NOSCRIPT"):
-        reply = yield script.eval(key, args)
+def _lacks_script(reply: Any) -> bool:
+    """Redis answered ``EVALSHA`` with ``NOSCRIPT`` (a new node, a restart): send the script."""
+    return isinstance(reply, ReplyError) and str(reply).startswith("NOSCRIPT")
+
+
+def _checked(reply: Any) -> Any:
+    """A reply, or the error reply raised."""
     if isinstance(reply, ReplyError):
         raise reply
     return reply
@@ -300,24 +301,18 @@ class AsyncLane:
 
     async def command(self, *parts: object) -> Any:
         """Any other command (the store's checks): its reply, or ``ReplyError``."""
-        reply = await self._call(pack(*parts))
-        if isinstance(reply, ReplyError):
-            raise reply
-        return reply
+        return _checked(await self._call(pack(*parts)))
 
     async def _run_once(self, script: Script, key: str, args: tuple[object, ...]) -> Any:
-        """``_script_flow``'s steps written out: this runs twice per token request, and a
-        generator and a coroutine more per call cost more than the steps themselves."""
+        """``EVALSHA``, then ``EVAL`` if Redis lacks the script (no coroutine of its own for
+        the first send: this runs twice per token request)."""
         connection = self._connection
         if connection is None or connection.lost is not None:
             connection = await self._connect()
         reply = await connection.send(script.evalsha(key, args), self.loop)
-        if isinstance(reply, ReplyError):
-            if str(reply).startswith("NOSCRIPT"):
-                reply = await self._call(script.eval(key, args))
-            if isinstance(reply, ReplyError):
-                raise reply
-        return reply
+        if _lacks_script(reply):
+            reply = await self._call(script.eval(key, args))
+        return _checked(reply)
 
     async def _call(self, command: bytes) -> Any:
         connection = self._connection
@@ -356,9 +351,7 @@ class AsyncLane:
             try:
                 waiters = [connection.send(command, loop) for command in _hello(settings)]
                 for waiter in waiters:
-                    reply = await waiter
-                    if isinstance(reply, ReplyError):
-                        raise reply
+                    _checked(await waiter)
             except BaseException:
                 connection.close(ConnectionError("the connection's setup failed"))
                 for waiter in waiters:  # the ones after a failed reply are never awaited
@@ -397,9 +390,7 @@ class _Socket:
         self.reader = hiredis.Reader(replyError=ReplyError)
         try:
             for command in _hello(settings):
-                reply = self.call(command)
-                if isinstance(reply, ReplyError):
-                    raise reply
+                _checked(self.call(command))
         except BaseException:
             sock.close()
             raise
@@ -452,19 +443,14 @@ class BlockingLane:
 
     def command(self, *parts: object) -> Any:
         """Any other command (the store's checks): its reply, or ``ReplyError``."""
-        reply = self._call(pack(*parts))
-        if isinstance(reply, ReplyError):
-            raise reply
-        return reply
+        return _checked(self._call(pack(*parts)))
 
     def _run_once(self, script: Script, key: str, args: tuple[object, ...]) -> Any:
-        flow = _script_flow(script, key, args)
-        reply = None
-        try:
-            while True:
-                reply = self._call(flow.send(reply))
-        except StopIteration as done:
-            return done.value
+        """``EVALSHA``, then ``EVAL`` if Redis lacks the script."""
+        reply = self._call(script.evalsha(key, args))
+        if _lacks_script(reply):
+            reply = self._call(script.eval(key, args))
+        return _checked(reply)
 
     def _call(self, command: bytes) -> Any:
         timeout = self.settings.timeout
