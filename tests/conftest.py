@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import os
+import signal
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -74,6 +76,19 @@ def redis_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
 
     server = RedisServer(tmp_path_factory.mktemp("redis")).start()
     yield server
+    server.stop()
+
+
+@pytest.fixture
+def own_redis(tmp_path: Path) -> Iterator[Any]:
+    """A redis-server of the test's own, to stop, kill or stall (``DEBUG`` allowed, from
+    127.0.0.1 only); resumed first if the test left it stopped (SIGSTOP)."""
+    from tests.redis_server import RedisServer
+
+    server = RedisServer(tmp_path, extra=["--enable-debug-command", "local"]).start()
+    yield server
+    if server.process is not None:
+        os.kill(server.process.pid, signal.SIGCONT)
     server.stop()
 
 

@@ -14,7 +14,6 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Iterator
 from functools import partial
 from pathlib import Path
 from typing import Any
@@ -34,13 +33,6 @@ from tests.tracker_harness import callback, new_flow
 
 def _prefix() -> str:
     return f"lane-{os.urandom(4).hex()}:"
-
-
-@pytest.fixture
-def own_redis(tmp_path: Path) -> Iterator[RedisServer]:
-    server = RedisServer(tmp_path, extra=["--enable-debug-command", "local"]).start()
-    yield server
-    server.stop()
 
 
 def _uses_the_lane(store: RedisStore) -> bool:

@@ -11,9 +11,7 @@ import os
 import signal
 import threading
 import time
-from collections.abc import Iterator
 from functools import partial
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -32,15 +30,6 @@ from tests.tracker_harness import callback, new_flow
 
 def _prefix() -> str:
     return f"test:{os.urandom(6).hex()}:"
-
-
-@pytest.fixture
-def own_redis(tmp_path: Path) -> Iterator[RedisServer]:
-    server = RedisServer(tmp_path, extra=["--enable-debug-command", "local"]).start()
-    yield server
-    if server.process is not None:
-        os.kill(server.process.pid, signal.SIGCONT)
-    server.stop()
 
 
 # -- URLs and prefixes ------------------------------------------------------------

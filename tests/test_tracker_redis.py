@@ -9,7 +9,6 @@ import signal
 import time
 from collections import Counter
 from functools import partial
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -84,15 +83,6 @@ def test_round_trips_per_event(redis_server: Any, issuer: TokenIssuer) -> None:
     tracker.logout("v")
     assert count(lambda: other.token_request("v", new_flow(), provider)) == 3  # conflict+claim
     assert count(lambda: tracker.view("v")) == 1
-
-
-@pytest.fixture
-def own_redis(tmp_path: Path) -> Any:
-    server = RedisServer(tmp_path).start()
-    yield server
-    if server.process is not None:
-        os.kill(server.process.pid, signal.SIGCONT)
-    server.stop()
 
 
 @pytest.mark.parametrize("policy", [defensive, anonymous], ids=["defensive", "anonymous"])
