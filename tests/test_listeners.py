@@ -89,6 +89,33 @@ def test_a_listener_that_raises_changes_no_outcome(
         session.add_listener("not callable")
 
 
+@pytest.mark.parametrize("face", FACES)
+def test_an_object_naming_its_function_has_that_function_called(
+    face: Any, provider: CountingProvider, verifier: TokenVerifier
+) -> None:
+    """``_transition_call``: the loop calls the named function, once per event; removal works."""
+    heard: list[TransitionEvent] = []
+
+    class Named:
+        def __init__(self) -> None:
+            self._transition_call = heard.append
+
+        def __call__(self, event: TransitionEvent) -> None:
+            raise AssertionError("the object itself is not called")
+
+    listener = Named()
+    session = face(provider, LocalActivator(verifier), DefensivePolicy())
+    assert session.add_listener(listener) is listener
+    run(session, "activate")
+    assert [(e.source, e.dest) for e in heard] == [(h.source, h.dest) for h in session.history]
+    session.remove_listener(listener)
+    again = face(provider, LocalActivator(verifier), DefensivePolicy())
+    again.add_listener(listener)
+    again.remove_listener(listener)
+    run(again, "activate")
+    assert len(heard) == len(session.history)  # nothing heard from the session it left
+
+
 def test_tracker_listeners_hear_committed_transitions_once(provider: CountingProvider) -> None:
     heard: list[TransitionEvent] = []
     store = MemoryStore()

@@ -139,10 +139,11 @@ for line in sys.stdin:  # one command a line; "ok" once done, and the process li
         flows(int(argument))
     elif command == "failing":
         flows(int(argument), fails=True)
-    elif command == "threads":  # 4 threads at once, each ``argument`` flows
+    elif command == "threads":  # 4 threads and this one at once, each ``argument`` flows
         workers = [threading.Thread(target=flows, args=(int(argument),)) for _ in range(4)]
         for worker in workers:
             worker.start()
+        flows(int(argument))
         for worker in workers:
             worker.join()
     elif command == "fork":  # a forked child counts its own flows in files with its pid
@@ -283,11 +284,23 @@ def test_counts_go_where_the_environment_said_at_the_start(
 
 
 def test_threads_of_one_worker_lose_no_count(workers: tuple[Path, list[Worker]]) -> None:
+    """The first thread to count owns cells it counts into without a lock; others lock theirs."""
     directory, (first, _) = workers
-    assert first.ask("threads 25") == "ok"
+    assert first.ask("flows 1") == "ok"  # the worker's main thread counts first: the owner
+    assert first.ask("threads 50") == "ok"  # it counts again, beside 4 other threads
     scraped = _scraped(directory)
-    assert scraped[AUTHENTICATED] == 100
-    assert scraped[SUCCEEDED] == 100
+    assert scraped[AUTHENTICATED] == 251
+    assert scraped[SUCCEEDED] == 251
+    assert scraped[TIMED] == 251
+    outcomes = {
+        path.name.removeprefix("counter_").split("-", 1)[1]: sum(
+            value
+            for key, value, _, _ in MmapedDict.read_all_values_from_file(str(path))
+            if "_outcomes_total" in key
+        )
+        for path in directory.glob("counter_*.db")
+    }
+    assert outcomes == {"secured_activation.db": 51, "secured_activation-threads.db": 200}
 
 
 def test_a_forked_child_counts_in_files_of_its_own(workers: tuple[Path, list[Worker]]) -> None:

@@ -134,7 +134,7 @@ class Listeners:
     def add(self, listener: Listener) -> Listener:
         if not callable(listener):
             raise TypeError(f"a listener must be callable, got {type(listener).__name__}")
-        self._calls = (*self._calls, self._log if listener is log_transition else listener)
+        self._calls = (*self._calls, self._call(listener))
         self.listeners = (*self.listeners, listener)
         return listener
 
@@ -171,8 +171,20 @@ class Listeners:
             run_listeners(pending)
 
     def _bind(self, listeners: tuple[Listener, ...]) -> tuple[Listener, ...]:
-        log = self._log
-        return tuple(log if listener is log_transition else listener for listener in listeners)
+        return tuple(map(self._call, listeners))
+
+    def _call(self, listener: Listener) -> Listener:
+        """What publishing calls for ``listener``: the bound log line, or its own function.
+
+        An object may name, as ``_transition_call``, the plain function that
+        does its work (the metrics listener in multiprocess mode): the loop
+        then calls that, not the object, whose ``__call__`` costs a method
+        look-up on every event.
+        """
+        if listener is log_transition:
+            return self._log
+        call: Listener = getattr(listener, "_transition_call", listener)
+        return call
 
 
 def _session_log() -> Listener:

@@ -25,10 +25,13 @@ that caused it sees it: a listener cannot tell when that request answers, so
 it cannot hold a batch back until then. What makes it cheap is the write:
 the files are ours (named beside prometheus-client's own, in its format,
 which its ``MultiProcessCollector`` reads and sums), each series a float64
-*cell* found by one dictionary look-up and incremented in place under one
-lock per transition (four cells at a flow's end), where prometheus-client's
-own values take its process-wide lock, check the process id and pack the
-value for every one of a flow's six increments.
+*cell* found by one dictionary look-up and incremented in place (four cells
+at a flow's end), where prometheus-client's own values take its process-wide
+lock, check the process id and pack the value for every one of a flow's six
+increments. The first thread to count (an asyncio worker's loop) owns a set
+of cells it counts into with no lock, since no other thread writes them;
+other threads count into a set of their own, under one lock. The count is a
+plain function the publishing loop calls directly.
 """
 
 from __future__ import annotations
@@ -40,7 +43,7 @@ import struct
 import threading
 from bisect import bisect_left
 from collections import Counter, deque
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from itertools import islice
 from operator import itemgetter
 from typing import TYPE_CHECKING, Any, Final, TypeAlias
@@ -115,6 +118,8 @@ class ActivationMetrics:
         if self.shared is None:
             self.registry.register(self)
         else:
+            # what a session's or tracker's publishing loop calls instead of this object
+            self._transition_call = self.shared.count
             from prometheus_client.multiprocess import MultiProcessCollector
 
             MultiProcessCollector(self.registry)  # type: ignore[no-untyped-call]
@@ -150,52 +155,7 @@ class ActivationMetrics:
             if len(queue) >= DRAIN_AT:
                 self._drain()
             return
-        # Multiprocess: counted now, in this process's files (see _SharedSeries); inline, as a
-        # listener runs on every step of every visitor: a dictionary look-up for the series'
-        # cells, then one lock for the float increments (one, or four when the flow ends).
-        # Fields by position (a named tuple's index is cheaper than its name): the event's
-        # transition [1], policy [3], flow start [4], whether it ends the flow [5]; the
-        # transition's source, dest, trigger [0:3], reason [4], time [5].
-        transition = event[1]
-        if not event[5]:
-            cell = shared.moves.get((transition[0], transition[1], transition[2], event[3]))
-            if cell is None:
-                cell = shared.prepare(event)[0]
-            lock = shared.lock
-            lock.acquire()  # not ``with``: it looks up and binds two methods per use
-            try:
-                cell[0] += 1.0
-            finally:
-                lock.release()
-            return
-        started = event[4]
-        plan = shared.ends.get(
-            (transition[0], transition[1], transition[2], event[3], transition[4])
-        )
-        if plan is None or (started is not None and plan[2] is None):
-            plan = shared.prepare(event)
-        moved, ended, total, buckets = plan  # the transition's cell, the outcome's, the histogram's
-        lock = shared.lock
-        if started is None or total is None:
-            lock.acquire()
-            try:
-                moved[0] += 1.0
-                ended[0] += 1.0
-            finally:
-                lock.release()
-            return
-        seconds = transition[5] - started  # type: ignore[operator] # the core stamps every entry
-        if seconds < 0.0:
-            seconds = 0.0
-        bucket = buckets[bisect_left(DURATION_BUCKETS, seconds)]
-        lock.acquire()
-        try:
-            moved[0] += 1.0
-            ended[0] += 1.0
-            total[0] += seconds  # the duration's sum, then its bucket
-            bucket[0] += 1.0
-        finally:
-            lock.release()
+        shared.count(event)
 
     def _drain(self) -> None:
         """Count the queued events (``popleft`` is atomic: an event appended meanwhile waits).
@@ -336,6 +296,7 @@ class ActivationMetrics:
 _USED = struct.Struct("i")  # the file's first 4 bytes: how many bytes are in use (then 4 spare)
 _INITIAL_SIZE: Final = 1 << 16  # as prometheus-client's own files
 _ENTRY_AT: Final = 8
+_get_ident = threading.get_ident
 _Cell: TypeAlias = "memoryview[float]"
 """One float64 of a file, counted in place."""
 
@@ -411,14 +372,18 @@ class _SharedSeries:
     """Our series in this process's multiprocess files: the same names, labels and help.
 
     One instance per namespace and process (two writing the same keys would
-    each overwrite the other's count). The files are opened on the first count
-    and named ``counter_<pid>-<namespace>.db`` and ``histogram_...``, beside
-    prometheus-client's own ``counter_<pid>.db``: they are ours alone, so the
-    only lock a count takes is ``lock``. Every kind of transition gets its
-    cells once: ``moves`` maps a transition's labels to its count's cell;
-    ``ends`` maps a flow's last transition (its labels and reason) to its
-    count's cell, its outcome's, and its histogram's sum and buckets. A
-    histogram series gets its sum and every bucket at once, as
+    each overwrite the other's count). The files are ours alone, beside
+    prometheus-client's own ``counter_<pid>.db``, in two sets that its collector
+    sums like any other files: the *owner's* (``counter_<pid>-<namespace>.db``
+    and ``histogram_...``), counted only by the first thread that counts (an
+    asyncio worker's loop thread), with no lock, since no other thread writes
+    them; and the *other threads'* (``..._<pid>-<namespace>-threads.db``),
+    counted under ``lock``. ``lock`` also guards every file's layout (a new
+    series, a file's growth) and the budget refusals' cells. Every kind of
+    transition gets its cells once per set: ``moves`` maps a transition's labels
+    to its count's cell; ``ends`` maps a flow's last transition (its labels and
+    reason) to its count's cell, its outcome's, and its histogram's sum and
+    buckets. A histogram series gets its sum and every bucket at once, as
     prometheus-client's does, so every bucket is exported from the first
     observation. A forked child starts afresh on files with its own pid
     (``os.register_at_fork``).
@@ -427,26 +392,29 @@ class _SharedSeries:
     def __init__(self, namespace: str, directory: str) -> None:
         self.namespace = namespace
         self.directory = directory  # as the environment said when the metrics were made
+        self.count = _counter(self)
         self.forget()
 
     def forget(self) -> None:
         """Start with no file open (and, in a forked child, leave the parent's files alone)."""
         self.lock = threading.Lock()
+        self.owner: int | None = None  # the thread that counts into ``moves`` without a lock
         self.moves: dict[tuple[Any, ...], _Cell] = {}
         self.ends: dict[tuple[Any, ...], _Plan] = {}
+        self.other_moves: dict[tuple[Any, ...], _Cell] = {}
+        self.other_ends: dict[tuple[Any, ...], _Plan] = {}
         self._refusals: dict[str, _Cell] = {}
-        self._counters: _MappedFile | None = None
-        self._histograms: _MappedFile | None = None
+        self._opened: dict[str, _MappedFile] = {}
 
-    def _files(self) -> tuple[_MappedFile, _MappedFile]:
-        """This process's two files (the caller holds the lock)."""
-        if self._counters is None or self._histograms is None:
-            name = f"{os.getpid()}-{self.namespace}.db"
-            self._counters = _MappedFile(os.path.join(self.directory, f"counter_{name}"))
-            self._histograms = _MappedFile(os.path.join(self.directory, f"histogram_{name}"))
-        return self._counters, self._histograms
+    def _file(self, kind: str, owners: bool) -> _MappedFile:
+        """One of this process's files, opened on first use (the caller holds the lock)."""
+        name = f"{kind}_{os.getpid()}-{self.namespace}{'' if owners else '-threads'}.db"
+        file = self._opened.get(name)
+        if file is None:
+            file = self._opened[name] = _MappedFile(os.path.join(self.directory, name))
+        return file
 
-    def _cell(self, file: _MappedFile, metric: str, sample: str, labels: dict[str, str]) -> _Cell:
+    def _cell(self, owners: bool, metric: str, sample: str, labels: dict[str, str]) -> _Cell:
         help_text = {
             "transitions": _TRANSITIONS_HELP,
             "outcomes": _OUTCOMES_HELP,
@@ -454,61 +422,146 @@ class _SharedSeries:
             "budget_refusals": _REFUSALS_HELP,
         }[metric]
         name = f"{self.namespace}_{metric}"
+        file = self._file("histogram" if metric == "flow_duration_seconds" else "counter", owners)
         return file.cell(json.dumps([name, f"{name}_{sample}", labels, help_text], sort_keys=True))
 
     def refused(self, policy: str) -> None:
         with self.lock:
             cell = self._refusals.get(policy)
             if cell is None:
-                counters, _ = self._files()
                 cell = self._refusals[policy] = self._cell(
-                    counters, "budget_refusals", "total", {"policy": policy}
+                    False, "budget_refusals", "total", {"policy": policy}
                 )
             cell[0] += 1.0
 
+    def count_locked(self, event: TransitionEvent) -> None:
+        """Count a transition from a thread other than the owner, into the other threads' cells.
+
+        The first thread to count becomes the owner: this first transition goes
+        to the owner's cells, and its later ones are counted there without the
+        lock (``ActivationMetrics.__call__``).
+        """
+        transition = event.transition
+        with self.lock:
+            if self.owner is None:
+                self.owner = _get_ident()
+                moves, ends = self.moves, self.ends
+            else:
+                moves, ends = self.other_moves, self.other_ends
+            if not event.ends_flow:
+                cell = moves.get((*transition[:3], event.policy))
+                if cell is None:
+                    cell = self._prepare(event, moves, ends)[0]
+                cell[0] += 1.0
+                return
+            started = event.flow_started_at
+            plan = ends.get((*transition[:3], event.policy, transition[4]))
+            if plan is None or (started is not None and plan[2] is None):
+                plan = self._prepare(event, moves, ends)
+            moved, ended, total, buckets = plan
+            moved[0] += 1.0
+            ended[0] += 1.0
+            if started is None or total is None:
+                return
+            seconds = transition[5] - started  # type: ignore[operator] # the core stamps it
+            total[0] += seconds if seconds > 0.0 else 0.0
+            buckets[bisect_left(DURATION_BUCKETS, seconds)][0] += 1.0
+
     def prepare(self, event: TransitionEvent) -> _Plan:
-        """The cells of the first transition of its kind (``__call__`` counts it).
+        """The owner's cells of the first transition of its kind (``__call__`` counts it)."""
+        with self.lock:
+            return self._prepare(event, self.moves, self.ends)
+
+    def _prepare(
+        self,
+        event: TransitionEvent,
+        moves: dict[tuple[Any, ...], _Cell],
+        ends: dict[tuple[Any, ...], _Plan],
+    ) -> _Plan:
+        """The cells of a transition in one set, made on its first use (the caller holds the lock).
 
         The transition's count's cell first; then, for the last of a flow, its
         outcome's, and once it is timed, its histogram's sum and buckets.
         """
         source, dest, trigger, _attempt, reason, _at = event.transition
         policy = event.policy
-        with self.lock:
-            counters, histograms = self._files()
-            move = (source, dest, trigger, policy)
-            cell = self.moves.get(move)
+        owners = moves is self.moves
+        move = (source, dest, trigger, policy)
+        cell = moves.get(move)
+        if cell is None:
+            labels = {
+                "source": source._value_,
+                "dest": dest._value_,
+                "trigger": trigger._value_,
+                "policy": policy,
+            }
+            cell = moves[move] = self._cell(owners, "transitions", "total", labels)
+        if not event.ends_flow:
+            return cell, cell, None, ()
+        plan = ends.get((*move, reason))
+        if plan is None:
+            state = dest._value_
+            outcome = {
+                "state": state,
+                "reason": "none" if reason is None else reason._name_,
+                "policy": policy,
+            }
+            plan = (cell, self._cell(owners, "outcomes", "total", outcome), None, ())
+        if event.flow_started_at is not None and not plan[3]:
+            labels = {"state": dest._value_, "policy": policy}
+            total = self._cell(owners, "flow_duration_seconds", "sum", labels)
+            buckets = tuple(
+                self._cell(owners, "flow_duration_seconds", "bucket", {**labels, "le": _bound(b)})
+                for b in (*DURATION_BUCKETS, float("inf"))
+            )
+            plan = (plan[0], plan[1], total, buckets)
+        ends[(*move, reason)] = plan
+        return plan
+
+
+def _counter(shared: _SharedSeries) -> Callable[[TransitionEvent], None]:
+    """``shared.count``: one transition counted now, in this process's files.
+
+    A plain function, not a method: it runs on every step of every visitor,
+    and the publishing loop calls it directly (``_transition_call``). On the
+    thread that owns the process's own cells (the first to count: an asyncio
+    worker's loop), a dictionary look-up for the series' cells and a float
+    increment (four when the flow ends), with no lock: no other thread writes
+    those cells. Any other thread counts into cells of its own under the lock
+    (``count_locked``). It reads ``shared``'s attributes on every call, so a
+    forked child's fresh ones (``forget``) are the ones it counts into. Fields
+    by position (a named tuple's index is cheaper than its name): the event's
+    transition [1], policy [3], flow start [4], whether it ends the flow [5];
+    the transition's source, dest, trigger [0:3], reason [4], time [5].
+    """
+
+    def count(event: TransitionEvent) -> None:
+        if _get_ident() != shared.owner:
+            shared.count_locked(event)
+            return
+        transition = event[1]
+        if not event[5]:
+            cell = shared.moves.get((transition[0], transition[1], transition[2], event[3]))
             if cell is None:
-                labels = {
-                    "source": source._value_,
-                    "dest": dest._value_,
-                    "trigger": trigger._value_,
-                    "policy": policy,
-                }
-                cell = self.moves[move] = self._cell(counters, "transitions", "total", labels)
-            if not event.ends_flow:
-                return cell, cell, None, ()
-            plan = self.ends.get((*move, reason))
-            if plan is None:
-                state = dest._value_
-                outcome = {
-                    "state": state,
-                    "reason": "none" if reason is None else reason._name_,
-                    "policy": policy,
-                }
-                plan = (cell, self._cell(counters, "outcomes", "total", outcome), None, ())
-            if event.flow_started_at is not None and not plan[3]:
-                labels = {"state": dest._value_, "policy": policy}
-                total = self._cell(histograms, "flow_duration_seconds", "sum", labels)
-                buckets = tuple(
-                    self._cell(
-                        histograms, "flow_duration_seconds", "bucket", {**labels, "le": _bound(b)}
-                    )
-                    for b in (*DURATION_BUCKETS, float("inf"))
-                )
-                plan = (plan[0], plan[1], total, buckets)
-            self.ends[(*move, reason)] = plan
-            return plan
+                cell = shared.prepare(event)[0]
+            cell[0] += 1.0
+            return
+        started = event[4]
+        plan = shared.ends.get(
+            (transition[0], transition[1], transition[2], event[3], transition[4])
+        )
+        if plan is None or (started is not None and plan[2] is None):
+            plan = shared.prepare(event)
+        moved, ended, total, buckets = plan  # the transition's cell, the outcome's, the histogram's
+        moved[0] += 1.0
+        ended[0] += 1.0
+        if started is None or total is None:
+            return
+        seconds = transition[5] - started  # type: ignore[operator] # the core stamps every entry
+        total[0] += seconds if seconds > 0.0 else 0.0  # the duration's sum, then its bucket
+        buckets[bisect_left(DURATION_BUCKETS, seconds)][0] += 1.0
+
+    return count
 
 
 _Plan: TypeAlias = "tuple[_Cell, _Cell, _Cell | None, tuple[_Cell, ...]]"
