@@ -256,6 +256,75 @@ def test_django_settings_must_name_what_is_not_passed() -> None:
         activation_urls()
 
 
+# -- the inspector on several workers ---------------------------------------------------------
+
+INSPECTOR_SECRET = "inspector-secret-" + "s" * 32
+
+
+def _listed_then_opened(workers: list[Any], get: Any) -> tuple[set[str], list[int], Any]:
+    """List the visitors on the first worker; open the listed handle on each worker."""
+    listing = json.loads(get(workers[0], "/inspect/visitors"))["visitors"]
+    (visitor,) = listing
+    refs = {json.loads(get(w, "/inspect/visitors"))["visitors"][0]["ref"] for w in workers}
+    opened = [get(w, f"/inspect/visitor/{visitor['handle']}", status=True) for w in workers]
+    return refs, opened, visitor
+
+
+def test_flask_inspector_on_two_workers_shares_references(issuer: TokenIssuer) -> None:
+    """Two Flask workers given one ``secret`` (as the README's hosts are) name a visitor alike
+    and open one another's handles: the page's next request may reach either worker."""
+    from flask import Flask
+
+    from statemachine.web.flask import inspector_blueprint
+
+    store = MemoryStore()
+    workers = []
+    for _ in range(2):
+        tracker = ActivationTracker(DefensivePolicy(), store)
+        app = Flask(__name__)
+        app.register_blueprint(inspector_blueprint(tracker, secret=INSPECTOR_SECRET))
+        workers.append(app.test_client())
+    tracker.token_request("v-1", "f-1", partial(issuer.issue, "u-1"))
+
+    def get(client: Any, path: str, status: bool = False) -> Any:
+        answer = client.get(path)
+        return answer.status_code if status else answer.get_data(as_text=True)
+
+    refs, opened, _ = _listed_then_opened(workers, get)
+    assert len(refs) == 1
+    assert opened == [200, 200]
+
+
+def test_django_inspector_on_two_workers_shares_references(issuer: TokenIssuer) -> None:
+    """The same with Django, the secret passed or read from ``SECURED_ACTIVATION``."""
+    _django()
+    from django.test import Client, override_settings
+    from django.urls import clear_url_caches, include, path
+
+    from statemachine.web.django import inspector_urls
+
+    store = MemoryStore()
+    trackers = [ActivationTracker(DefensivePolicy(), store) for _ in range(2)]
+    trackers[0].token_request("v-1", "f-1", partial(issuer.issue, "u-1"))
+    client = Client(REMOTE_ADDR="127.0.0.1")
+    configured = {"tracker": f"{__name__}.TRACKER", "secret": INSPECTOR_SECRET}
+    with override_settings(SECURED_ACTIVATION=configured):
+        worker_urls = [
+            inspector_urls(trackers[0], secret=INSPECTOR_SECRET),
+            inspector_urls(trackers[1]),  # the secret from the settings
+        ]
+
+    def get(urls: list[Any], route: str, status: bool = False) -> Any:
+        urlpatterns[:] = [path("", include(urls))]
+        clear_url_caches()
+        answer = client.get(route)
+        return answer.status_code if status else answer.content.decode()
+
+    refs, opened, _ = _listed_then_opened(worker_urls, get)
+    assert len(refs) == 1
+    assert opened == [200, 200]
+
+
 # -- never a 500 ------------------------------------------------------------------------------
 
 _TEXT = st.text(st.characters(codec="latin-1", exclude_characters="\r\n"), max_size=40)

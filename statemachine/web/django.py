@@ -29,6 +29,7 @@ patterns are made; a value may be the object or its dotted import path::
         "allowed_origins": ["https://www.brand.example"],
         "metrics": "myhost.activation.metrics",
         "guard": "myhost.activation.staff_only",
+        "secret": os.environ["INSPECTOR_SECRET"],  # the same on every worker (text, not a path)
     }
 """
 
@@ -57,6 +58,7 @@ from statemachine.web.http import (
     last_resort,
     reads_body,
 )
+from statemachine.web.inspector import Lookup
 
 __all__ = ["SETTING", "activation_urls", "adapt", "inspector_urls", "request_facts"]
 
@@ -136,7 +138,7 @@ def _setting(given: Any, key: str, default: Any = _UNSET) -> Any:
             return default
         raise ImproperlyConfigured(f"{key} is neither passed nor set in settings.{SETTING}")
     value = configured[key]
-    if isinstance(value, str) and key not in ("allowed_origins",):
+    if isinstance(value, str) and key not in ("allowed_origins", "secret"):
         return import_string(value)
     return value
 
@@ -170,18 +172,25 @@ def inspector_urls(
     metrics: ActivationMetrics | None = _UNSET,
     guard: GuardOf | None = _UNSET,
     prefix: str = "/inspect",
+    secret: bytes | str | None = _UNSET,
+    lookup: Lookup | None = _UNSET,
 ) -> list[Any]:
-    """``inspect`` (the page), ``inspect/visitors``, ``inspect/visitor/<ref>``, and ``metrics``
-    beside them when ``metrics`` is given, for ``path("", include(inspector_urls(...)))``.
+    """``inspect`` (the page), ``inspect/visitors``, ``inspect/visitor/<ref>``,
+    ``inspect/lookup``, and ``metrics`` beside them when ``metrics`` is given, for
+    ``path("", include(inspector_urls(...)))``.
 
     Without ``guard`` only loopback clients that no proxy stands in front of get
     them (403 otherwise); ``guard(request) -> bool`` is the host's admin check,
-    e.g. ``lambda request: request.user.is_staff``.
+    e.g. ``lambda request: request.user.is_staff``. ``secret`` keys the visitors'
+    references and handles: the same on every worker, or a handle one worker listed
+    does not open on another. ``lookup(query) -> visitor_id | None`` backs the search box.
     """
     core = InspectorHttp(
         _setting(tracker, "tracker"),
         metrics=_setting(metrics, "metrics", None),
         prefix=prefix,
         guard=_setting(guard, "guard", None),
+        secret=_setting(secret, "secret", None),
+        lookup=_setting(lookup, "lookup", None),
     )
     return adapt((route.path for route in core.routes), core.handle)
