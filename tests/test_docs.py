@@ -154,3 +154,90 @@ def test_token_endpoint_serves_a_verifiable_token(tmp_path: Path) -> None:
     option = body["authenticationOption"]
     assert option["type"] == "SECURED_AUTHENTICATION"
     assert TokenVerifier(platform, brand).verify(option["token"]).user_id == "v-1"
+
+
+def _reference_calls() -> list[str]:
+    """Every ``Name(parameters)`` the README's constructor table spells out."""
+    readme = (ROOT / "README.md").read_text()
+    table = readme[readme.index("### Constructors") : readme.index("Session methods:")]
+    rows = [line.split(" | ")[0] for line in table.splitlines() if line.startswith("| `")]
+    return [c for row in rows for c in re.findall(r"`([A-Z]\w*(?:\.\w+)?\([^`]*\))`", row)]
+
+
+def test_readme_constructor_table_matches_the_signatures() -> None:
+    """Each parameter the table names exists, in its place (positional or keyword-only), and
+    each literal default it states is the code's."""
+    import ast
+    import inspect
+
+    import policies
+    import statemachine
+    from statemachine import stores, tokens
+
+    spaces = (statemachine, policies, stores, tokens)
+    checked = 0
+    for call in _reference_calls():
+        name, _, params = call.partition("(")
+        params = params[:-1]
+        if params == "...":
+            continue
+        owner, _, method = name.rpartition(".")
+        if owner == "Session":  # the table's name for both sessions
+            owner = "ActivationSession"
+        found = next(s for s in spaces if hasattr(s, owner or method))
+        target = getattr(found, owner or method)
+        signature = inspect.signature(getattr(target, method) if owner else target)
+        documented = [p.strip() for p in re.split(r",\s*(?![^()]*\))", params)]
+        keyword_only = False
+        for text in documented:
+            if text == "*":
+                keyword_only = True
+                continue
+            key, _, default = text.partition("=")
+            assert key in signature.parameters, (call, key)
+            parameter = signature.parameters[key]
+            kind = inspect.Parameter.KEYWORD_ONLY if keyword_only else None
+            assert kind is None or parameter.kind is kind, (call, key, "keyword-only")
+            assert keyword_only or parameter.kind is not inspect.Parameter.KEYWORD_ONLY, (call, key)
+            if default and default != "...":
+                try:
+                    value = ast.literal_eval(default)
+                except (ValueError, SyntaxError):
+                    continue  # an expression (min(64, 8 x CPUs), RetryPolicy(), ...): read it
+                assert parameter.default == value, (call, key, parameter.default, value)
+                checked += 1
+    assert checked >= 30, checked
+
+
+def _cli_help(*words: str) -> str:
+    done = subprocess.run(
+        [sys.executable, "-m", "statemachine", *words, "--help"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr
+    return done.stdout
+
+
+def test_readme_command_table_names_real_commands_and_options() -> None:
+    readme = (ROOT / "README.md").read_text()
+    table = readme[readme.index("### Command line") : readme.index("## Name clashes")]
+    rows = re.findall(r"^\| `([a-z-]+)((?: [a-z]+)?)([^`]*)`", table, re.M)
+    assert len(rows) >= 8
+    for command, action, rest in rows:
+        words = [command, *action.split()]
+        text = _cli_help(*words)
+        for option in re.findall(r"--[a-z-]+", rest):
+            assert option in text, (words, option)
+
+
+def test_readme_log_events_are_the_codes() -> None:
+    """Every ``activation.*`` event the README names is one the code emits."""
+    readme = (ROOT / "README.md").read_text()
+    code = "\n".join(p.read_text() for p in ROOT.glob("statemachine/**/*.py"))
+    events = set(re.findall(r"`(activation\.[a-z_]+)`", readme))
+    assert len(events) >= 8
+    for event in events:
+        assert f'"{event}"' in code, event

@@ -2,11 +2,13 @@
 
 Two traps are avoided here.
 
-``TCP_NODELAY``: uvicorn's multi-worker mode binds its socket without naming
-TCP, and asyncio sets ``TCP_NODELAY`` only on sockets whose protocol is
-``IPPROTO_TCP``, so every response written in two parts waited ~40 ms for a
-delayed ACK (a no-op endpoint: 2.5 ms on one worker, a flat 44 ms on two).
-``run_workers`` binds the socket itself, as TCP, for any number of workers.
+``TCP_NODELAY``: uvicorn's multi-worker mode bound its socket without naming
+TCP until its fix of issue #3149 (0.55.0 has it), and asyncio sets
+``TCP_NODELAY`` only on sockets whose protocol is ``IPPROTO_TCP``, so every
+response written in two parts waited ~40 ms for a delayed ACK (a no-op
+endpoint: 2.5 ms on one worker, a flat 44 ms on two). ``run_workers`` binds the
+socket itself, as TCP, for any number of workers and any uvicorn release, and
+hands it over as a socket (uvicorn's ``fd=`` would reopen it as a Unix socket).
 
 Running itself again: the workers are *spawned* processes, which import the
 parent's ``__main__`` module and then the app's module. A script or an app
