@@ -241,3 +241,13 @@ def test_readme_log_events_are_the_codes() -> None:
     assert len(events) >= 8
     for event in events:
         assert f'"{event}"' in code, event
+
+
+def test_no_message_sends_a_user_to_a_package_index() -> None:
+    """The package is not on a package index (the README installs it from a clone): an error
+    telling a user to ``pip install 'secured-activation[...]'`` would fetch whatever a
+    stranger published under that name."""
+    for path in [*ROOT.glob("statemachine/**/*.py"), *ROOT.glob("policies/*.py")]:
+        text = path.read_text()
+        assert "pip install 'secured-activation" not in text, path
+        assert 'pip install "secured-activation' not in text, path

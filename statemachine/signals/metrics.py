@@ -101,7 +101,8 @@ class ActivationMetrics:
             from prometheus_client import CollectorRegistry
         except ImportError:
             raise ImportError(
-                "metrics need prometheus-client: pip install 'secured-activation[metrics]'"
+                "metrics need prometheus-client: the [metrics] extra, from your clone of "
+                "secured-activation (pip install -e '.[metrics]' there)"
             ) from None
         self.namespace = namespace
         self._lock = threading.Lock()

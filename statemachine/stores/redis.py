@@ -126,7 +126,8 @@ class KeyListing(NamedTuple):
 
 def _missing_redis() -> StoreError:
     return StoreError(
-        "RedisStore needs redis-py: pip install 'secured-activation[redis]' (or 'redis>=5')"
+        "RedisStore needs redis-py: the [redis] extra, from your clone of secured-activation "
+        "(pip install -e '.[redis]' there), or 'redis>=5'"
     )
 
 

@@ -245,7 +245,7 @@ def _serve(args: argparse.Namespace) -> int:
         from statemachine.web.reference import serve
     except ImportError:
         raise UsageError(
-            "serve needs the web extra: pip install 'secured-activation[web]'"
+            "serve needs the web extra: pip install -e '.[web]' in your clone of secured-activation"
         ) from None
     if args.redis_timeout is not None and not args.redis:
         raise UsageError("--redis-timeout needs --redis")
