@@ -49,6 +49,13 @@ TOKEN = "/activation/token"
 GOAL = 0.75
 
 
+def _uvicorn_version() -> str:
+    """The uvicorn release the no-op rows ran on (the transport trap depends on it)."""
+    from importlib.metadata import version
+
+    return version("uvicorn")
+
+
 def _start(command: list[str], env: dict[str, str], port: int) -> subprocess.Popen[bytes]:
     return start_server(
         command,
@@ -407,11 +414,13 @@ def report(r: dict[str, Any]) -> list[str]:
         "workers left on structlog's defaults, as every worker was before: two rendered info "
         "lines per token request.",
         "",
-        "The first two rows are the transport trap: uvicorn's multi-worker mode binds its socket "
-        "without naming TCP (`socket.socket(AF_INET)`, protocol 0), and asyncio sets TCP_NODELAY "
-        "only on sockets whose protocol is `IPPROTO_TCP`; a response written in two parts then "
-        "waits for the client's delayed ACK (~40 ms). `run_workers` (used by "
-        "`secured-activation serve`) binds the socket itself as TCP.",
+        "The first two rows are the transport trap: uvicorn's multi-worker mode bound its socket "
+        "without naming TCP (`socket.socket(AF_INET)`, protocol 0) until its fix of issue #3149 "
+        "(0.55.0 has it), and asyncio sets TCP_NODELAY only on sockets whose protocol is "
+        "`IPPROTO_TCP`; a response written in two parts then waited for the client's delayed ACK "
+        "(~40 ms: 364 req/s at a flat 44 ms, bench/NOTES.md). `run_workers` (used by "
+        "`secured-activation serve`) binds the socket itself as TCP, whatever the uvicorn release; "
+        f"this run's uvicorn is {_uvicorn_version()}.",
         "",
     ]
 
