@@ -15,7 +15,7 @@ import pytest
 from statemachine import FailureReason, State
 from statemachine.protocol.table import TRANSITIONS
 from statemachine.tools.cli import main
-from statemachine.tools.demo import POLICY_NAMES, SCENARIO_NAMES
+from statemachine.tools.demo import DEMO_RETRY, POLICY_NAMES, SCENARIO_NAMES
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -93,6 +93,11 @@ def test_demo_human_output_and_summary() -> None:
         assert re.search(rf"^{re.escape(name)}\s+\w+\s+\w+\s*$", out, re.M), name
     assert "eyJ" not in out  # no JOSE header (every JWE starts with it) anywhere
     assert "fetching_token -> activating" in out
+    retried = re.search(r"retries: up to (\d+) after a retryable failure \(([^)]*)\)", out)
+    assert retried is not None
+    assert int(retried[1]) == DEMO_RETRY.max_retries
+    named = {name.strip().upper().replace(" ", "_") for name in retried[2].split(",")}
+    assert named == {reason.name for reason in DEMO_RETRY.retry_on}  # UNKNOWN too
 
 
 def test_demo_filters_by_scenario_and_policy() -> None:

@@ -109,6 +109,25 @@ def test_run_binds_tcp_and_refuses_a_bad_target(tmp_path: Path) -> None:
         assert f"cannot load {target}" in missing.stderr
         assert why in missing.stderr.splitlines()[-1]
         assert "Traceback" not in missing.stderr
+        assert "Ctrl-C to stop" not in missing.stderr  # no banner for a server that never ran
+    taken = socket.socket()
+    taken.bind(("127.0.0.1", 0))
+    taken.listen()
+    try:
+        port = str(taken.getsockname()[1])
+        for command in (["run", "json:dumps"], ["serve"]):
+            in_use = subprocess.run(
+                [str(BIN / "secured-activation"), *command, "--port", port],
+                capture_output=True,
+                text=True,
+                timeout=60,
+                check=False,
+                cwd=tmp_path,
+            )
+            assert in_use.returncode == 1, in_use.stderr
+            assert in_use.stderr.strip() == "secured-activation: error: Address already in use"
+    finally:
+        taken.close()
     from statemachine.web.serving import listening_socket
 
     sock = listening_socket("127.0.0.1", 0)

@@ -194,12 +194,15 @@ def _run(args: argparse.Namespace) -> int:
     except ImportError:  # pragma: no cover - uvicorn comes with every web extra
         raise UsageError("run needs uvicorn: pip install -e '.[web]'") from None
     where = f"[{args.host}]" if ":" in args.host else args.host
-    print(
-        f"{PROG} run: {args.app} on http://{where}:{args.port} ({args.workers} "
-        f"worker{'s' if args.workers > 1 else ''}); Ctrl-C to stop",
-        file=sys.stderr,
-        flush=True,
-    )
+
+    def announce() -> None:  # once the app has loaded and the port is ours
+        print(
+            f"{PROG} run: {args.app} on http://{where}:{args.port} ({args.workers} "
+            f"worker{'s' if args.workers > 1 else ''}); Ctrl-C to stop",
+            file=sys.stderr,
+            flush=True,
+        )
+
     try:
         run_workers(
             args.app,
@@ -208,6 +211,7 @@ def _run(args: argparse.Namespace) -> int:
             workers=args.workers,
             factory=args.factory,
             app_dir=args.app_dir,
+            ready=announce,
         )
     except TargetError as error:
         raise UsageError(f"cannot load {args.app}: {error}") from None
@@ -282,7 +286,7 @@ def _demo(args: argparse.Namespace, out: TextIO) -> int:
             print(json.dumps(run.to_dict(), sort_keys=True), file=out)
         return 0
     descriptions = {s.name: s.description for s in demo.SCENARIOS}
-    print(_DEMO_INTRO, file=out)
+    print(_demo_intro(demo.DEMO_RETRY), file=out)
     for run in runs:
         print(f"== {run.scenario} / {run.policy} policy: {descriptions[run.scenario]}", file=out)
         for step in run.steps:
@@ -306,11 +310,14 @@ def _demo(args: argparse.Namespace, out: TextIO) -> int:
     return 0
 
 
-_DEMO_INTRO = """\
+def _demo_intro(retry: Any) -> str:
+    """The demo's opening lines; the retry line is read from the demo's own retry policy."""
+    reasons = ", ".join(sorted(r.name.lower().replace("_", " ") for r in retry.retry_on))
+    return f"""\
 secured-activation demo: throwaway RSA keys, real JWE tokens, the local activator.
   defensive policy: never activate without a verified identity (blocked instead)
   anonymous policy: fall back to an anonymous activation when the secured one fails
-  retries: up to 3 after a retryable failure (server error, timeout, expired token),
+  retries: up to {retry.max_retries} after a retryable failure ({reasons}),
   each with a fresh token; a missing token is never retried.
 Tokens are shown as fingerprints. The state diagrams: 'secured-activation diagram'.
 """

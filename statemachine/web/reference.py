@@ -337,13 +337,22 @@ def serve(
             os.environ.pop(ENV_REDIS_TIMEOUT, None)  # the store's default, not an earlier run's
         where = f"http://[{host}]:{port}" if ":" in host else f"http://{host}:{port}"
         store = "Redis" if redis else "in-memory store"
-        print(
-            f"secured-activation serve: {where} (policy {policy}, {store}, "
-            f"{workers} worker{'s' if workers > 1 else ''}); Ctrl-C to stop",
-            file=sys.stderr,
-            flush=True,
+
+        def announce() -> None:  # once the port is ours: a port in use fails without a banner
+            print(
+                f"secured-activation serve: {where} (policy {policy}, {store}, "
+                f"{workers} worker{'s' if workers > 1 else ''}); Ctrl-C to stop",
+                file=sys.stderr,
+                flush=True,
+            )
+
+        run_workers(
+            "statemachine.web.reference:create_app",
+            host=host,
+            port=port,
+            workers=workers,
+            ready=announce,
         )
-        run_workers("statemachine.web.reference:create_app", host=host, port=port, workers=workers)
         return 0
     finally:
         shutil.rmtree(directory, ignore_errors=True)

@@ -25,6 +25,7 @@ import copy
 import os
 import socket
 import sys
+from collections.abc import Callable
 from typing import Any, Final
 
 from statemachine.signals import logs
@@ -93,6 +94,7 @@ def run_workers(
     workers: int,
     factory: bool = True,
     app_dir: str | None = None,
+    ready: Callable[[], object] | None = None,
 ) -> None:
     """Run ``target`` (``module:attribute``) on ``workers`` processes until interrupted.
 
@@ -104,6 +106,9 @@ def run_workers(
     dies. Every worker starts with the log configuration the command line
     set in this process (``logs.configure_for_cli``), if any. Called inside
     a worker (an unguarded call at import time), it returns at once.
+    ``ready`` is called once the target has loaded and the socket is bound,
+    before the workers start: a banner printed there never announces a
+    server that then fails to start.
     """
     if in_worker():
         return
@@ -122,6 +127,8 @@ def run_workers(
         os.environ.pop(WORKER_MARK, None)
         raise
     try:
+        if ready is not None:
+            ready()
         config = uvicorn.Config(
             target,
             factory=factory,
