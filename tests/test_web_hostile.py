@@ -254,6 +254,38 @@ def test_reference_refuses_a_user_id_that_is_not_unicode(reference: Starlette) -
 
 
 @pytest.mark.parametrize(
+    "user_id",
+    [" ", "\u00a0", "a\u2028b", "\u2029"],
+    ids=["space", "nbsp", "line-separator", "paragraph-separator"],
+)
+def test_reference_refuses_a_user_id_no_token_could_carry(
+    reference: Starlette, user_id: str
+) -> None:
+    """A sign-in the issuer would refuse is refused at once, not accepted and then turned
+    into a provider failure that blocks the visitor on its first token request."""
+    with TestClient(reference, base_url=BASE, client=LOOPBACK) as client:
+        sent = {"content-type": "application/json", **SAME}
+        body = json.dumps({"user_id": user_id}).encode()
+        answer = client.post("/login", content=body, headers=sent)
+        assert answer.status_code == 400, answer.text
+        assert "set-cookie" not in answer.headers
+
+
+@pytest.mark.parametrize("user_id", ["é" * 255, "\U0001d54f" * 255, "\u00e9" + "x" * 254])
+def test_a_long_non_ascii_sign_in_is_signed_in(reference: Starlette, user_id: str) -> None:
+    """Any user id the sign-in accepts (255 characters of any script) makes a cookie the
+    host can read back: the visitor gets a token, not the answer for nobody signed in."""
+    with TestClient(reference, base_url=BASE, client=LOOPBACK) as client:
+        client.get("/")  # the visitor cookie
+        sent = {"content-type": "application/json", **SAME}
+        login = client.post("/login", content=json.dumps({"user_id": user_id}), headers=sent)
+        assert login.status_code == 204, login.text
+        assert len(client.cookies[USER_COOKIE]) <= 2048
+        token = client.post("/activation/token", json={"flow": "f1"}, headers=SAME)
+        assert "authenticationOption" in token.json(), token.text
+
+
+@pytest.mark.parametrize(
     "cookie",
     ["sa_user=é.x".encode(), b"sa_user=\xff\xfe.\x01", "sa_user=ünïcødé".encode("latin-1")],
 )
