@@ -638,3 +638,67 @@ def test_a_content_length_that_is_not_a_plain_number_is_a_4xx(
     )
     check_answer(status, answer_headers, body)
     assert 400 <= status < 500, (status, body)
+
+
+# -- bodies that never finish -----------------------------------------------------------------
+
+
+async def stalled(
+    app: Any, first: bytes, trickle: bool
+) -> tuple[int, list[tuple[bytes, bytes]], float, bytes]:
+    """A POST whose body never ends: one part, then silence (or one byte every 50 ms, for
+    ever), as a client holding its connection open would send it to the server."""
+    scope = http_scope(
+        "POST",
+        "/app/activation/token",
+        [
+            (b"host", b"127.0.0.1:8000"),
+            (b"content-type", b"application/json"),
+            (b"cookie", b"visitor=v1; user=visitor-42"),
+        ],
+    )
+    parts = 0
+    sent: list[dict[str, Any]] = []
+
+    async def receive() -> dict[str, Any]:
+        nonlocal parts
+        parts += 1
+        if parts == 1:
+            return {"type": "http.request", "body": first, "more_body": True}
+        if not trickle:
+            await asyncio.sleep(3600)
+        await asyncio.sleep(0.05)
+        return {"type": "http.request", "body": b" ", "more_body": True}
+
+    async def send(message: dict[str, Any]) -> None:
+        sent.append(message)
+
+    began = asyncio.get_running_loop().time()
+    await asyncio.wait_for(app(scope, receive, send), 60)
+    loop_time = asyncio.get_running_loop().time() - began
+    start = next(m for m in sent if m["type"] == "http.response.start")
+    body = b"".join(m.get("body", b"") for m in sent if m["type"] == "http.response.body")
+    return start["status"], list(start["headers"]), loop_time, body
+
+
+@pytest.mark.parametrize("trickle", [False, True], ids=["silent", "trickling"])
+def test_a_body_that_never_ends_is_answered_408_in_time(
+    adapter: Starlette,
+    loop: asyncio.AbstractEventLoop,
+    monkeypatch: pytest.MonkeyPatch,
+    logs: list[dict[str, Any]],
+    trickle: bool,
+) -> None:
+    """A client that sends part of a body and then nothing (or a byte now and then) got no
+    answer ever: the request waited on the server's channel for as long as the client
+    liked. The body has ``BODY_TIMEOUT`` seconds to arrive, then the answer is 408, and
+    the server is told to close the connection (the rest of the body never comes)."""
+    from statemachine.web import routes
+
+    monkeypatch.setattr(routes, "BODY_TIMEOUT", 1.0)
+    status, headers, took, body = loop.run_until_complete(stalled(adapter, b'{"flow": "f', trickle))
+    assert status == 408, (status, body)
+    assert (b"connection", b"close") in headers
+    assert json.loads(body)["error"]
+    assert 0.9 <= took < 10, took
+    assert not [line for line in logs if line.get("log_level") == "error"], logs

@@ -15,9 +15,11 @@ Starlette app made of them: ``app.mount("/", Starlette(routes=[...]))``.
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Awaitable, Callable, Iterable
 from typing import Final
 
+import anyio
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import BaseRoute, Route
@@ -35,13 +37,16 @@ from statemachine.web.http import (
     HttpRequest,
     HttpResponse,
     ProviderOf,
+    Refused,
     VisitorOf,
+    error_response,
     last_resort,
     reads_body,
 )
 from statemachine.web.inspector import Lookup
 
 __all__ = [
+    "BODY_TIMEOUT",
     "MAX_BODY",
     "activation_routes",
     "adapt",
@@ -51,17 +56,26 @@ __all__ = [
 ]
 
 
+BODY_TIMEOUT: Final = 10.0
+"""Seconds a request body may take to arrive, all of it: ours are under a kilobyte.
+
+The server waits on the client for as long as the client likes (uvicorn has no body
+timeout), so a client that sends part of a body and then nothing, or a byte now and
+then, would hold its request open for ever; past this, it is answered 408."""
+
+
 async def request_facts(request: Request, path: str | None = None) -> HttpRequest:
     """The core's facts of a Starlette request; the body is read up to ``MAX_BODY + 1`` bytes.
 
     The body is read from the ASGI channel here, so a host callable must not read it again.
+    A body that takes longer than ``BODY_TIMEOUT`` raises ``Refused`` (408).
     """
     scope = request.scope
     headers = Headers.from_latin1(scope["headers"])
     method = str(scope["method"])
     body = b""
     if reads_body(method, headers.get("content-length")):
-        body = await _read_body(request.receive)
+        body = await _read_body_in_time(request.receive)
     host = headers.get("host")
     if host is None:
         server = scope.get("server")
@@ -83,6 +97,24 @@ async def request_facts(request: Request, path: str | None = None) -> HttpReques
 
 class ClientGone(Exception):
     """The client went away before its body arrived."""
+
+
+async def _read_body_in_time(receive: Receive) -> bytes:
+    """``_read_body`` within ``BODY_TIMEOUT``, or ``Refused`` (408).
+
+    On asyncio (uvicorn) with ``asyncio.timeout``: 4 µs a request against anyio's 9 µs;
+    anyio's own deadline on any other loop (trio, under hypercorn).
+    """
+    try:
+        try:
+            asyncio.get_running_loop()
+        except RuntimeError:  # not asyncio
+            with anyio.fail_after(BODY_TIMEOUT):
+                return await _read_body(receive)
+        async with asyncio.timeout(BODY_TIMEOUT):
+            return await _read_body(receive)
+    except TimeoutError:
+        raise Refused(408, "the body did not arrive in time", (("Connection", "close"),)) from None
 
 
 async def _read_body(receive: Receive) -> bytes:
@@ -137,6 +169,8 @@ class _Endpoint:
         try:
             path = template if self._fixed else template.format(**request.path_params)
             answer = await self.handle(await request_facts(request, path))
+        except Refused as refused:  # a body that never finished arriving
+            answer = error_response(refused.status, refused.message, refused.headers)
         except Exception as error:  # noqa: BLE001 - a client that went away, say
             answer = last_resort(error, template)
         headers = answer.headers
