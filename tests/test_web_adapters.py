@@ -124,6 +124,32 @@ def test_flask_refusals_are_the_cores(flask_client: Any) -> None:
     assert flask_client.get("/guarded/visitors", headers={"X-Admin": "yes"}).status_code == 200
 
 
+@pytest.mark.parametrize("chunked", [False, True], ids=["declared", "chunked"])
+def test_flask_a_body_over_the_hosts_own_limit_is_413(
+    flask_client: Any, logs: list[dict[str, Any]], chunked: bool
+) -> None:
+    """A Flask host that sets ``MAX_CONTENT_LENGTH`` (a common setting) below our cap:
+    Werkzeug raises ``RequestEntityTooLarge`` as the adapter reads the body, which went to
+    the last resort (400 "could not be handled", logged as an error); it is a 413."""
+    flask_client.application.config["MAX_CONTENT_LENGTH"] = 100
+    who = {"X-Visitor": "v-1", "X-User": "u-1", "Content-Type": "application/json"}
+    body = json.dumps({"flow": "f1", "pad": "x" * 200}).encode()
+    if chunked:  # no length: a server that de-chunks marks the stream as ending by itself
+        answer = flask_client.post(
+            "/activation/token",
+            data=body,
+            headers={**who, "Transfer-Encoding": "chunked"},
+            environ_overrides={"wsgi.input_terminated": True},
+        )
+    else:
+        answer = flask_client.post("/activation/token", data=body, headers=who)
+    assert answer.status_code == 413, answer.get_data()
+    assert "100" in answer.get_json()["error"]
+    assert not [line for line in logs if line.get("log_level") == "error"], logs
+    small = flask_client.post("/activation/token", json={"flow": "f1"}, headers=who)
+    assert "authenticationOption" in small.get_json()
+
+
 # -- Django -----------------------------------------------------------------------------------
 
 # What the settings dict names by dotted path; the fixture sets them.
