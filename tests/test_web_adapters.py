@@ -282,6 +282,96 @@ def test_django_settings_must_name_what_is_not_passed() -> None:
         activation_urls()
 
 
+# -- the inspector on several workers ---------------------------------------------------------
+
+INSPECTOR_SECRET = "the inspector's secret, shared by every worker"
+
+
+def _authenticated(tracker: ActivationTracker, issuer: TokenIssuer, visitor: str) -> None:
+    flow = "f1"
+    reply = tracker.token_request(visitor, flow, partial(issuer.issue, "u-1"))
+    assert reply.option is not None
+    assert tracker.report(visitor, flow, SUCCESS).state.value == "authenticated"
+
+
+def test_flask_inspector_workers_sharing_a_secret_open_each_others_handles(
+    issuer: TokenIssuer,
+) -> None:
+    """The README runs Flask under ``gunicorn --workers 2``, and the inspector's page polls
+    whichever worker answers: a handle sealed by one worker must open on the other, and the
+    host's ``lookup`` must back the lookup box. ``inspector_blueprint`` took neither
+    ``secret`` nor ``lookup``, so every worker sealed under a key of its own."""
+    from flask import Flask
+
+    from statemachine.web.flask import inspector_blueprint
+
+    tracker = ActivationTracker(DefensivePolicy(), MemoryStore())  # the shared store
+    _authenticated(tracker, issuer, "v-1")
+    workers = []
+    for _ in range(2):  # each worker builds its own blueprint, as each imports the module
+        app = Flask(__name__)
+        app.register_blueprint(
+            inspector_blueprint(
+                tracker,
+                secret=INSPECTOR_SECRET,
+                lookup=lambda query: "v-1" if query == "user 1" else None,
+            )
+        )
+        workers.append(app.test_client())
+    first, second = workers
+    (row,) = first.get("/inspect/visitors").get_json()["visitors"]
+    opened = second.get(f"/inspect/visitor/{row['handle']}")
+    assert opened.status_code == 200, opened.get_data()
+    assert opened.get_json()["ref"] == row["ref"]
+    selected = second.get("/inspect/visitors", query_string={"selected": row["handle"]})
+    assert selected.get_json()["selected"]["state"] == "authenticated"
+    found = second.post("/inspect/lookup", json={"query": "user 1"})
+    assert found.status_code == 200, found.get_data()
+    assert found.get_json()["ref"] == row["ref"]
+
+
+def test_django_inspector_workers_sharing_a_secret_open_each_others_handles(
+    issuer: TokenIssuer,
+) -> None:
+    """The same for Django, the secret and the lookup given as keywords or in the settings
+    dict (the secret as text there: not a dotted path to import)."""
+    _django()
+    from django.test import RequestFactory, override_settings
+
+    from statemachine.web.django import inspector_urls
+
+    tracker = ActivationTracker(DefensivePolicy(), MemoryStore())
+    _authenticated(tracker, issuer, "v-1")
+    globals().update(TRACKER=tracker)
+    lookup = f"{__name__}.lookup_user_one"
+    configured = {"tracker": f"{__name__}.TRACKER", "secret": INSPECTOR_SECRET, "lookup": lookup}
+    with override_settings(SECURED_ACTIVATION=configured):
+        from_settings = inspector_urls()
+    by_keyword = inspector_urls(
+        tracker, metrics=None, guard=None, secret=INSPECTOR_SECRET, lookup=lookup_user_one
+    )
+    views = [
+        {p.name.rsplit("_", 1)[-1]: p.callback for p in urls}
+        for urls in (from_settings, by_keyword)
+    ]
+    factory = RequestFactory(REMOTE_ADDR="127.0.0.1")
+    listing = views[0]["visitors"](factory.get("/inspect/visitors"))
+    (row,) = json.loads(listing.content)["visitors"]
+    opened = views[1]["handle"](factory.get("/"), handle=row["handle"])
+    assert opened.status_code == 200, opened.content
+    assert json.loads(opened.content)["ref"] == row["ref"]
+    for worker in views:
+        asked = factory.post("/", json.dumps({"query": "user 1"}), content_type="application/json")
+        found = worker["lookup"](asked)
+        assert found.status_code == 200, found.content
+        assert json.loads(found.content)["ref"] == row["ref"]
+
+
+def lookup_user_one(query: str) -> str | None:
+    """The host's search behind the lookup box (named by dotted path in the settings)."""
+    return "v-1" if query == "user 1" else None
+
+
 # -- never a 500 ------------------------------------------------------------------------------
 
 _TEXT = st.text(st.characters(codec="latin-1", exclude_characters="\r\n"), max_size=40)

@@ -29,6 +29,8 @@ patterns are made; a value may be the object or its dotted import path::
         "allowed_origins": ["https://www.brand.example"],
         "metrics": "myhost.activation.metrics",
         "guard": "myhost.activation.staff_only",
+        "secret": os.environ["INSPECTOR_SECRET"],  # the inspector's, the same on every worker
+        "lookup": "myhost.activation.find_visitor",
     }
 """
 
@@ -57,6 +59,7 @@ from statemachine.web.http import (
     last_resort,
     reads_body,
 )
+from statemachine.web.inspector import Lookup
 
 __all__ = ["SETTING", "activation_urls", "adapt", "inspector_urls", "request_facts"]
 
@@ -65,6 +68,8 @@ SETTING: Final = "SECURED_ACTIVATION"
 
 _SEGMENT: Final = re.compile(r"\{(\w+)\}")
 _UNSET: Final[Any] = object()
+_PLAIN: Final = frozenset({"allowed_origins", "secret"})
+"""Settings whose text is the value itself, not a dotted path to import."""
 
 
 def request_facts(request: DjangoRequest, path: str) -> HttpRequest:
@@ -136,7 +141,7 @@ def _setting(given: Any, key: str, default: Any = _UNSET) -> Any:
             return default
         raise ImproperlyConfigured(f"{key} is neither passed nor set in settings.{SETTING}")
     value = configured[key]
-    if isinstance(value, str) and key not in ("allowed_origins",):
+    if isinstance(value, str) and key not in _PLAIN:
         return import_string(value)
     return value
 
@@ -170,18 +175,25 @@ def inspector_urls(
     metrics: ActivationMetrics | None = _UNSET,
     guard: GuardOf | None = _UNSET,
     prefix: str = "/inspect",
+    secret: bytes | str | None = _UNSET,
+    lookup: Lookup | None = _UNSET,
 ) -> list[Any]:
-    """``inspect`` (the page), ``inspect/visitors``, ``inspect/visitor/<ref>``, and ``metrics``
-    beside them when ``metrics`` is given, for ``path("", include(inspector_urls(...)))``.
+    """``inspect`` (the page), ``inspect/visitors``, ``inspect/visitor/<ref>``,
+    ``inspect/lookup`` (POST), and ``metrics`` beside them when ``metrics`` is given, for
+    ``path("", include(inspector_urls(...)))``.
 
     Without ``guard`` only loopback clients that no proxy stands in front of get
     them (403 otherwise); ``guard(request) -> bool`` is the host's admin check,
-    e.g. ``lambda request: request.user.is_staff``.
+    e.g. ``lambda request: request.user.is_staff``. ``secret`` keys the visitors'
+    references and handles: the same one for every worker (the page polls whichever
+    answers); ``lookup(query) -> visitor_id | None`` is the host's search.
     """
     core = InspectorHttp(
         _setting(tracker, "tracker"),
         metrics=_setting(metrics, "metrics", None),
         prefix=prefix,
         guard=_setting(guard, "guard", None),
+        secret=_setting(secret, "secret", None),
+        lookup=_setting(lookup, "lookup", None),
     )
     return adapt((route.path for route in core.routes), core.handle)

@@ -46,6 +46,7 @@ from statemachine.web.http import (
     last_resort,
     reads_body,
 )
+from statemachine.web.inspector import Lookup
 
 __all__ = ["activation_blueprint", "adapt", "inspector_blueprint", "request_facts"]
 
@@ -164,12 +165,20 @@ def inspector_blueprint(
     guard: GuardOf | None = None,
     prefix: str = "/inspect",
     name: str = "secured_activation_inspector",
+    secret: bytes | str | None = None,
+    lookup: Lookup | None = None,
 ) -> Blueprint:
-    """``GET {prefix}`` (the page), ``{prefix}/visitors``, ``{prefix}/visitor/<ref>``, and
-    ``/metrics`` beside them when ``metrics`` is given; register without a ``url_prefix``.
+    """``GET {prefix}`` (the page), ``{prefix}/visitors``, ``{prefix}/visitor/<ref>``,
+    ``POST {prefix}/lookup``, and ``/metrics`` beside them when ``metrics`` is given;
+    register without a ``url_prefix``.
 
     Without ``guard`` only loopback clients that no proxy stands in front of get
     them (403 otherwise); ``guard(request) -> bool`` is the host's admin check.
+    ``secret`` keys the visitors' references and handles: pass the same one to every
+    worker (the page polls whichever answers). ``lookup(query) -> visitor_id | None``
+    is the host's search behind the lookup box.
     """
-    core = InspectorHttp(tracker, metrics=metrics, prefix=prefix, guard=guard)
+    core = InspectorHttp(
+        tracker, metrics=metrics, prefix=prefix, guard=guard, secret=secret, lookup=lookup
+    )
     return adapt(name, (route.path for route in core.routes), core.handle)
