@@ -702,3 +702,49 @@ def test_a_body_that_never_ends_is_answered_408_in_time(
     assert json.loads(body)["error"]
     assert 0.9 <= took < 10, took
     assert not [line for line in logs if line.get("log_level") == "error"], logs
+
+
+# -- over a real socket: what the server does after our refusal ------------------------------
+
+
+@pytest.fixture(scope="module")
+def served() -> Iterator[Any]:
+    from tests.web_host import Host
+
+    host = Host()
+    yield host
+    host.stop()
+
+
+@pytest.mark.parametrize("how", ["declared", "chunked"])
+def test_a_refused_endless_body_is_not_drained_by_the_server(served: Any, how: str) -> None:
+    """A body declared far over the cap (or a chunked one that goes past it) is refused 413
+    from what arrived; uvicorn then kept reading the rest to keep the connection alive: a
+    client declaring a petabyte could feed the worker's event loop for as long as it liked
+    (1 GB took 1.3 s of the worker's CPU). With ``Connection: close`` the server hangs up."""
+    import socket
+    import time
+
+    connection = socket.create_connection(("127.0.0.1", served.port), timeout=30)
+    try:
+        head = (
+            b"POST /activation/token HTTP/1.1\r\nHost: 127.0.0.1\r\n"
+            b"Content-Type: application/json\r\nCookie: sa_visitor=" + b"a" * 32 + b"\r\n"
+        )
+        if how == "declared":
+            connection.sendall(head + b"Content-Length: 1000000000000000\r\n\r\n")
+        else:
+            connection.sendall(head + b"Transfer-Encoding: chunked\r\n\r\n")
+            connection.sendall(b"%x\r\n%s\r\n" % (MAX_BODY + 10, b"x" * (MAX_BODY + 10)))
+        answer = connection.recv(65536)
+        assert answer.startswith(b"HTTP/1.1 413"), answer[:200]
+        assert b"connection: close" in answer.lower()
+        sent, began = 0, time.monotonic()
+        chunk = b"x" * 65536 if how == "declared" else b"10000\r\n" + b"x" * 65536 + b"\r\n"
+        with pytest.raises((ConnectionResetError, BrokenPipeError)):  # the server hung up
+            while time.monotonic() - began < 20:
+                connection.sendall(chunk)
+                sent += len(chunk)
+                assert sent < 256 * 1024 * 1024, "the server is still draining the body"
+    finally:
+        connection.close()

@@ -61,7 +61,7 @@ BODY_TIMEOUT: Final = 10.0
 
 The server waits on the client for as long as the client likes (uvicorn has no body
 timeout), so a client that sends part of a body and then nothing, or a byte now and
-then, would hold its request open for ever; past this, it is answered 408."""
+then, would hold its request open for ever; past this, it is answered 408 (``_UNREAD``)."""
 
 
 async def request_facts(request: Request, path: str | None = None) -> HttpRequest:
@@ -114,7 +114,7 @@ async def _read_body_in_time(receive: Receive) -> bytes:
         async with asyncio.timeout(BODY_TIMEOUT):
             return await _read_body(receive)
     except TimeoutError:
-        raise Refused(408, "the body did not arrive in time", (("Connection", "close"),)) from None
+        raise Refused(408, "the body did not arrive in time") from None
 
 
 async def _read_body(receive: Receive) -> bytes:
@@ -148,6 +148,12 @@ def _raw(headers: Iterable[tuple[str, str]]) -> list[tuple[bytes, bytes]]:
     return [(name.lower().encode("latin-1"), value.encode("latin-1")) for name, value in headers]
 
 
+_UNREAD: Final = frozenset({408, 413})
+"""Answers given before the body was read to its end (too slow, too large): the server is told
+to close the connection, or uvicorn reads the rest to keep it alive — for ever, for a client
+that declares a petabyte or never ends its chunks."""
+_CLOSE: Final = (b"connection", b"close")
+
 _RAW_JSON: Final = tuple(_raw(JSON_HEADERS))
 """The headers of most answers (every JSON answer without extra headers), encoded once."""
 
@@ -176,6 +182,8 @@ class _Endpoint:
         headers = answer.headers
         raw = [(b"content-length", str(len(answer.body)).encode())]
         raw += _RAW_JSON if headers is JSON_HEADERS else _raw(headers)
+        if answer.status in _UNREAD:
+            raw.append(_CLOSE)
         await send({"type": "http.response.start", "status": answer.status, "headers": raw})
         await send({"type": "http.response.body", "body": answer.body})
 
