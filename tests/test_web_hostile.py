@@ -716,20 +716,35 @@ def served() -> Iterator[Any]:
     host.stop()
 
 
-@pytest.mark.parametrize("how", ["declared", "chunked"])
-def test_a_refused_endless_body_is_not_drained_by_the_server(served: Any, how: str) -> None:
-    """A body declared far over the cap (or a chunked one that goes past it) is refused 413
-    from what arrived; uvicorn then kept reading the rest to keep the connection alive: a
-    client declaring a petabyte could feed the worker's event loop for as long as it liked
-    (1 GB took 1.3 s of the worker's CPU). With ``Connection: close`` the server hangs up."""
+@pytest.mark.parametrize(
+    ("method", "path", "how", "status"),
+    [
+        ("POST", "/activation/token", "declared", b"413"),
+        ("POST", "/activation/token", "chunked", b"413"),
+        ("GET", "/activation/state", "declared", b"200"),
+        ("PUT", "/activation/token", "chunked", b"405"),
+    ],
+    ids=["declared", "chunked", "get-with-a-body", "wrong-method-chunked"],
+)
+def test_a_body_left_unread_is_not_drained_by_the_server(
+    served: Any, method: str, path: str, how: str, status: bytes
+) -> None:
+    """An answer given before the body's end: a body declared far over the cap, or chunked
+    past it, refused 413 from what arrived; a GET's body, never read; a wrong method's,
+    read only up to the cap. uvicorn then kept reading the rest to keep the connection
+    alive: a client declaring a petabyte could feed the worker's event loop for as long as
+    it liked (1 GB took 1.3 s of the worker's CPU). With ``Connection: close`` the server
+    hangs up."""
     import socket
     import time
 
     connection = socket.create_connection(("127.0.0.1", served.port), timeout=30)
     try:
         head = (
-            b"POST /activation/token HTTP/1.1\r\nHost: 127.0.0.1\r\n"
-            b"Content-Type: application/json\r\nCookie: sa_visitor=" + b"a" * 32 + b"\r\n"
+            f"{method} {path} HTTP/1.1\r\nHost: 127.0.0.1\r\n".encode()
+            + b"Content-Type: application/json\r\nCookie: sa_visitor="
+            + b"a" * 32
+            + b"\r\n"
         )
         if how == "declared":
             connection.sendall(head + b"Content-Length: 1000000000000000\r\n\r\n")
@@ -737,7 +752,7 @@ def test_a_refused_endless_body_is_not_drained_by_the_server(served: Any, how: s
             connection.sendall(head + b"Transfer-Encoding: chunked\r\n\r\n")
             connection.sendall(b"%x\r\n%s\r\n" % (MAX_BODY + 10, b"x" * (MAX_BODY + 10)))
         answer = connection.recv(65536)
-        assert answer.startswith(b"HTTP/1.1 413"), answer[:200]
+        assert answer.startswith(b"HTTP/1.1 " + status), answer[:200]
         assert b"connection: close" in answer.lower()
         sent, began = 0, time.monotonic()
         chunk = b"x" * 65536 if how == "declared" else b"10000\r\n" + b"x" * 65536 + b"\r\n"
@@ -746,5 +761,34 @@ def test_a_refused_endless_body_is_not_drained_by_the_server(served: Any, how: s
                 connection.sendall(chunk)
                 sent += len(chunk)
                 assert sent < 256 * 1024 * 1024, "the server is still draining the body"
+    finally:
+        connection.close()
+
+
+def test_a_request_without_a_body_keeps_its_connection(served: Any) -> None:
+    """Only an answer that left a body unread closes: the page's polls and token requests
+    keep one connection alive."""
+    import http.client
+
+    connection = http.client.HTTPConnection("127.0.0.1", served.port, timeout=30)
+    try:
+        for _ in range(3):
+            connection.request(
+                "GET", "/activation/state", headers={"Cookie": "sa_visitor=" + "b" * 32}
+            )
+            answer = connection.getresponse()
+            answer.read()
+            assert answer.status == 200
+            assert answer.getheader("connection") is None
+            connection.request(
+                "POST",
+                "/activation/token",
+                body=b'{"flow": "f1"}',
+                headers={"Content-Type": "application/json", "Cookie": "sa_visitor=" + "b" * 32},
+            )
+            answer = connection.getresponse()
+            answer.read()
+            assert answer.status == 200
+            assert answer.getheader("connection") is None
     finally:
         connection.close()
