@@ -389,6 +389,28 @@ def test_logout_forgets_the_visitor_but_keeps_its_trail(
     assert face.token("v1", new_flow(), provider).answer is Answer.TOKEN
 
 
+def test_a_logout_during_a_flow_forgets_the_visitor_and_keeps_its_trail_once(
+    face: Face, provider: CountingProvider
+) -> None:
+    """A logout while the tag is still activating (a second tab signing out, say): the
+    flow is cancelled and the visitor forgotten like any logout. The trail held the flow
+    twice (the entries before the cancel, then the core's own history that still had
+    them), so the inspector counted two flows; and the view kept the attempts, the
+    reason and the token's fingerprint of the session the logout ended."""
+    start(face, provider)
+    view = face.logout("v1")
+    assert view is not None
+    assert view.state is State.UNAUTHENTICATED
+    assert (view.attempts, view.reason, view.token_fingerprint) == (0, None, None)
+    assert [e.trigger for e in view.history] == [
+        Trigger.ACTIVATE,
+        Trigger.TOKEN_RECEIVED,
+        Trigger.CANCEL,
+    ]
+    assert face.view("v1") == view
+    assert face.token("v1", new_flow(), provider).answer is Answer.TOKEN
+
+
 def test_a_trail_is_kept_for_one_session_lifetime_only(issuer: Any) -> None:
     from functools import partial
 

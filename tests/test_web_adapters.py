@@ -124,6 +124,32 @@ def test_flask_refusals_are_the_cores(flask_client: Any) -> None:
     assert flask_client.get("/guarded/visitors", headers={"X-Admin": "yes"}).status_code == 200
 
 
+@pytest.mark.parametrize("chunked", [False, True], ids=["declared", "chunked"])
+def test_flask_a_body_over_the_hosts_own_limit_is_413(
+    flask_client: Any, logs: list[dict[str, Any]], chunked: bool
+) -> None:
+    """A Flask host that sets ``MAX_CONTENT_LENGTH`` (a common setting) below our cap:
+    Werkzeug raises ``RequestEntityTooLarge`` as the adapter reads the body, which went to
+    the last resort (400 "could not be handled", logged as an error); it is a 413."""
+    flask_client.application.config["MAX_CONTENT_LENGTH"] = 100
+    who = {"X-Visitor": "v-1", "X-User": "u-1", "Content-Type": "application/json"}
+    body = json.dumps({"flow": "f1", "pad": "x" * 200}).encode()
+    if chunked:  # no length: a server that de-chunks marks the stream as ending by itself
+        answer = flask_client.post(
+            "/activation/token",
+            data=body,
+            headers={**who, "Transfer-Encoding": "chunked"},
+            environ_overrides={"wsgi.input_terminated": True},
+        )
+    else:
+        answer = flask_client.post("/activation/token", data=body, headers=who)
+    assert answer.status_code == 413, answer.get_data()
+    assert "100" in answer.get_json()["error"]
+    assert not [line for line in logs if line.get("log_level") == "error"], logs
+    small = flask_client.post("/activation/token", json={"flow": "f1"}, headers=who)
+    assert "authenticationOption" in small.get_json()
+
+
 # -- Django -----------------------------------------------------------------------------------
 
 # What the settings dict names by dotted path; the fixture sets them.
@@ -258,71 +284,92 @@ def test_django_settings_must_name_what_is_not_passed() -> None:
 
 # -- the inspector on several workers ---------------------------------------------------------
 
-INSPECTOR_SECRET = "inspector-secret-" + "s" * 32
+INSPECTOR_SECRET = "the inspector's secret, shared by every worker"
 
 
-def _listed_then_opened(workers: list[Any], get: Any) -> tuple[set[str], list[int], Any]:
-    """List the visitors on the first worker; open the listed handle on each worker."""
-    listing = json.loads(get(workers[0], "/inspect/visitors"))["visitors"]
-    (visitor,) = listing
-    refs = {json.loads(get(w, "/inspect/visitors"))["visitors"][0]["ref"] for w in workers}
-    opened = [get(w, f"/inspect/visitor/{visitor['handle']}", status=True) for w in workers]
-    return refs, opened, visitor
+def _authenticated(tracker: ActivationTracker, issuer: TokenIssuer, visitor: str) -> None:
+    flow = "f1"
+    reply = tracker.token_request(visitor, flow, partial(issuer.issue, "u-1"))
+    assert reply.option is not None
+    assert tracker.report(visitor, flow, SUCCESS).state.value == "authenticated"
 
 
-def test_flask_inspector_on_two_workers_shares_references(issuer: TokenIssuer) -> None:
-    """Two Flask workers given one ``secret`` (as the README's hosts are) name a visitor alike
-    and open one another's handles: the page's next request may reach either worker."""
+def test_flask_inspector_workers_sharing_a_secret_open_each_others_handles(
+    issuer: TokenIssuer,
+) -> None:
+    """The README runs Flask under ``gunicorn --workers 2``, and the inspector's page polls
+    whichever worker answers: a handle sealed by one worker must open on the other, and the
+    host's ``lookup`` must back the lookup box. ``inspector_blueprint`` took neither
+    ``secret`` nor ``lookup``, so every worker sealed under a key of its own."""
     from flask import Flask
 
     from statemachine.web.flask import inspector_blueprint
 
-    store = MemoryStore()
+    tracker = ActivationTracker(DefensivePolicy(), MemoryStore())  # the shared store
+    _authenticated(tracker, issuer, "v-1")
     workers = []
-    for _ in range(2):
-        tracker = ActivationTracker(DefensivePolicy(), store)
+    for _ in range(2):  # each worker builds its own blueprint, as each imports the module
         app = Flask(__name__)
-        app.register_blueprint(inspector_blueprint(tracker, secret=INSPECTOR_SECRET))
+        app.register_blueprint(
+            inspector_blueprint(
+                tracker,
+                secret=INSPECTOR_SECRET,
+                lookup=lambda query: "v-1" if query == "user 1" else None,
+            )
+        )
         workers.append(app.test_client())
-    tracker.token_request("v-1", "f-1", partial(issuer.issue, "u-1"))
+    first, second = workers
+    (row,) = first.get("/inspect/visitors").get_json()["visitors"]
+    opened = second.get(f"/inspect/visitor/{row['handle']}")
+    assert opened.status_code == 200, opened.get_data()
+    assert opened.get_json()["ref"] == row["ref"]
+    selected = second.get("/inspect/visitors", query_string={"selected": row["handle"]})
+    assert selected.get_json()["selected"]["state"] == "authenticated"
+    found = second.post("/inspect/lookup", json={"query": "user 1"})
+    assert found.status_code == 200, found.get_data()
+    assert found.get_json()["ref"] == row["ref"]
 
-    def get(client: Any, path: str, status: bool = False) -> Any:
-        answer = client.get(path)
-        return answer.status_code if status else answer.get_data(as_text=True)
 
-    refs, opened, _ = _listed_then_opened(workers, get)
-    assert len(refs) == 1
-    assert opened == [200, 200]
-
-
-def test_django_inspector_on_two_workers_shares_references(issuer: TokenIssuer) -> None:
-    """The same with Django, the secret passed or read from ``SECURED_ACTIVATION``."""
+def test_django_inspector_workers_sharing_a_secret_open_each_others_handles(
+    issuer: TokenIssuer,
+) -> None:
+    """The same for Django, the secret and the lookup given as keywords or in the settings
+    dict (the secret as text there: not a dotted path to import)."""
     _django()
-    from django.test import Client, override_settings
-    from django.urls import clear_url_caches, include, path
+    from django.test import RequestFactory, override_settings
 
     from statemachine.web.django import inspector_urls
 
-    store = MemoryStore()
-    trackers = [ActivationTracker(DefensivePolicy(), store) for _ in range(2)]
-    trackers[0].token_request("v-1", "f-1", partial(issuer.issue, "u-1"))
-    client = Client(REMOTE_ADDR="127.0.0.1")
-    configured = {"tracker": f"{__name__}.TRACKER", "secret": INSPECTOR_SECRET}
+    tracker = ActivationTracker(DefensivePolicy(), MemoryStore())
+    _authenticated(tracker, issuer, "v-1")
+    globals().update(TRACKER=tracker)
+    lookup = f"{__name__}.lookup_user_one"
+    configured = {"tracker": f"{__name__}.TRACKER", "secret": INSPECTOR_SECRET, "lookup": lookup}
     with override_settings(SECURED_ACTIVATION=configured):
-        worker_urls = [
-            inspector_urls(trackers[0], secret=INSPECTOR_SECRET),
-            inspector_urls(trackers[1]),  # the secret from the settings
-        ]
+        from_settings = inspector_urls()
+    by_keyword = inspector_urls(
+        tracker, metrics=None, guard=None, secret=INSPECTOR_SECRET, lookup=lookup_user_one
+    )
+    views = [
+        {p.name.rsplit("_", 1)[-1]: p.callback for p in urls}
+        for urls in (from_settings, by_keyword)
+    ]
+    factory = RequestFactory(REMOTE_ADDR="127.0.0.1")
+    listing = views[0]["visitors"](factory.get("/inspect/visitors"))
+    (row,) = json.loads(listing.content)["visitors"]
+    opened = views[1]["handle"](factory.get("/"), handle=row["handle"])
+    assert opened.status_code == 200, opened.content
+    assert json.loads(opened.content)["ref"] == row["ref"]
+    for worker in views:
+        asked = factory.post("/", json.dumps({"query": "user 1"}), content_type="application/json")
+        found = worker["lookup"](asked)
+        assert found.status_code == 200, found.content
+        assert json.loads(found.content)["ref"] == row["ref"]
 
-    def get(urls: list[Any], route: str, status: bool = False) -> Any:
-        urlpatterns[:] = [path("", include(urls))]
-        clear_url_caches()
-        answer = client.get(route)
-        return answer.status_code if status else answer.content.decode()
 
-    refs, opened, _ = _listed_then_opened(worker_urls, get)
-    assert len(refs) == 1
-    assert opened == [200, 200]
+def lookup_user_one(query: str) -> str | None:
+    """The host's search behind the lookup box (named by dotted path in the settings)."""
+    return "v-1" if query == "user 1" else None
 
 
 # -- never a 500 ------------------------------------------------------------------------------

@@ -254,6 +254,38 @@ def test_reference_refuses_a_user_id_that_is_not_unicode(reference: Starlette) -
 
 
 @pytest.mark.parametrize(
+    "user_id",
+    [" ", "\u00a0", "a\u2028b", "\u2029"],
+    ids=["space", "nbsp", "line-separator", "paragraph-separator"],
+)
+def test_reference_refuses_a_user_id_no_token_could_carry(
+    reference: Starlette, user_id: str
+) -> None:
+    """A sign-in the issuer would refuse is refused at once, not accepted and then turned
+    into a provider failure that blocks the visitor on its first token request."""
+    with TestClient(reference, base_url=BASE, client=LOOPBACK) as client:
+        sent = {"content-type": "application/json", **SAME}
+        body = json.dumps({"user_id": user_id}).encode()
+        answer = client.post("/login", content=body, headers=sent)
+        assert answer.status_code == 400, answer.text
+        assert "set-cookie" not in answer.headers
+
+
+@pytest.mark.parametrize("user_id", ["é" * 255, "\U0001d54f" * 255, "\u00e9" + "x" * 254])
+def test_a_long_non_ascii_sign_in_is_signed_in(reference: Starlette, user_id: str) -> None:
+    """Any user id the sign-in accepts (255 characters of any script) makes a cookie the
+    host can read back: the visitor gets a token, not the answer for nobody signed in."""
+    with TestClient(reference, base_url=BASE, client=LOOPBACK) as client:
+        client.get("/")  # the visitor cookie
+        sent = {"content-type": "application/json", **SAME}
+        login = client.post("/login", content=json.dumps({"user_id": user_id}), headers=sent)
+        assert login.status_code == 204, login.text
+        assert len(client.cookies[USER_COOKIE]) <= 2048
+        token = client.post("/activation/token", json={"flow": "f1"}, headers=SAME)
+        assert "authenticationOption" in token.json(), token.text
+
+
+@pytest.mark.parametrize(
     "cookie",
     ["sa_user=é.x".encode(), b"sa_user=\xff\xfe.\x01", "sa_user=ünïcødé".encode("latin-1")],
 )
@@ -606,3 +638,157 @@ def test_a_content_length_that_is_not_a_plain_number_is_a_4xx(
     )
     check_answer(status, answer_headers, body)
     assert 400 <= status < 500, (status, body)
+
+
+# -- bodies that never finish -----------------------------------------------------------------
+
+
+async def stalled(
+    app: Any, first: bytes, trickle: bool
+) -> tuple[int, list[tuple[bytes, bytes]], float, bytes]:
+    """A POST whose body never ends: one part, then silence (or one byte every 50 ms, for
+    ever), as a client holding its connection open would send it to the server."""
+    scope = http_scope(
+        "POST",
+        "/app/activation/token",
+        [
+            (b"host", b"127.0.0.1:8000"),
+            (b"content-type", b"application/json"),
+            (b"cookie", b"visitor=v1; user=visitor-42"),
+        ],
+    )
+    parts = 0
+    sent: list[dict[str, Any]] = []
+
+    async def receive() -> dict[str, Any]:
+        nonlocal parts
+        parts += 1
+        if parts == 1:
+            return {"type": "http.request", "body": first, "more_body": True}
+        if not trickle:
+            await asyncio.sleep(3600)
+        await asyncio.sleep(0.05)
+        return {"type": "http.request", "body": b" ", "more_body": True}
+
+    async def send(message: dict[str, Any]) -> None:
+        sent.append(message)
+
+    began = asyncio.get_running_loop().time()
+    await asyncio.wait_for(app(scope, receive, send), 60)
+    loop_time = asyncio.get_running_loop().time() - began
+    start = next(m for m in sent if m["type"] == "http.response.start")
+    body = b"".join(m.get("body", b"") for m in sent if m["type"] == "http.response.body")
+    return start["status"], list(start["headers"]), loop_time, body
+
+
+@pytest.mark.parametrize("trickle", [False, True], ids=["silent", "trickling"])
+def test_a_body_that_never_ends_is_answered_408_in_time(
+    adapter: Starlette,
+    loop: asyncio.AbstractEventLoop,
+    monkeypatch: pytest.MonkeyPatch,
+    logs: list[dict[str, Any]],
+    trickle: bool,
+) -> None:
+    """A client that sends part of a body and then nothing (or a byte now and then) got no
+    answer ever: the request waited on the server's channel for as long as the client
+    liked. The body has ``BODY_TIMEOUT`` seconds to arrive, then the answer is 408, and
+    the server is told to close the connection (the rest of the body never comes)."""
+    from statemachine.web import routes
+
+    monkeypatch.setattr(routes, "BODY_TIMEOUT", 1.0)
+    status, headers, took, body = loop.run_until_complete(stalled(adapter, b'{"flow": "f', trickle))
+    assert status == 408, (status, body)
+    assert (b"connection", b"close") in headers
+    assert json.loads(body)["error"]
+    assert 0.9 <= took < 10, took
+    assert not [line for line in logs if line.get("log_level") == "error"], logs
+
+
+# -- over a real socket: what the server does after our refusal ------------------------------
+
+
+@pytest.fixture(scope="module")
+def served() -> Iterator[Any]:
+    from tests.web_host import Host
+
+    host = Host()
+    yield host
+    host.stop()
+
+
+@pytest.mark.parametrize(
+    ("method", "path", "how", "status"),
+    [
+        ("POST", "/activation/token", "declared", b"413"),
+        ("POST", "/activation/token", "chunked", b"413"),
+        ("GET", "/activation/state", "declared", b"200"),
+        ("PUT", "/activation/token", "chunked", b"405"),
+    ],
+    ids=["declared", "chunked", "get-with-a-body", "wrong-method-chunked"],
+)
+def test_a_body_left_unread_is_not_drained_by_the_server(
+    served: Any, method: str, path: str, how: str, status: bytes
+) -> None:
+    """An answer given before the body's end: a body declared far over the cap, or chunked
+    past it, refused 413 from what arrived; a GET's body, never read; a wrong method's,
+    read only up to the cap. uvicorn then kept reading the rest to keep the connection
+    alive: a client declaring a petabyte could feed the worker's event loop for as long as
+    it liked (1 GB took 1.3 s of the worker's CPU). With ``Connection: close`` the server
+    hangs up."""
+    import socket
+    import time
+
+    connection = socket.create_connection(("127.0.0.1", served.port), timeout=30)
+    try:
+        head = (
+            f"{method} {path} HTTP/1.1\r\nHost: 127.0.0.1\r\n".encode()
+            + b"Content-Type: application/json\r\nCookie: sa_visitor="
+            + b"a" * 32
+            + b"\r\n"
+        )
+        if how == "declared":
+            connection.sendall(head + b"Content-Length: 1000000000000000\r\n\r\n")
+        else:
+            connection.sendall(head + b"Transfer-Encoding: chunked\r\n\r\n")
+            connection.sendall(b"%x\r\n%s\r\n" % (MAX_BODY + 10, b"x" * (MAX_BODY + 10)))
+        answer = connection.recv(65536)
+        assert answer.startswith(b"HTTP/1.1 " + status), answer[:200]
+        assert b"connection: close" in answer.lower()
+        sent, began = 0, time.monotonic()
+        chunk = b"x" * 65536 if how == "declared" else b"10000\r\n" + b"x" * 65536 + b"\r\n"
+        with pytest.raises((ConnectionResetError, BrokenPipeError)):  # the server hung up
+            while time.monotonic() - began < 20:
+                connection.sendall(chunk)
+                sent += len(chunk)
+                assert sent < 256 * 1024 * 1024, "the server is still draining the body"
+    finally:
+        connection.close()
+
+
+def test_a_request_without_a_body_keeps_its_connection(served: Any) -> None:
+    """Only an answer that left a body unread closes: the page's polls and token requests
+    keep one connection alive."""
+    import http.client
+
+    connection = http.client.HTTPConnection("127.0.0.1", served.port, timeout=30)
+    try:
+        for _ in range(3):
+            connection.request(
+                "GET", "/activation/state", headers={"Cookie": "sa_visitor=" + "b" * 32}
+            )
+            answer = connection.getresponse()
+            answer.read()
+            assert answer.status == 200
+            assert answer.getheader("connection") is None
+            connection.request(
+                "POST",
+                "/activation/token",
+                body=b'{"flow": "f1"}',
+                headers={"Content-Type": "application/json", "Cookie": "sa_visitor=" + "b" * 32},
+            )
+            answer = connection.getresponse()
+            answer.read()
+            assert answer.status == 200
+            assert answer.getheader("connection") is None
+    finally:
+        connection.close()

@@ -377,6 +377,14 @@ class ActivationCore:
             self.reason = event.kwargs["reason"]
 
     def action_forget_visitor(self, _event: EventArgs) -> None:
+        self.forget()
+
+    def forget(self) -> None:
+        """Forget the visitor's session (flow, attempts, reason, history, token) in place.
+
+        The logout row does it; a tracker's logout also does it after cancelling a flow in
+        flight, whose cancel row leaves the core unauthenticated but still remembering.
+        """
         self.flow = None
         self.attempts = 0
         self.option = None

@@ -386,6 +386,12 @@ def apply_logout(record: VisitorRecord, now: float | None = None) -> bool:
     if core.state.in_flight:
         core.cancel()
         changed = True
+        if core.state is State.UNAUTHENTICATED:
+            # The cancel row ended the flow, but the core keeps its history (the trail,
+            # now with that row: taken once, not again below) and its attempts, reason
+            # and token fingerprint: forgotten, as the logout row forgets them.
+            trail = list(core._history or ())
+            core.forget()
     logged_out = None
     if core.state is not State.UNAUTHENTICATED:
         logged_out = core.state

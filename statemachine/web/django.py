@@ -29,7 +29,8 @@ patterns are made; a value may be the object or its dotted import path::
         "allowed_origins": ["https://www.brand.example"],
         "metrics": "myhost.activation.metrics",
         "guard": "myhost.activation.staff_only",
-        "secret": os.environ["INSPECTOR_SECRET"],  # the same on every worker (text, not a path)
+        "secret": os.environ["INSPECTOR_SECRET"],  # the inspector's, the same on every worker
+        "lookup": "myhost.activation.find_visitor",
     }
 """
 
@@ -67,6 +68,8 @@ SETTING: Final = "SECURED_ACTIVATION"
 
 _SEGMENT: Final = re.compile(r"\{(\w+)\}")
 _UNSET: Final[Any] = object()
+_PLAIN: Final = frozenset({"allowed_origins", "secret"})
+"""Settings whose text is the value itself, not a dotted path to import."""
 
 
 def request_facts(request: DjangoRequest, path: str) -> HttpRequest:
@@ -138,7 +141,7 @@ def _setting(given: Any, key: str, default: Any = _UNSET) -> Any:
             return default
         raise ImproperlyConfigured(f"{key} is neither passed nor set in settings.{SETTING}")
     value = configured[key]
-    if isinstance(value, str) and key not in ("allowed_origins", "secret"):
+    if isinstance(value, str) and key not in _PLAIN:
         return import_string(value)
     return value
 
@@ -176,7 +179,7 @@ def inspector_urls(
     lookup: Lookup | None = _UNSET,
 ) -> list[Any]:
     """``inspect`` (the page), ``inspect/visitors``, ``inspect/visitor/<ref>``,
-    ``inspect/lookup``, and ``metrics`` beside them when ``metrics`` is given, for
+    ``inspect/lookup`` (POST), and ``metrics`` beside them when ``metrics`` is given, for
     ``path("", include(inspector_urls(...)))``.
 
     Without ``guard`` only loopback clients that no proxy stands in front of get

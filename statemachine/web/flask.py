@@ -24,9 +24,10 @@ from __future__ import annotations
 
 import re
 from collections.abc import Callable, Iterable
-from typing import Final
+from typing import Any, Final
 
 from flask import Blueprint, Response, request
+from werkzeug.exceptions import RequestEntityTooLarge
 
 from statemachine.signals.metrics import ActivationMetrics
 from statemachine.tracking._faces import ActivationTracker
@@ -39,7 +40,9 @@ from statemachine.web.http import (
     HttpResponse,
     InspectorHttp,
     ProviderOf,
+    Refused,
     VisitorOf,
+    error_response,
     last_resort,
     reads_body,
 )
@@ -61,7 +64,10 @@ def request_facts(path: str) -> HttpRequest:
     method = native.method
     body = b""
     if reads_body(method, native.headers.get("Content-Length")):
-        body = native.stream.read(MAX_BODY + 1)
+        try:
+            body = _read(native.stream, MAX_BODY + 1)
+        except RequestEntityTooLarge:  # the host's MAX_CONTENT_LENGTH, below our cap
+            raise Refused(413, f"the body is over {native.max_content_length} bytes") from None
     server = f"{environ.get('SERVER_NAME', '')}:{environ.get('SERVER_PORT', '')}"
     return HttpRequest(
         method=method,
@@ -74,6 +80,21 @@ def request_facts(path: str) -> HttpRequest:
         query=environ.get("QUERY_STRING", ""),
         native=native,
     )
+
+
+def _read(stream: Any, limit: int) -> bytes:
+    """Up to ``limit`` bytes, to the end of the body: one ``read`` may return fewer (a
+    chunked body that Werkzeug cut at the host's ``MAX_CONTENT_LENGTH`` raises only on
+    the read past it)."""
+    chunks: list[bytes] = []
+    size = 0
+    while size < limit:
+        chunk = stream.read(limit - size)
+        if not chunk:
+            break
+        chunks.append(chunk)
+        size += len(chunk)
+    return chunks[0] if len(chunks) == 1 else b"".join(chunks)
 
 
 def flask_response(answer: HttpResponse) -> Response:
@@ -97,6 +118,8 @@ def adapt(
             try:
                 path = _template.format(**params) if params else _template
                 answer = handle(request_facts(path))
+            except Refused as refused:  # over the host's own body limit
+                answer = error_response(refused.status, refused.message, refused.headers)
             except Exception as error:  # noqa: BLE001 - a client that went away, say
                 answer = last_resort(error, _template)
             return flask_response(answer)

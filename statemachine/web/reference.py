@@ -39,6 +39,7 @@ from statemachine.protocol.policy import ActivationPolicy
 from statemachine.signals.metrics import ActivationMetrics
 from statemachine.stores.memory import MemoryStore
 from statemachine.tokens import TokenIssuer, TokenVerifier
+from statemachine.tokens.claims import user_id_problem
 from statemachine.tokens.keys import generate_rsa, private_pem, public_pem
 from statemachine.tracking._faces import AsyncActivationTracker
 from statemachine.web.http import (
@@ -101,8 +102,9 @@ class Cookies:
         return hmac.new(self.secret, payload.encode(), hashlib.sha256).hexdigest()
 
     def sign(self, user_id: str, wrong_key: bool) -> str:
+        # UTF-8, not \u escapes: 255 characters of any script stay within what ``read`` takes.
         payload = base64.urlsafe_b64encode(
-            json.dumps({"u": user_id, "w": wrong_key}).encode()
+            json.dumps({"u": user_id, "w": wrong_key}, ensure_ascii=False).encode()
         ).decode()
         return f"{payload}.{self._mac(payload)}"
 
@@ -202,6 +204,7 @@ class ReferencePages:
             or not 0 < len(user_id) <= 255
             or _CONTROL.search(user_id)
             or not _encodable(user_id)
+            or user_id_problem(user_id) is not None  # what no token could carry
         ):
             raise Refused(400, "user_id must be 1 to 255 printable characters")
         if not isinstance(wrong, bool):

@@ -15,9 +15,11 @@ Starlette app made of them: ``app.mount("/", Starlette(routes=[...]))``.
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Awaitable, Callable, Iterable
 from typing import Final
 
+import anyio
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import BaseRoute, Route
@@ -35,13 +37,16 @@ from statemachine.web.http import (
     HttpRequest,
     HttpResponse,
     ProviderOf,
+    Refused,
     VisitorOf,
+    error_response,
     last_resort,
     reads_body,
 )
 from statemachine.web.inspector import Lookup
 
 __all__ = [
+    "BODY_TIMEOUT",
     "MAX_BODY",
     "activation_routes",
     "adapt",
@@ -51,24 +56,42 @@ __all__ = [
 ]
 
 
+BODY_TIMEOUT: Final = 10.0
+"""Seconds a request body may take to arrive, all of it: ours are under a kilobyte.
+
+The server waits on the client for as long as the client likes (uvicorn has no body
+timeout), so a client that sends part of a body and then nothing, or a byte now and
+then, would hold its request open for ever; past this, it is answered 408 (``_CLOSE``)."""
+
+
 async def request_facts(request: Request, path: str | None = None) -> HttpRequest:
     """The core's facts of a Starlette request; the body is read up to ``MAX_BODY + 1`` bytes.
 
     The body is read from the ASGI channel here, so a host callable must not read it again.
+    A body that takes longer than ``BODY_TIMEOUT`` raises ``Refused`` (408).
     """
+    facts, _ = await _facts(request, path)
+    return facts
+
+
+async def _facts(request: Request, path: str | None) -> tuple[HttpRequest, bool]:
+    """``request_facts``, and whether the body was read to its end (or there was none)."""
     scope = request.scope
     headers = Headers.from_latin1(scope["headers"])
     method = str(scope["method"])
     body = b""
-    if reads_body(method, headers.get("content-length")):
-        body = await _read_body(request.receive)
+    declared = headers.get("content-length")
+    if reads_body(method, declared):
+        body, ended = await _read_body_in_time(request.receive)
+    else:  # a GET's body, or one declared over the cap: left unread
+        ended = "transfer-encoding" not in headers and (declared or "0").strip() in ("", "0")
     host = headers.get("host")
     if host is None:
         server = scope.get("server")
         host = f"{server[0]}:{server[1]}" if server else ""
     client = scope.get("client")
     query = scope.get("query_string")
-    return HttpRequest(
+    facts = HttpRequest(
         method,
         scope["path"] if path is None else path,
         headers,
@@ -79,14 +102,34 @@ async def request_facts(request: Request, path: str | None = None) -> HttpReques
         query.decode("latin-1") if query else "",
         request,
     )
+    return facts, ended
 
 
 class ClientGone(Exception):
     """The client went away before its body arrived."""
 
 
-async def _read_body(receive: Receive) -> bytes:
-    """At most ``MAX_BODY + 1`` bytes of the body: enough for the core to refuse more."""
+async def _read_body_in_time(receive: Receive) -> tuple[bytes, bool]:
+    """``_read_body`` within ``BODY_TIMEOUT``, or ``Refused`` (408).
+
+    On asyncio (uvicorn) with ``asyncio.timeout``: 4 µs a request against anyio's 9 µs;
+    anyio's own deadline on any other loop (trio, under hypercorn).
+    """
+    try:
+        try:
+            asyncio.get_running_loop()
+        except RuntimeError:  # not asyncio
+            with anyio.fail_after(BODY_TIMEOUT):
+                return await _read_body(receive)
+        async with asyncio.timeout(BODY_TIMEOUT):
+            return await _read_body(receive)
+    except TimeoutError:
+        raise Refused(408, "the body did not arrive in time") from None
+
+
+async def _read_body(receive: Receive) -> tuple[bytes, bool]:
+    """At most ``MAX_BODY + 1`` bytes of the body (enough for the core to refuse more), and
+    whether that was all of it."""
     chunks: list[bytes] = []
     size = 0
     while True:
@@ -98,9 +141,9 @@ async def _read_body(receive: Receive) -> bytes:
             chunks.append(chunk)
             size += len(chunk)
             if size > MAX_BODY:
-                return b"".join(chunks)[: MAX_BODY + 1]
+                return b"".join(chunks)[: MAX_BODY + 1], False
         if not message.get("more_body", False):
-            return chunks[0] if len(chunks) == 1 else b"".join(chunks)
+            return (chunks[0] if len(chunks) == 1 else b"".join(chunks)), True
 
 
 def starlette_response(answer: HttpResponse) -> Response:
@@ -115,6 +158,11 @@ def starlette_response(answer: HttpResponse) -> Response:
 def _raw(headers: Iterable[tuple[str, str]]) -> list[tuple[bytes, bytes]]:
     return [(name.lower().encode("latin-1"), value.encode("latin-1")) for name, value in headers]
 
+
+_CLOSE: Final = (b"connection", b"close")
+"""Sent with an answer given before the request's body was read to its end (too slow, too
+large, or a body on a GET): uvicorn would otherwise read the rest to keep the connection
+alive, for ever for a client that declares a petabyte or never ends its chunks."""
 
 _RAW_JSON: Final = tuple(_raw(JSON_HEADERS))
 """The headers of most answers (every JSON answer without extra headers), encoded once."""
@@ -134,14 +182,20 @@ class _Endpoint:
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         request = Request(scope, receive)
         template = self.template
+        ended = False
         try:
             path = template if self._fixed else template.format(**request.path_params)
-            answer = await self.handle(await request_facts(request, path))
+            facts, ended = await _facts(request, path)
+            answer = await self.handle(facts)
+        except Refused as refused:  # a body that never finished arriving
+            answer = error_response(refused.status, refused.message, refused.headers)
         except Exception as error:  # noqa: BLE001 - a client that went away, say
             answer = last_resort(error, template)
         headers = answer.headers
         raw = [(b"content-length", str(len(answer.body)).encode())]
         raw += _RAW_JSON if headers is JSON_HEADERS else _raw(headers)
+        if not ended:
+            raw.append(_CLOSE)
         await send({"type": "http.response.start", "status": answer.status, "headers": raw})
         await send({"type": "http.response.body", "body": answer.body})
 
