@@ -307,7 +307,7 @@ async def _call_coroutine(
             value = done.value
         else:
             async with asyncio.timeout_at(deadline):
-                value = await _resumed(value, waits_on)
+                value = await resumed(value, waits_on)
     if asyncio.iscoroutine(value) or isinstance(value, asyncio.Future):
         async with asyncio.timeout_at(deadline):
             value = await _settle(value)
@@ -315,7 +315,7 @@ async def _call_coroutine(
 
 
 @types.coroutine
-def _resumed(coroutine: Coroutine[Any, Any, Any], waits_on: Any) -> Generator[Any, Any, Any]:
+def resumed(coroutine: Coroutine[Any, Any, Any], waits_on: Any) -> Generator[Any, Any, Any]:
     """Go on with a coroutine whose first step was taken, as ``await coroutine`` would have.
 
     ``waits_on`` is what that step yielded (the future it waits for): it goes
