@@ -452,13 +452,16 @@ def test_refusals_and_drops_are_logged_and_exported(
         for _ in range(5):
             clock.now += 1
             assert face.token("v1", new_flow(), provider).answer is Answer.OVER_BUDGET
+        seen = face.tracker.view("v1")
+        assert seen is not None
         authenticate(face, provider, "v2")
         authenticate(face, provider, "v3")
     finally:
         face.close()
     spent = [e for e in logs if e["event"] == "activation.budget_spent"]
     assert len(spent) == 1  # five refusals, one line
-    assert spent[0]["session_id"] == "v1"
+    assert spent[0]["session_id"] == seen.session_id  # as its transition lines name it
+    assert "v1" not in json.dumps(spent[0], default=str)  # the host's visitor id stays out
     assert "token" not in json.dumps(spent[0], default=str).replace("tokens", "")
     text = metrics.render().decode()
     assert 'secured_activation_budget_refusals_total{policy="defensive"} 5.0' in text

@@ -213,7 +213,7 @@ class _Tracker(Generic[S]):
         )
         fetch = step.then
         if isinstance(fetch, TokenReply):
-            return self._answered(key, fetch)
+            return self._answered(key, fetch, claimed.core.session_id)
         outcome: Outcome = yield CallProvider(
             token_provider, is_async_callable(token_provider), fetch.timeout
         )
@@ -398,8 +398,12 @@ class _Tracker(Generic[S]):
             return TokenReply(Answer.DO_NOT_ACTIVATE, None, None, FailureReason.TOKEN_UNAVAILABLE)
         return None
 
-    def _answered(self, key: str, reply: TokenReply) -> TokenReply:
-        """The planned answer; one refused for its budget is counted and logged (once a minute)."""
+    def _answered(self, key: str, reply: TokenReply, session_id: str) -> TokenReply:
+        """The planned answer; one refused for its budget is counted and logged (once a minute).
+
+        The line names the visitor by its session id, as its transition lines do
+        (the host's visitor id is a cookie's value: it stays out of logs).
+        """
         if reply.answer is Answer.OVER_BUDGET:
             with self._hints_lock:
                 self.budget_refusals += 1
@@ -421,7 +425,7 @@ class _Tracker(Generic[S]):
                 logs.emit(
                     logs.PROXY.warning,
                     logs.BUDGET_SPENT,
-                    session_id=key,
+                    session_id=session_id,
                     policy=str(self.policy.name),
                     retry_after=reply.retry_after,
                 )
