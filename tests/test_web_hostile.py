@@ -704,6 +704,34 @@ def test_a_body_that_never_ends_is_answered_408_in_time(
     assert not [line for line in logs if line.get("log_level") == "error"], logs
 
 
+def test_a_client_gone_before_its_body_ended_is_no_error(
+    adapter: Starlette, loop: asyncio.AbstractEventLoop, logs: list[dict[str, Any]]
+) -> None:
+    """Part of a body, then the server says the client hung up: nothing is sent (nobody is
+    there), and nothing is logged as an error of ours (it was one, ``http_error``)."""
+    scope = http_scope(
+        "POST",
+        "/app/activation/token",
+        [(b"host", b"127.0.0.1:8000"), (b"cookie", b"visitor=v1; user=visitor-42")],
+    )
+    messages = [
+        {"type": "http.request", "body": b'{"flow": "f', "more_body": True},
+        {"type": "http.disconnect"},
+    ]
+    sent: list[dict[str, Any]] = []
+
+    async def receive() -> dict[str, Any]:
+        return messages.pop(0)
+
+    async def send(message: dict[str, Any]) -> None:
+        sent.append(message)
+
+    loop.run_until_complete(asyncio.wait_for(adapter(scope, receive, send), 60))
+    assert not messages  # both were read: the endpoint saw the hang-up
+    assert sent == []
+    assert not [line for line in logs if line.get("log_level") == "error"], logs
+
+
 # -- over a real socket: what the server does after our refusal ------------------------------
 
 

@@ -107,7 +107,11 @@ async def _facts(request: Request, path: str | None) -> tuple[HttpRequest, bool]
 
 
 class ClientGone(Exception):
-    """The client went away before its body arrived."""
+    """The client went away before its body arrived (the server said ``http.disconnect``).
+
+    Not an error of ours, and there is nobody to answer: the endpoint sends
+    nothing and logs nothing, as the server logs nothing for a closed connection.
+    """
 
 
 async def _read_body_in_time(receive: Receive) -> tuple[bytes, bool]:
@@ -204,7 +208,9 @@ class _Endpoint:
             answer = await self.handle(facts)
         except Refused as refused:  # a body that never finished arriving
             answer = error_response(refused.status, refused.message, refused.headers)
-        except Exception as error:  # noqa: BLE001 - a client that went away, say
+        except ClientGone:  # it hung up before its body arrived: nobody to answer, no fault
+            return
+        except Exception as error:  # noqa: BLE001 - what escaped every rule
             answer = last_resort(error, template)
         headers = answer.headers
         raw = [(b"content-length", str(len(answer.body)).encode())]
