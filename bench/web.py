@@ -178,6 +178,15 @@ def _wrk(
     return measured
 
 
+def _spread(m: dict[str, float]) -> str:
+    """A no-op row's runs: median, and their range (how the connections fell, see ``_noop``)."""
+    if "low" not in m:
+        return ""
+    if m["low"] == m["high"]:
+        return " (one run)"
+    return f" (median of 3 runs; {m['low']:,.0f} to {m['high']:,.0f} req/s)"
+
+
 def _run(user: str) -> tuple[str, str]:
     """serve.lua's arguments for one wrk run: the signed user cookie and a fresh nonce, so
     that no run repeats an earlier run's visitors (wrk never seeds ``math.random``)."""
@@ -209,6 +218,16 @@ def _alternate(
     }
 
 
+def _noop(url: str, connections: int, runs: int) -> dict[str, float]:
+    """A no-op's rate, median of ``runs`` 2 s runs, with the lowest and highest: each run's
+    connections fall across the two workers as they happen to wake (a worker that wakes
+    first accepts a burst of them), and a run whose connections all went to one worker
+    reads about half the rate of an even one."""
+    measured = [_wrk(url, 2, connections) for _ in range(runs)]
+    rates = [m["rate"] for m in measured]
+    return {**_median(measured), "low": min(rates), "high": max(rates)}
+
+
 def _ours(logging: bool, port: int) -> list[str]:
     """``serve``'s way of running its workers; with ``logging``, the command line's log
     configuration (WARNING) reaches them, else they stay on structlog's defaults."""
@@ -230,6 +249,7 @@ def run(quick: bool) -> dict[str, Any]:
     if shutil.which("wrk") is None:
         return {"missing": "wrk is not installed (apt-get install wrk; .ci/run does it)"}
     seconds, connections, pairs = (1, 8, 1) if quick else (2, 16, 7)
+    noops = 1 if quick else 3  # runs of each no-op (see _noop)
     with tempfile.TemporaryDirectory() as directory:
         server, env = _host_env(Path(directory))
         user = reference.Cookies(bytes.fromhex(env[reference.ENV_SECRET])).sign(
@@ -259,14 +279,14 @@ def run(quick: bool) -> dict[str, Any]:
                 port,
             )
             try:
-                results["noop_uvicorn"] = _wrk(f"http://127.0.0.1:{port}/noop", 2, connections)
+                results["noop_uvicorn"] = _noop(f"http://127.0.0.1:{port}/noop", connections, noops)
             finally:
                 _stop(trap)
             port = free_port()
             ours = _start(_ours(True, port), env, port)
             try:
                 base = f"http://127.0.0.1:{port}"
-                results["noop_ours"] = _wrk(f"{base}/noop", 2, connections)
+                results["noop_ours"] = _noop(f"{base}/noop", connections, noops)
                 for path in ("/bare", TOKEN):  # warm both paths up
                     _wrk(f"{base}{path}", 1, connections, SERVE_LUA, args=_run(user))
                 watch = {"workers": ours.pid, "redis": server.process.pid}
@@ -388,8 +408,11 @@ def report(r: dict[str, Any]) -> list[str]:
         "",
         "| endpoint | requests/s | p50 | p99 | non-2xx |",
         "|---|---|---|---|---|",
-        row("no-op, uvicorn's own `--workers 2`", r["noop_uvicorn"]),
-        row("no-op, `run_workers` (2 workers, socket bound as TCP)", r["noop_ours"]),
+        row(f"no-op, uvicorn's own `--workers 2`{_spread(r['noop_uvicorn'])}", r["noop_uvicorn"]),
+        row(
+            f"no-op, `run_workers` (2 workers, socket bound as TCP){_spread(r['noop_ours'])}",
+            r["noop_ours"],
+        ),
         row("bare: signed cookie, parse, mint, answer (median)", bare),
         row("tracked: `POST /activation/token` on Redis (median)", tracked),
         row(
