@@ -274,22 +274,31 @@ class AsyncActivationSession(_Session):
     async def _flow(self, trigger: Trigger, callback: Callback | None) -> ActivationResult:
         core = self._core
         effect: Effect | None = core.begin(trigger)
-        await self._publish()
         if isinstance(effect, Finish):  # refused: the running flow is untouched
+            await self._publish()
             await notify_async(callback, effect.result, core)
             return effect.result
+        # In flight from here: every await below (async listeners included) is a point
+        # where a cancellation must bring the machine back to rest.
         self._task = asyncio.current_task()
         self._cancelled_by_us = False
         try:
+            await self._publish()
             while not isinstance(effect, Finish):
                 assert effect is not None  # only logout yields no effect
                 effect = core.complete(effect, await self._perform(effect))
+                if isinstance(effect, Finish):
+                    # Ended: a cancel() from now on finds no flow and answers False, so
+                    # True always means CANCELLED (listeners may still be awaited below).
+                    self._task = None
                 await self._publish()
         except asyncio.CancelledError:
             finish = core.cancel()
             ours = self._cancelled_by_us
             if finish is not None:
                 await notify_async(callback, finish.result, core)
+            elif isinstance(effect, Finish):  # cancelled while listeners heard the outcome
+                await notify_async(callback, effect.result, core)
             task = asyncio.current_task()
             if ours and finish is not None and task is not None and task.uncancel() == 0:
                 await self._publish()
@@ -448,10 +457,13 @@ class ActivationSession(_Session):
             if not isinstance(effect, Finish):
                 control = self._control = _FlowControl()
             events = core.take_events()
-        self._listeners.publish_blocking(events)
         if isinstance(effect, Finish):  # refused: the running flow is untouched
+            self._listeners.publish_blocking(events)
             return effect.result
         try:
+            # Inside the try: a listener raising a BaseException on the first step must
+            # not leave the machine in flight.
+            self._listeners.publish_blocking(events)
             while not isinstance(effect, Finish):
                 assert effect is not None
                 answer = None if control.cancelled else self._perform(effect, control)

@@ -157,3 +157,25 @@ def test_a_transition_logs_under_the_request_that_caused_it(provider: CountingPr
         e["token_fingerprint"] is None or e["token_fingerprint"].startswith("sha256:")
         for e in transitions
     )
+
+
+class _Stop(BaseException):
+    """A host's BaseException (not an Exception): it may go up, but the session must come to rest."""
+
+
+@pytest.mark.parametrize("face", FACES)
+def test_a_listener_raising_a_base_exception_on_the_first_step_leaves_no_flow_in_flight(
+    face: Any, provider: CountingProvider, verifier: TokenVerifier
+) -> None:
+    def stop(event: TransitionEvent) -> None:
+        if event.dest is State.FETCHING_TOKEN:
+            raise _Stop
+
+    session = face(provider, LocalActivator(verifier), DefensivePolicy())
+    session.add_listener(stop)
+    with pytest.raises(_Stop):
+        run(session, "activate")
+    assert session.state is State.UNAUTHENTICATED  # was fetching_token for ever
+    assert not session.cancel()  # no flow left behind to claim it cancels
+    session.remove_listener(stop)
+    assert run(session, "activate").state is State.AUTHENTICATED
