@@ -188,3 +188,35 @@ def test_hostile_provider_output_is_the_providers_failure(output: Any) -> None:
 def test_retry_policy_refuses_a_mapping_for_retry_on() -> None:
     with pytest.raises(PolicyError, match="retry_on"):
         RetryPolicy(retry_on={"SERVER_ERROR": False})  # type: ignore[arg-type]
+
+
+def test_a_providers_own_cancelled_error_is_its_failure_not_a_cancellation(
+    issuer: Any, verifier: Any
+) -> None:
+    """A provider awaiting something cancelled (a closed client's request) raises
+    ``CancelledError`` though nobody cancelled the flow: the policy decides, as for any
+    provider failure, and ``activate`` answers instead of raising a cancellation."""
+    from policies import AnonymousFallbackPolicy
+    from statemachine import LocalActivator
+
+    async def cancelled_inside() -> str:
+        future: asyncio.Future[str] = asyncio.get_running_loop().create_future()
+        future.cancel()
+        return await future
+
+    def raises_cancelled() -> str:
+        raise asyncio.CancelledError
+
+    policy = AnonymousFallbackPolicy(retry=FAST_RETRY)
+    for provider in (cancelled_inside, raises_cancelled):
+        calls: list[Any] = []
+
+        async def run(provider: Any = provider, calls: list[Any] = calls) -> Any:
+            session = AsyncActivationSession(provider, LocalActivator(verifier), policy)
+            return await session.activate(callback=calls.append)
+
+        result = asyncio.run(run())
+        assert (result.state, result.reason) == (State.ANONYMOUS, FailureReason.TOKEN_UNAVAILABLE)
+        assert calls == [result]
+        blocking = ActivationSession(provider, LocalActivator(verifier), policy)
+        assert blocking.activate().state is State.ANONYMOUS

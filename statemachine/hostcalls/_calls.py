@@ -278,10 +278,24 @@ async def call_async(
             async with asyncio.timeout(left):
                 value = await _settle(value)
         return Outcome(value=value)
-    except asyncio.CancelledError:
-        raise
+    except asyncio.CancelledError as error:
+        if _cancelled_for_real():
+            raise
+        return Outcome(error=error)  # host code's own (a future it awaited was cancelled)
     except Exception as error:  # noqa: BLE001 - token_answer or activation_answer sorts it
         return Outcome(error=error)
+
+
+def _cancelled_for_real() -> bool:
+    """Whether a ``CancelledError`` is a cancellation of the flow's task, not host code's.
+
+    A provider that awaits a future someone else cancelled (a closed client's
+    request) raises ``CancelledError`` though nobody cancelled the flow; read
+    as a cancellation, it would skip the policy and reach a caller that never
+    cancelled anything. ``cancelling()`` counts the requests to cancel this task.
+    """
+    task = asyncio.current_task()
+    return task is None or task.cancelling() > 0
 
 
 async def _call_coroutine(
@@ -364,7 +378,8 @@ def call_blocking(fn: Callable[..., Any], is_async: bool, args: tuple[Any, ...])
         if is_async or asyncio.iscoroutine(value) or isinstance(value, asyncio.Future):
             value = run_awaitable(value)
         return Outcome(value=value)
-    except Exception as error:  # noqa: BLE001 - token_answer or activation_answer sorts it
+    except (Exception, asyncio.CancelledError) as error:  # noqa: BLE001 - sorted by the answers
+        # No task of ours runs here: a CancelledError is host code's own, its failure.
         return Outcome(error=error)
 
 
