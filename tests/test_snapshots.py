@@ -159,6 +159,16 @@ DAMAGE = [
     ("lease_until", float("inf"), "lease_until"),
     ("extra", 1, "extra: unknown field"),
     ("policy", KeyError, "policy: missing"),
+    # What JSON text can hold: a list or an object where a name goes, an integer past a float.
+    ("flow", [], "flow: must be null"),
+    ("flow", {}, "flow: must be null"),
+    ("since", 10**400, "since: must be a finite"),
+    ("flow_started_at", json.loads("1" + "0" * 400), "flow_started_at: must be a finite"),
+    (
+        "history",
+        [["unauthenticated", "fetching_token", "activate", 0, None, 10**400]],
+        "history[0]",
+    ),
 ]
 
 
@@ -273,6 +283,7 @@ def test_a_format_1_tracker_record_is_still_read_and_goes_on(
 RECORD_DAMAGE = [
     ("flow_id", "a b", "flow_id"),
     ("lease_until", float("inf"), "lease_until"),
+    ("lease_until", 10**400, "lease_until"),
     ("ended_flows", ["a b"], "ended_flows: not a flow id"),
     ("ended_flows", ["f"] * 9, "ended_flows: must be a list of at most 8"),
     ("session", KeyError, "session: missing"),

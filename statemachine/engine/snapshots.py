@@ -212,7 +212,7 @@ def read(data: object, version: int | None = None) -> CoreState:
     session_id = text_field(data, "session_id", _SESSION_ID)
     state = _choice(data["state"], "state", STATE_OF)
     flow_name = data["flow"]
-    if flow_name is not None and flow_name not in _FLOWS:
+    if flow_name is not None and (type(flow_name) is not str or flow_name not in _FLOWS):
         raise SnapshotError(
             "flow", f"must be null, 'activate' or 'activate_anonymously', got {show(flow_name)}"
         )
@@ -284,7 +284,10 @@ def _reason(value: object, field: str) -> FailureReason | None:
 def time_field(value: object, field: str) -> float:
     if type(value) is not int and type(value) is not float:
         raise SnapshotError(field, f"must be a number, got {show(value)}")
-    number = float(value)
+    try:
+        number = float(value)
+    except OverflowError:  # an integer past any float (JSON text may hold one)
+        number = math.inf
     if not math.isfinite(number) or number < 0:
         raise SnapshotError(field, f"must be a finite, non-negative number, got {show(value)}")
     return number
