@@ -279,3 +279,79 @@ def _blocking_cancel_trials(pool: WorkerPool) -> None:
         else:
             assert result.state is State.AUTHENTICATED
     assert cancelled  # the race was really run
+
+
+_FORKING_HOST = """
+import logging
+import os
+import threading
+from functools import partial
+
+import structlog
+
+from policies import DefensivePolicy, RetryPolicy
+from statemachine import ActivationSession, LocalActivator
+from statemachine.hostcalls.workers import WorkerPool
+from statemachine.tokens import TokenIssuer, TokenVerifier, generate_rsa
+
+brand, platform = generate_rsa(), generate_rsa()
+issuer = TokenIssuer(brand, platform, "https://brand.example")
+verifier = TokenVerifier(platform, brand, issuer="https://brand.example")
+structlog.configure(wrapper_class=structlog.make_filtering_bound_logger(logging.WARNING))
+pool = WorkerPool(4, max_hung_per_callable=2)
+policy = DefensivePolicy(
+    retry=RetryPolicy(max_retries=0), token_timeout=2.0, activation_timeout=10.0
+)
+
+
+def flow():
+    session = ActivationSession(
+        partial(issuer.issue, "visitor-1"), LocalActivator(verifier), policy, workers=pool
+    )
+    return session.activate()
+
+
+# The parent's calls leave the pool's threads idle, four at once.
+threads = [threading.Thread(target=flow) for _ in range(4)]
+for thread in threads:
+    thread.start()
+for thread in threads:
+    thread.join()
+read, write = os.pipe()
+pid = os.fork()
+if pid == 0:  # a worker forked from the host (gunicorn --preload, multiprocessing)
+    os.close(read)
+    lines = []
+    for _ in range(4):
+        result = flow()
+        lines.append(f"{result.state.value} {result.reason and result.reason.name}")
+    lines.append(f"{pool.hung} {pool.workers}")
+    os.write(write, "|".join(lines).encode())
+    os._exit(0)
+os.close(write)
+with os.fdopen(read) as answer:
+    print(answer.read())
+os.waitpid(pid, 0)
+"""
+
+
+def test_a_forked_child_does_not_hand_calls_to_its_parents_threads(tmp_path: Any) -> None:
+    """A forked process has none of the pool's threads: its calls must still run.
+
+    The parent's idle workers exist in the child as records only; a call handed to
+    one waited out its timeout (the flow blocked), counted a hung thread that never
+    returns, and past ``max_hung_per_callable`` the provider was refused for good.
+    """
+    import subprocess
+
+    done = subprocess.run(
+        [sys.executable, "-c", _FORKING_HOST],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=True,
+    )
+    *flows, pool_counts = done.stdout.strip().split("|")
+    assert flows == ["authenticated None"] * 4
+    hung, _workers = pool_counts.split()
+    assert hung == "0"

@@ -31,6 +31,7 @@ import inspect
 import os
 import threading
 import time
+import weakref
 from _thread import allocate_lock as _allocate_lock
 from collections import Counter, deque
 from collections.abc import Callable
@@ -250,6 +251,22 @@ class WorkerPool:
         self._workers = 0
         self._hung = 0
         self._hung_by: Counter[object] = Counter()
+        _POOLS.add(self)
+
+    def _forget_threads(self) -> None:
+        """In a forked child: none of the pool's threads exist here, nor the calls they ran.
+
+        The parent's idle workers would be handed calls no thread runs (each waited
+        out its timeout, then counted as a hung thread that never returns, until the
+        callable was refused for good); its waiting calls belong to flows of threads
+        the child does not have either. The child starts with an empty pool.
+        """
+        self._lock = threading.Lock()  # another thread may have held it at the fork
+        self._pending = deque()
+        self._idle = []
+        self._workers = 0
+        self._hung = 0
+        self._hung_by = Counter()
 
     def __repr__(self) -> str:
         return (
@@ -377,6 +394,21 @@ def _check_size(name: str, value: object, low: int) -> None:
 
 _DEFAULT: WorkerPool | None = None
 _DEFAULT_LOCK = threading.Lock()
+
+
+_POOLS: weakref.WeakSet[WorkerPool] = weakref.WeakSet()
+
+
+def _forget_threads_after_fork() -> None:
+    global _JOBS, _DEFAULT_LOCK  # locks another thread may have held at the fork
+    _JOBS = threading.Lock()
+    _DEFAULT_LOCK = threading.Lock()
+    for pool in list(_POOLS):
+        pool._forget_threads()
+
+
+if hasattr(os, "register_at_fork"):  # POSIX: nothing forks elsewhere
+    os.register_at_fork(after_in_child=_forget_threads_after_fork)
 
 
 def default_pool() -> WorkerPool:
