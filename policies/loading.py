@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import stat
 import tomllib
 from collections.abc import Mapping
 from os import PathLike
@@ -35,11 +36,27 @@ def _check_keys(where: str, data: Mapping[str, Any], allowed: tuple[str, ...]) -
             raise PolicyError(field, f"unknown key (expected one of: {', '.join(allowed)})")
 
 
+MAX_POLICY_BYTES: Final = 64 * 1024
+"""A policy is a dozen lines; a file past this is not one (and is never read whole)."""
+
+
 def _read(source: str | PathLike[str]) -> dict[str, Any]:
+    """The file's TOML, read only if it is a regular file of bounded size.
+
+    A FIFO would wait for a writer for ever, ``/dev/zero`` never ends, and a
+    giant file would be read whole before TOML said a word: as key files are.
+    """
     path = Path(source)
     try:
+        if not stat.S_ISREG(path.stat().st_mode):
+            raise PolicyError("file", f"{path} is not a regular file")
         with path.open("rb") as handle:
-            return tomllib.load(handle)
+            data = handle.read(MAX_POLICY_BYTES + 1)
+        if len(data) > MAX_POLICY_BYTES:
+            raise PolicyError("file", f"{path} is over {MAX_POLICY_BYTES} bytes, not a policy")
+        return tomllib.loads(data.decode("utf-8"))
+    except PolicyError:
+        raise
     except FileNotFoundError:
         raise PolicyError("file", f"no policy file at {path}") from None
     except (OSError, UnicodeDecodeError) as error:

@@ -133,3 +133,36 @@ def test_serve_checks_its_redis_timeout_before_serving() -> None:
         assert "--redis-timeout: must be a number of seconds above 0, at most 60" in line, bad
     line = one_line_error(cli("serve", "--redis-timeout", "5", timeout=60))
     assert "--redis-timeout needs --redis" in line
+
+
+@pytest.mark.skipif(not hasattr(os, "mkfifo"), reason="needs FIFOs")
+def test_a_fifo_as_a_policy_file_does_not_hang(tmp_path: Path) -> None:
+    """``serve --policy FIFO`` waited for a writer for ever, before binding anything."""
+    fifo = tmp_path / "policy.toml"
+    os.mkfifo(fifo)
+    line = one_line_error(cli("serve", "--policy", str(fifo), "--port", "0", timeout=60))
+    assert "not a regular file" in line
+
+
+def test_dev_zero_and_a_huge_file_as_a_policy_are_refused_at_once(tmp_path: Path) -> None:
+    """A policy file was read whole: /dev/zero until memory ran out, a huge file all of it."""
+    huge = tmp_path / "policy.toml"
+    huge.write_text('fallback = "anonymous"\n' + "#" * (8 << 20) + "\n")
+    line = one_line_error(cli("serve", "--policy", str(huge), "--port", "0", timeout=60))
+    assert "over 65536 bytes" in line
+    if Path("/dev/zero").exists():
+        import resource
+
+        def bounded() -> None:  # read whole, /dev/zero would take the machine's memory
+            resource.setrlimit(resource.RLIMIT_AS, (2 << 30, 2 << 30))
+
+        done = subprocess.run(
+            [sys.executable, "-m", "statemachine", "serve", "--policy", "/dev/zero", "--port", "0"],
+            capture_output=True,
+            text=True,
+            timeout=60,
+            check=False,
+            cwd=ROOT,
+            preexec_fn=bounded,  # no thread of the test runs meanwhile
+        )
+        assert "not a regular file" in one_line_error(done)

@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import math
+import os
+import threading
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -220,3 +223,33 @@ def test_a_providers_own_cancelled_error_is_its_failure_not_a_cancellation(
         assert calls == [result]
         blocking = ActivationSession(provider, LocalActivator(verifier), policy)
         assert blocking.activate().state is State.ANONYMOUS
+
+
+def test_a_policy_file_must_be_a_regular_file_of_bounded_size(tmp_path: Path) -> None:
+    """What a key file must be, a policy file must be too: no FIFO, no device, no giant.
+
+    (/dev/zero, read whole until memory runs out, is tried by the CLI's test, in a
+    process of bounded memory.)
+    """
+    if hasattr(os, "mkfifo"):
+        fifo = tmp_path / "policy.fifo"
+        os.mkfifo(fifo)
+
+        def writer() -> None:  # so that the old code's open() returns: a bounded test
+            with contextlib.suppress(OSError), open(fifo, "w") as handle:
+                handle.write('fallback = "anonymous"\n')
+
+        feeding = threading.Thread(target=writer, daemon=True)
+        feeding.start()
+        with pytest.raises(PolicyError, match=r"file: .* not a regular file"):
+            load_policy(fifo)
+        with contextlib.suppress(OSError):  # let the writer go if nothing opened the FIFO
+            os.close(os.open(fifo, os.O_RDONLY | os.O_NONBLOCK))
+        feeding.join(10)
+    huge = tmp_path / "huge.toml"
+    huge.write_text("# " + "x" * (1 << 20) + '\nfallback = "anonymous"\n')
+    with pytest.raises(PolicyError, match=r"file: .* over 65536 bytes"):
+        load_policy(huge)
+    fits = tmp_path / "fits.toml"
+    fits.write_text("# " + "x" * 60_000 + '\nfallback = "anonymous"\n')
+    assert load_policy(fits).name == "anonymous"
