@@ -193,6 +193,47 @@ def test_a_logout_repairs_a_damaged_or_unknown_format_record(
         face.close()
 
 
+DAMAGED_BEYOND_JSON = {
+    # nested past the JSON parser's recursion limit: RecursionError, not ValueError
+    "deep": {"v": 3, "d": "[" * 100_000},
+    "deep-session": {
+        "v": 3,
+        "d": '{"format":2,"flow_id":null,"lease_until":null,"ended_flows":[],"session":'
+        + "[" * 5_000
+        + "]" * 5_000
+        + "}",
+    },
+}
+
+
+@pytest.mark.parametrize("damage", sorted(DAMAGED_BEYOND_JSON))
+@pytest.mark.parametrize("kind", ["async", "blocking"])
+def test_a_record_damaged_beyond_json_is_damaged_and_repaired_by_logout(
+    redis_server: Any, issuer: TokenIssuer, kind: str, damage: str
+) -> None:
+    """Every read path answers a damaged record as documented (DamagedRecord; the policy's
+    answer to a token request; a logout repairs it), whatever the damage."""
+    prefix = _prefix()
+    client = redis.Redis.from_url(redis_server.url)
+    client.hset(prefix + "v", mapping=DAMAGED_BEYOND_JSON[damage])
+    face = Face(kind, defensive(), RedisStore.from_url(redis_server.url, prefix=prefix), Clock())
+    try:
+        with pytest.raises(DamagedRecord):
+            face.view("v")
+        reply = face.token("v", new_flow(), partial(issuer.issue, "u"))
+        assert reply.answer is Answer.DO_NOT_ACTIVATE
+        with pytest.raises(DamagedRecord):
+            face.report("v", new_flow(), callback(True, SECURED))
+        view = face.logout("v")  # overwrites what nobody can read
+        assert view is not None
+        assert view.state is State.UNAUTHENTICATED
+        flow = new_flow()
+        assert face.token("v", flow, partial(issuer.issue, "u")).answer is Answer.TOKEN
+        assert face.report("v", flow, callback(True, SECURED)).state is State.AUTHENTICATED
+    finally:
+        face.close()
+
+
 # -- two OS processes racing -------------------------------------------------------
 VISITORS = 60
 RACE_STORE_TIMEOUT = 10.0  # seconds per store call; the store's default is tuned for live hosts
