@@ -203,7 +203,33 @@ DAMAGED_BEYOND_JSON = {
         + "]" * 5_000
         + "}",
     },
+    "not-utf8": {"v": 4, "d": b'{"format":2,\xff\xfe}'},  # bytes Redis holds, not text
+    "no-data": {"v": 5},  # the hash lost its snapshot: neither absent nor readable
 }
+
+
+@pytest.mark.parametrize("version", [b"\xff", b"abc", b"1.5", b" 7", b"07", b"1_000", b"9" * 5000])
+@pytest.mark.parametrize("kind", ["async", "blocking"])
+def test_a_stored_version_that_is_not_a_number_is_a_store_error(
+    redis_server: Any, kind: str, version: bytes
+) -> None:
+    """A version no write of ours made: every path answers a one-line StoreError (the token
+    request, the policy's answer), never an exception of another kind."""
+    prefix = _prefix()
+    client = redis.Redis.from_url(redis_server.url)
+    client.hset(prefix + "v", mapping={"v": version, "d": "{}"})
+    face = Face(kind, defensive(), RedisStore.from_url(redis_server.url, prefix=prefix), Clock())
+    try:
+        with pytest.raises(StoreError, match="version"):
+            face.view("v")
+        with pytest.raises(StoreError, match="version"):
+            face.report("v", new_flow(), callback(True, SECURED))
+        with pytest.raises(StoreError, match="version"):
+            face.logout("v")
+        reply = face.token("v", new_flow(), lambda: "t")
+        assert reply.answer is Answer.DO_NOT_ACTIVATE
+    finally:
+        face.close()
 
 
 @pytest.mark.parametrize("damage", sorted(DAMAGED_BEYOND_JSON))

@@ -650,12 +650,27 @@ def _write_id() -> int:
 
 
 def _versioned(version: Any, data: Any) -> Versioned | None:
-    if version is None or data is None or _text(version) == "0":
+    """What a hash holds: None when it has no version (absent), else its version and text.
+
+    A version that is no write id of ours (not a number, not even UTF-8) is a
+    ``StoreError``. A snapshot that is missing beside a version, or is not
+    UTF-8, is kept as text that reads as damaged (empty, or with the bad
+    bytes replaced): the tracker answers a ``DamagedRecord``, and a logout's
+    compare-and-set on that version repairs it. Read as absent instead, the
+    visitor could never be written again (every write conflicts with the version).
+    """
+    if version is None:
         return None
-    try:
-        return Versioned(int(_text(version)), _text(data))
-    except (TypeError, ValueError):
-        raise StoreError("redis read failed: the stored version is not a number") from None
+    # Only the canonical decimal a write of ours sends: the script compares versions as text.
+    text = version.decode("latin-1") if isinstance(version, bytes) else str(version)
+    if not (len(text) <= 20 and text.isascii() and text.isdigit() and text == str(int(text))):
+        raise StoreError("redis read failed: the stored version is not a number")
+    number = int(text)
+    if number == 0:
+        return None
+    if isinstance(data, bytes):
+        return Versioned(number, data.decode("utf-8", errors="replace"))
+    return Versioned(number, "" if data is None else str(data))
 
 
 def _run_script(client: Any, script: Script, key: str, args: Sequence[object]) -> Any:
