@@ -232,6 +232,38 @@ def test_a_stored_version_that_is_not_a_number_is_a_store_error(
         face.close()
 
 
+def test_the_inspector_lists_keys_nobody_can_read_as_damaged(
+    redis_server: Any, issuer: TokenIssuer
+) -> None:
+    """One key under the prefix that holds no record of ours (a version no write made, a
+    key of another type) is listed as damaged, never a failed listing of every visitor."""
+    from statemachine.web.http import Headers, HttpRequest, InspectorHttp
+
+    prefix = _prefix()
+    client = redis.Redis.from_url(redis_server.url)
+    client.hset(prefix + "bad-version", mapping={"v": "abc", "d": "{}"})
+    client.set(prefix + "a-string", "hello")
+    tracker = ActivationTracker(defensive(), RedisStore.from_url(redis_server.url, prefix=prefix))
+    try:
+        tracker.token_request("v", new_flow(), partial(issuer.issue, "u"))
+        for visitor in ("bad-version", "a-string"):
+            with pytest.raises(DamagedRecord):
+                tracker.view(visitor)
+            with pytest.raises(StoreError):
+                tracker.logout(visitor)
+            reply = tracker.token_request(visitor, new_flow(), lambda: "t")
+            assert reply.answer is Answer.DO_NOT_ACTIVATE
+        core = InspectorHttp(tracker, secret=b"s" * 32)
+        listing = core.handle(
+            HttpRequest("GET", "/inspect/visitors", Headers([]), b"", client="127.0.0.1")
+        )
+        assert listing.status == 200
+        assert listing.body.count(b'"state":"damaged"') == 2
+        assert listing.body.count(b'"state":"activating"') == 1
+    finally:
+        tracker.store.close()
+
+
 @pytest.mark.parametrize("damage", sorted(DAMAGED_BEYOND_JSON))
 @pytest.mark.parametrize("kind", ["async", "blocking"])
 def test_a_record_damaged_beyond_json_is_damaged_and_repaired_by_logout(

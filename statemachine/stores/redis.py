@@ -47,7 +47,7 @@ from urllib.parse import unquote
 
 from statemachine.signals import logs
 from statemachine.stores._lane import AsyncLane, BlockingLane, LaneSettings, Script
-from statemachine.stores.base import StoreError, Versioned
+from statemachine.stores.base import DamagedRecord, StoreError, Versioned
 
 if TYPE_CHECKING:
     import redis as redis_sync
@@ -138,9 +138,10 @@ def _text(value: Any) -> str:
 def _fail(action: str, error: BaseException) -> StoreError:
     # The type and the client's one-line text; redis-py's messages hold no stored data.
     detail = str(error).splitlines()[0][:160] if str(error) else ""
-    return StoreError(
-        f"redis {action} failed: {type(error).__name__}{': ' if detail else ''}{detail}"
-    )
+    # A key of another type under the prefix holds no visitor: damaged (the inspector lists
+    # it so), not a store that is down.
+    failed = DamagedRecord if detail.startswith("WRONGTYPE") else StoreError
+    return failed(f"redis {action} failed: {type(error).__name__}{': ' if detail else ''}{detail}")
 
 
 def check_url(url: object) -> str:
@@ -653,18 +654,19 @@ def _versioned(version: Any, data: Any) -> Versioned | None:
     """What a hash holds: None when it has no version (absent), else its version and text.
 
     A version that is no write id of ours (not a number, not even UTF-8) is a
-    ``StoreError``. A snapshot that is missing beside a version, or is not
-    UTF-8, is kept as text that reads as damaged (empty, or with the bad
-    bytes replaced): the tracker answers a ``DamagedRecord``, and a logout's
-    compare-and-set on that version repairs it. Read as absent instead, the
-    visitor could never be written again (every write conflicts with the version).
+    ``DamagedRecord`` no logout can repair (no compare-and-set matches it).
+    A snapshot that is missing beside a version, or is not UTF-8, is kept as
+    text that reads as damaged (empty, or with the bad bytes replaced): the
+    tracker answers a ``DamagedRecord``, and a logout's compare-and-set on
+    that version repairs it. Read as absent instead, the visitor could never
+    be written again (every write conflicts with the version).
     """
     if version is None:
         return None
     # Only the canonical decimal a write of ours sends: the script compares versions as text.
     text = version.decode("latin-1") if isinstance(version, bytes) else str(version)
     if not (len(text) <= 20 and text.isascii() and text.isdigit() and text == str(int(text))):
-        raise StoreError("redis read failed: the stored version is not a number")
+        raise DamagedRecord("redis read failed: the stored version is not a number")
     number = int(text)
     if number == 0:
         return None
