@@ -140,7 +140,7 @@ def _fail(action: str, error: BaseException) -> StoreError:
     detail = str(error).splitlines()[0][:160] if str(error) else ""
     # A key of another type under the prefix holds no visitor: damaged (the inspector lists
     # it so), not a store that is down.
-    failed = DamagedRecord if detail.startswith("WRONGTYPE") else StoreError
+    failed = DamagedRecord if "WRONGTYPE" in detail else StoreError  # Redis 6 says ERR first
     return failed(f"redis {action} failed: {type(error).__name__}{': ' if detail else ''}{detail}")
 
 
