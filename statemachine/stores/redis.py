@@ -39,6 +39,7 @@ from __future__ import annotations
 
 import asyncio
 import functools
+import math
 import secrets
 import time
 from collections.abc import Callable, Iterator, Sequence
@@ -254,6 +255,13 @@ class RedisStore:
             raise ValueError(f"timeout must be a number of seconds in (0, 60], got {timeout!r}")
         if type(max_connections) is not int or not 1 <= max_connections <= UNBOUNDED_POOL:
             raise ValueError(f"max_connections must be from 1 to {UNBOUNDED_POOL}")
+        # Checked here, not at the first write: an infinite or NaN one would make every write
+        # raise (no integer milliseconds), a negative or zero one refuse every write.
+        if type(clock_tolerance) not in (int, float) or not 0 < clock_tolerance < math.inf:
+            raise ValueError(
+                f"clock_tolerance must be a positive, finite number of seconds, "
+                f"got {str(clock_tolerance)[:40]!r}"
+            )
         self.prefix = check_prefix(prefix)
         self.clock_tolerance = float(clock_tolerance)
         self._url = url
