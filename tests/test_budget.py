@@ -409,7 +409,9 @@ def test_a_full_memory_store_never_drops_a_visitor_in_flight() -> None:
     assert store.compare_and_set("n1", 0, "x", 100)[0]
     assert store.compare_and_set("n2", 0, "x", 100, in_flight_for=30)[0]
     assert sorted(store.keys()) == ["flying", "n1", "n2"]
-    assert store.compare_and_set("n1", 1, "x", 100, in_flight_for=30)[0]  # now in flight too
+    n1 = store.load("n1")
+    assert n1 is not None
+    assert store.compare_and_set("n1", n1.version, "x", 100, in_flight_for=30)[0]  # in flight
     with pytest.raises(StoreError, match="every one in flight"):
         store.compare_and_set("late", 0, "x", 100)
     assert store.refused == 1

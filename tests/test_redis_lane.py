@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import os
 import random
+import signal
 import subprocess
 import sys
 import threading
@@ -434,3 +435,38 @@ def test_the_async_lane_checks_the_eviction_policy_once(
     asyncio.run(scenario())
     warnings = [e for e in logs if e["event"] == "activation.store_unsafe"]
     assert [w["maxmemory_policy"] for w in warnings] == ["allkeys-lru"]
+
+
+def test_a_store_closed_while_a_call_waits_leaves_no_connection_open(
+    own_redis: RedisServer,
+) -> None:
+    """aclose() while calls wait on a stalled Redis: each is answered (its data, or a
+    StoreError: the store was closed under it), and none reopens a connection the closed store would never
+    close again (it went on a lane the store no longer knows: one socket leaked per close)."""
+    watcher = redis.Redis(port=own_redis.port, socket_timeout=10)
+    assert own_redis.process is not None
+    pid = own_redis.process.pid
+
+    async def scenario() -> list[object]:
+        store = RedisStore.from_url(own_redis.url, prefix=_prefix(), timeout=1.0)
+        answers: list[object] = []
+        for round_ in range(3):
+            assert await store.aload("warm") is None  # this round's lane is connected
+            os.kill(pid, signal.SIGSTOP)
+            try:
+                call = asyncio.create_task(store.aload(f"v{round_}"))
+                await asyncio.sleep(0.1)  # the read is on the wire, waiting
+                await store.aclose()
+            finally:
+                os.kill(pid, signal.SIGCONT)
+            answers.append((await asyncio.gather(call, return_exceptions=True))[0])
+        await asyncio.sleep(0.2)
+        return answers
+
+    answers = asyncio.run(scenario())
+    assert all(answer is None or isinstance(answer, StoreError) for answer in answers), answers
+    deadline = time.monotonic() + 5
+    while len(watcher.client_list()) > 1 and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert len(watcher.client_list()) == 1  # the watcher's own connection only
+    watcher.close()

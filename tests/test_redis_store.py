@@ -67,6 +67,18 @@ def test_bad_urls_are_refused_in_one_line(url: Any) -> None:
     assert "\n" not in str(caught.value)
 
 
+@pytest.mark.parametrize("tolerance", [float("inf"), float("nan"), -1.0, 0.0, "2", True, None])
+def test_a_clock_tolerance_that_is_no_time_is_refused_when_the_store_is_made(
+    redis_server: Any, tolerance: Any
+) -> None:
+    """Refused as the timeout is, in one line: taken, an infinite one made every write raise
+    OverflowError (a token request's traceback, not the policy's answer), a negative or zero
+    one refused every write (16 conflicts, then the store counted as down), NaN ValueError."""
+    with pytest.raises(ValueError, match="clock_tolerance"):
+        RedisStore(url=redis_server.url, clock_tolerance=tolerance)
+    assert RedisStore(url=redis_server.url, clock_tolerance=0.5).clock_tolerance == 0.5
+
+
 def test_cluster_and_sentinel_urls_are_read_exactly() -> None:
     cluster = parse_target("redis+cluster://u:p%40ss@h1:7000,h2,[::1]:7002")
     assert cluster.nodes == (("h1", 7000), ("h2", 6379), ("::1", 7002))

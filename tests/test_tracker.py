@@ -491,3 +491,34 @@ def test_the_store_never_holds_a_raw_token(
             assert token not in text
             assert token.split(".")[0] not in text
     assert "sha256:" in raw[0]
+
+
+def test_a_visitor_dropped_and_made_again_is_never_written_on_another_trackers_old_version(
+    issuer: TokenIssuer,
+) -> None:
+    """Two trackers on one MemoryStore (one process): the first remembers the version it
+    wrote; the visitor expires (or is dropped for room) and the second makes it again,
+    through the same versions. The first's next request must not take the new visitor's
+    version for its own write: the visitor is in flight under another flow (409)."""
+    store_time = Clock(0.0)
+    store = MemoryStore(clock=store_time)
+    clock = Clock()
+    first = Face("blocking", defensive(), store, clock)
+    second = Face("async", defensive(), store, clock)
+    provider = CountingProvider(partial(issuer.issue, "u"))
+    try:
+        provider.fail = True
+        assert first.token("v", new_flow(), provider).state is State.BLOCKED
+        provider.fail = False
+        store_time.now += 4_000  # past the session lifetime: the key expires
+        clock.now += 4_000
+        flow = new_flow()
+        assert second.token("v", flow, provider).answer is Answer.TOKEN  # in flight
+        calls = provider.calls
+        other = first.token("v", new_flow(), provider)
+        assert other.answer is Answer.REFUSED
+        assert provider.calls == calls  # the losing tab minted nothing
+        assert second.report("v", flow, callback(True, SECURED)).state is State.AUTHENTICATED
+    finally:
+        second.close()
+        first.close()

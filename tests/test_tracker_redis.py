@@ -193,6 +193,105 @@ def test_a_logout_repairs_a_damaged_or_unknown_format_record(
         face.close()
 
 
+DAMAGED_BEYOND_JSON = {
+    # nested past the JSON parser's recursion limit: RecursionError, not ValueError
+    "deep": {"v": 3, "d": "[" * 100_000},
+    "deep-session": {
+        "v": 3,
+        "d": '{"format":2,"flow_id":null,"lease_until":null,"ended_flows":[],"session":'
+        + "[" * 5_000
+        + "]" * 5_000
+        + "}",
+    },
+    "not-utf8": {"v": 4, "d": b'{"format":2,\xff\xfe}'},  # bytes Redis holds, not text
+    "no-data": {"v": 5},  # the hash lost its snapshot: neither absent nor readable
+}
+
+
+@pytest.mark.parametrize("version", [b"\xff", b"abc", b"1.5", b" 7", b"07", b"1_000", b"9" * 5000])
+@pytest.mark.parametrize("kind", ["async", "blocking"])
+def test_a_stored_version_that_is_not_a_number_is_a_store_error(
+    redis_server: Any, kind: str, version: bytes
+) -> None:
+    """A version no write of ours made: every path answers a one-line StoreError (the token
+    request, the policy's answer), never an exception of another kind."""
+    prefix = _prefix()
+    client = redis.Redis.from_url(redis_server.url)
+    client.hset(prefix + "v", mapping={"v": version, "d": "{}"})
+    face = Face(kind, defensive(), RedisStore.from_url(redis_server.url, prefix=prefix), Clock())
+    try:
+        with pytest.raises(StoreError, match="version"):
+            face.view("v")
+        with pytest.raises(StoreError, match="version"):
+            face.report("v", new_flow(), callback(True, SECURED))
+        with pytest.raises(StoreError, match="version"):
+            face.logout("v")
+        reply = face.token("v", new_flow(), lambda: "t")
+        assert reply.answer is Answer.DO_NOT_ACTIVATE
+    finally:
+        face.close()
+
+
+def test_the_inspector_lists_keys_nobody_can_read_as_damaged(
+    redis_server: Any, issuer: TokenIssuer
+) -> None:
+    """One key under the prefix that holds no record of ours (a version no write made, a
+    key of another type) is listed as damaged, never a failed listing of every visitor."""
+    from statemachine.web.http import Headers, HttpRequest, InspectorHttp
+
+    prefix = _prefix()
+    client = redis.Redis.from_url(redis_server.url)
+    client.hset(prefix + "bad-version", mapping={"v": "abc", "d": "{}"})
+    client.set(prefix + "a-string", "hello")
+    tracker = ActivationTracker(defensive(), RedisStore.from_url(redis_server.url, prefix=prefix))
+    try:
+        tracker.token_request("v", new_flow(), partial(issuer.issue, "u"))
+        for visitor in ("bad-version", "a-string"):
+            with pytest.raises(DamagedRecord):
+                tracker.view(visitor)
+            with pytest.raises(StoreError):
+                tracker.logout(visitor)
+            reply = tracker.token_request(visitor, new_flow(), lambda: "t")
+            assert reply.answer is Answer.DO_NOT_ACTIVATE
+        core = InspectorHttp(tracker, secret=b"s" * 32)
+        listing = core.handle(
+            HttpRequest("GET", "/inspect/visitors", Headers([]), b"", client="127.0.0.1")
+        )
+        assert listing.status == 200
+        assert listing.body.count(b'"state":"damaged"') == 2
+        assert listing.body.count(b'"state":"activating"') == 1
+    finally:
+        tracker.store.close()
+
+
+@pytest.mark.parametrize("damage", sorted(DAMAGED_BEYOND_JSON))
+@pytest.mark.parametrize("kind", ["async", "blocking"])
+def test_a_record_damaged_beyond_json_is_damaged_and_repaired_by_logout(
+    redis_server: Any, issuer: TokenIssuer, kind: str, damage: str
+) -> None:
+    """Every read path answers a damaged record as documented (DamagedRecord; the policy's
+    answer to a token request; a logout repairs it), whatever the damage."""
+    prefix = _prefix()
+    client = redis.Redis.from_url(redis_server.url)
+    client.hset(prefix + "v", mapping=DAMAGED_BEYOND_JSON[damage])
+    face = Face(kind, defensive(), RedisStore.from_url(redis_server.url, prefix=prefix), Clock())
+    try:
+        with pytest.raises(DamagedRecord):
+            face.view("v")
+        reply = face.token("v", new_flow(), partial(issuer.issue, "u"))
+        assert reply.answer is Answer.DO_NOT_ACTIVATE
+        with pytest.raises(DamagedRecord):
+            face.report("v", new_flow(), callback(True, SECURED))
+        view = face.logout("v")  # overwrites what nobody can read
+        assert view is not None
+        assert view.state is State.UNAUTHENTICATED
+        flow = new_flow()
+        assert face.token("v", flow, partial(issuer.issue, "u")).answer is Answer.TOKEN
+        assert face.report("v", flow, callback(True, SECURED)).state is State.AUTHENTICATED
+    finally:
+        face.close()
+
+
 # -- two OS processes racing -------------------------------------------------------
 VISITORS = 60
 RACE_STORE_TIMEOUT = 10.0  # seconds per store call; the store's default is tuned for live hosts

@@ -291,6 +291,10 @@ class AsyncLane:
         self.loop = loop
         self._connection: _Connection | None = None
         self._connecting: asyncio.Future[_Connection] | None = None
+        # Once the store closed this lane, it opens nothing more: a call that was waiting
+        # and retries would open a connection on a lane the store no longer knows, that no
+        # later close() reaches (the store's next calls get a lane of their own).
+        self._closed = False
 
     async def run(self, script: Script, key: str, args: tuple[object, ...]) -> Any:
         """``EVALSHA`` (``EVAL`` if Redis lacks the script); once more after a lost connection."""
@@ -321,11 +325,16 @@ class AsyncLane:
         return await connection.send(command, self.loop)  # within the timeout (its watchdog)
 
     async def _connect(self) -> _Connection:
+        if self._closed:
+            raise ConnectionError("the store was closed")
         connecting = self._connecting
         if connecting is None:
             connecting = self._connecting = self.loop.create_future()
             try:
                 connection = await self._open()
+                if self._closed:  # closed while this connection was being made
+                    connection.close(ConnectionError("the store was closed"))
+                    raise ConnectionError("the store was closed")
             except BaseException as error:
                 self._connecting = None
                 failed = error if isinstance(error, Exception) else ConnectionError("cancelled")
@@ -361,6 +370,7 @@ class AsyncLane:
         return connection
 
     def close(self) -> None:
+        self._closed = True
         connection, self._connection = self._connection, None
         if connection is not None and not self.loop.is_closed():
             connection.close(ConnectionError("the store was closed"))

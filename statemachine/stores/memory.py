@@ -59,6 +59,11 @@ class MemoryStore:
         self._flying: OrderedDict[str, tuple[int, str, float, float]] = OrderedDict()
         self._unlogged = 0  # visitors dropped since the last log line
         self._logged_at = -EVICTION_LOG_INTERVAL
+        # Versions are drawn from one counter for the whole store, never per key: a visitor
+        # that expired or was dropped and is made again must not go through the versions it
+        # had, or a tracker holding the version it last wrote there (its hint) would find it
+        # matching and write a step decided on the old visitor over the new one.
+        self._last_version = 0
 
     def __len__(self) -> int:
         with self._lock:
@@ -102,7 +107,7 @@ class MemoryStore:
                     report = self._make_room(now)
             else:
                 del live[1][key]
-            version = expected + 1
+            version = self._last_version = self._last_version + 1
             if in_flight_for > 0:
                 flying[key] = (version, data, now + ttl, now + in_flight_for)
             else:

@@ -39,6 +39,7 @@ from __future__ import annotations
 
 import asyncio
 import functools
+import math
 import secrets
 import time
 from collections.abc import Callable, Iterator, Sequence
@@ -47,7 +48,7 @@ from urllib.parse import unquote
 
 from statemachine.signals import logs
 from statemachine.stores._lane import AsyncLane, BlockingLane, LaneSettings, Script
-from statemachine.stores.base import StoreError, Versioned
+from statemachine.stores.base import DamagedRecord, StoreError, Versioned
 
 if TYPE_CHECKING:
     import redis as redis_sync
@@ -138,9 +139,10 @@ def _text(value: Any) -> str:
 def _fail(action: str, error: BaseException) -> StoreError:
     # The type and the client's one-line text; redis-py's messages hold no stored data.
     detail = str(error).splitlines()[0][:160] if str(error) else ""
-    return StoreError(
-        f"redis {action} failed: {type(error).__name__}{': ' if detail else ''}{detail}"
-    )
+    # A key of another type under the prefix holds no visitor: damaged (the inspector lists
+    # it so), not a store that is down.
+    failed = DamagedRecord if "WRONGTYPE" in detail else StoreError  # Redis 6 says ERR first
+    return failed(f"redis {action} failed: {type(error).__name__}{': ' if detail else ''}{detail}")
 
 
 def check_url(url: object) -> str:
@@ -253,6 +255,13 @@ class RedisStore:
             raise ValueError(f"timeout must be a number of seconds in (0, 60], got {timeout!r}")
         if type(max_connections) is not int or not 1 <= max_connections <= UNBOUNDED_POOL:
             raise ValueError(f"max_connections must be from 1 to {UNBOUNDED_POOL}")
+        # Checked here, not at the first write: an infinite or NaN one would make every write
+        # raise (no integer milliseconds), a negative or zero one refuse every write.
+        if type(clock_tolerance) not in (int, float) or not 0 < clock_tolerance < math.inf:
+            raise ValueError(
+                f"clock_tolerance must be a positive, finite number of seconds, "
+                f"got {str(clock_tolerance)[:40]!r}"
+            )
         self.prefix = check_prefix(prefix)
         self.clock_tolerance = float(clock_tolerance)
         self._url = url
@@ -650,12 +659,28 @@ def _write_id() -> int:
 
 
 def _versioned(version: Any, data: Any) -> Versioned | None:
-    if version is None or data is None or _text(version) == "0":
+    """What a hash holds: None when it has no version (absent), else its version and text.
+
+    A version that is no write id of ours (not a number, not even UTF-8) is a
+    ``DamagedRecord`` no logout can repair (no compare-and-set matches it).
+    A snapshot that is missing beside a version, or is not UTF-8, is kept as
+    text that reads as damaged (empty, or with the bad bytes replaced): the
+    tracker answers a ``DamagedRecord``, and a logout's compare-and-set on
+    that version repairs it. Read as absent instead, the visitor could never
+    be written again (every write conflicts with the version).
+    """
+    if version is None:
         return None
-    try:
-        return Versioned(int(_text(version)), _text(data))
-    except (TypeError, ValueError):
-        raise StoreError("redis read failed: the stored version is not a number") from None
+    # Only the canonical decimal a write of ours sends: the script compares versions as text.
+    text = version.decode("latin-1") if isinstance(version, bytes) else str(version)
+    if not (len(text) <= 20 and text.isascii() and text.isdigit() and text == str(int(text))):
+        raise DamagedRecord("redis read failed: the stored version is not a number")
+    number = int(text)
+    if number == 0:
+        return None
+    if isinstance(data, bytes):
+        return Versioned(number, data.decode("utf-8", errors="replace"))
+    return Versioned(number, "" if data is None else str(data))
 
 
 def _run_script(client: Any, script: Script, key: str, args: Sequence[object]) -> Any:

@@ -336,7 +336,7 @@ class _Tracker(Generic[S]):
                 return rebuilt
         try:
             data = json.loads(current.data)
-        except ValueError:
+        except (ValueError, RecursionError):  # nested past the parser's depth: not a record
             raise DamagedRecord("the stored visitor is not valid JSON") from None
         try:
             return records.load(data, self.policy, self._clock)
