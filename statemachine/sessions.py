@@ -310,7 +310,8 @@ class AsyncActivationSession(_Session):
             _discard(self._listeners.publish(core.take_events()))
             raise
         finally:
-            self._task = None
+            if self._task is asyncio.current_task():  # not the next flow's, begun meanwhile
+                self._task = None
         await notify_async(callback, effect.result, core)
         return effect.result
 
@@ -486,7 +487,8 @@ class ActivationSession(_Session):
             raise
         finally:
             with self._lock:
-                self._control = None
+                if self._control is control:  # not the next flow's, begun meanwhile
+                    self._control = None
         return effect.result
 
     def _perform(self, effect: Effect, control: _FlowControl) -> Answer | None:

@@ -265,3 +265,110 @@ def test_logout_during_a_flow_is_refused_and_changes_nothing() -> None:
     activator.release.set()
     worker.join(10)
     assert session.state is State.AUTHENTICATED
+
+
+def test_a_flow_ending_while_the_next_one_runs_leaves_the_next_one_cancellable(
+    issuer: Any, verifier: Any
+) -> None:
+    """Thread A's flow ends (blocked) and its listeners run on; thread B activates again
+    meanwhile. A's clean-up cleared the running flow's handle: B's flow, hanging in the
+    activator, could not be cancelled (``cancel()`` answered False)."""
+    from functools import partial
+
+    from statemachine import ActivationError, FailureReason, LocalActivator
+
+    release = threading.Event()
+    local = LocalActivator(verifier)
+    calls: list[int] = []
+
+    class FirstRefusedThenHangs:
+        def activate(self, option: Any) -> None:
+            calls.append(1)
+            if len(calls) == 1:
+                raise ActivationError(FailureReason.INVALID_SIGNATURE)
+            release.wait(30)  # B's flow waits here until cancelled (or released at the end)
+            local.activate(option)
+
+    def slow_listener(event: Any) -> None:
+        if event.dest is State.BLOCKED:
+            time.sleep(0.5)  # A's flow has ended; its listeners still run
+
+    session = ActivationSession(
+        partial(issuer.issue, "visitor-1"),
+        FirstRefusedThenHangs(),
+        DefensivePolicy(retry=FAST_RETRY, activation_timeout=60.0),
+    )
+    session.add_listener(slow_listener)
+    first = threading.Thread(target=session.activate)
+    first.start()
+    deadline = time.monotonic() + 10
+    while session.state is not State.BLOCKED and time.monotonic() < deadline:
+        time.sleep(0.005)
+    results: list[Any] = []
+    second = threading.Thread(target=lambda: results.append(session.activate()))
+    second.start()
+    while len(calls) < 2 and time.monotonic() < deadline:
+        time.sleep(0.005)
+    first.join(10)  # A's clean-up is done: B still waits in the activator
+    try:
+        assert session.state is State.ACTIVATING
+        assert session.cancel() is True
+        second.join(10)
+        assert not second.is_alive()
+        assert results[0].reason is FailureReason.CANCELLED
+    finally:
+        release.set()
+        second.join(30)
+
+
+def test_an_async_flow_ending_while_the_next_one_runs_leaves_the_next_one_cancellable(
+    issuer: Any, verifier: Any
+) -> None:
+    """The async face: A's flow awaits its listeners after it ended; B's flow, begun
+    meanwhile, lost its handle to A's clean-up and ``cancel()`` answered False."""
+    from functools import partial
+
+    from statemachine import ActivationError, FailureReason, LocalActivator
+
+    local = LocalActivator(verifier)
+    calls: list[int] = []
+
+    class FirstRefusedThenHangs:
+        async def activate(self, option: Any) -> None:
+            calls.append(1)
+            if len(calls) == 1:
+                raise ActivationError(FailureReason.INVALID_SIGNATURE)
+            await asyncio.sleep(30)
+            local.activate(option)
+
+    async def slow_listener(event: Any) -> None:
+        if event.dest is State.BLOCKED:
+            await asyncio.sleep(0.3)
+
+    async def trial() -> tuple[bool, Any]:
+        session = AsyncActivationSession(
+            partial(issuer.issue, "visitor-1"),
+            FirstRefusedThenHangs(),
+            DefensivePolicy(retry=FAST_RETRY, activation_timeout=60.0),
+        )
+        session.add_listener(slow_listener)
+        first = asyncio.ensure_future(session.activate())
+        while session.state is not State.BLOCKED:
+            await asyncio.sleep(0.005)
+        second = asyncio.ensure_future(session.activate())
+        while len(calls) < 2:
+            await asyncio.sleep(0.005)
+        await asyncio.wait_for(first, 10)  # A's clean-up is done: B still waits
+        answered = session.cancel()
+        if not answered:
+            second.cancel()
+        try:
+            result = await asyncio.wait_for(second, 10)
+        except asyncio.CancelledError:
+            result = None
+        return answered, result
+
+    answered, result = asyncio.run(trial())
+    assert answered is True
+    assert result is not None
+    assert result.reason is FailureReason.CANCELLED
