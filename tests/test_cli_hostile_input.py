@@ -166,3 +166,42 @@ def test_dev_zero_and_a_huge_file_as_a_policy_are_refused_at_once(tmp_path: Path
             preexec_fn=bounded,  # no thread of the test runs meanwhile
         )
         assert "not a regular file" in one_line_error(done)
+
+
+def test_an_endless_stdin_for_token_verify_is_read_only_as_far_as_a_token_goes(
+    keys: Path,
+) -> None:
+    """``token verify -`` read stdin whole: ``< /dev/zero`` until memory ran out."""
+    if not Path("/dev/zero").exists():
+        pytest.skip("no /dev/zero")
+    import resource
+
+    def bounded() -> None:  # read whole, /dev/zero would take the machine's memory
+        resource.setrlimit(resource.RLIMIT_AS, (2 << 30, 2 << 30))
+
+    with open("/dev/zero", "rb") as endless:
+        done = subprocess.run(
+            [
+                sys.executable,
+                "-m",
+                "statemachine",
+                "token",
+                "verify",
+                "-",
+                "--decryption-key",
+                str(keys / "platform_private.pem"),
+                "--verification-key",
+                str(keys / "brand_public.pem"),
+            ],
+            stdin=endless,
+            capture_output=True,
+            text=True,
+            timeout=60,
+            check=False,
+            cwd=ROOT,
+            preexec_fn=bounded,  # no thread of the test runs meanwhile
+        )
+    assert done.returncode == 1, done.stderr[-300:]
+    assert "Traceback" not in done.stderr
+    assert "over the 16384 limit" in done.stdout, done.stdout
+    assert "MALFORMED_TOKEN" in done.stdout

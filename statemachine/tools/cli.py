@@ -395,9 +395,12 @@ def _token_issue(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
 
 
 def _token_verify(args: argparse.Namespace, out: TextIO, stdin: TextIO) -> int:
-    from statemachine.tokens import TokenVerifier
+    from statemachine.tokens import MAX_TOKEN_CHARS, TokenVerifier
 
-    token = stdin.read().strip() if args.token == "-" else args.token
+    # Read no further than a token can go (with room for spacing around it): an endless
+    # stdin (``< /dev/zero``) would be read until memory ran out. Past the bound, the
+    # verifier's own length check answers.
+    token = stdin.read(2 * MAX_TOKEN_CHARS).strip() if args.token == "-" else args.token
     verifier = TokenVerifier(
         args.decryption_key, args.verification_key, issuer=args.issuer, leeway=args.leeway
     )
