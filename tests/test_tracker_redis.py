@@ -292,6 +292,30 @@ def test_a_record_damaged_beyond_json_is_damaged_and_repaired_by_logout(
         face.close()
 
 
+def test_a_bad_byte_inside_a_text_field_is_damage_not_a_replacement_character(
+    redis_server: Any, issuer: TokenIssuer
+) -> None:
+    """A record that is valid JSON but for one byte that is not UTF-8, inside a field whose
+    text nothing else checks (the policy's name): read with the byte replaced, it passed as
+    a valid record; it is damaged, and a logout repairs it."""
+    prefix = _prefix()
+    client = redis.Redis.from_url(redis_server.url)
+    tracker = ActivationTracker(defensive(), RedisStore.from_url(redis_server.url, prefix=prefix))
+    try:
+        assert tracker.token_request("v", new_flow(), partial(issuer.issue, "u")).option
+        stored = client.hget(prefix + "v", "d")
+        assert stored is not None
+        assert b'"defensive"' in stored
+        client.hset(prefix + "v", "d", stored.replace(b'"defensive"', b'"d\xffefensive"'))
+        with pytest.raises(DamagedRecord):
+            tracker.view("v")
+        view = tracker.logout("v")
+        assert view is not None
+        assert view.state is State.UNAUTHENTICATED
+    finally:
+        tracker.store.close()
+
+
 # -- two OS processes racing -------------------------------------------------------
 VISITORS = 60
 RACE_STORE_TIMEOUT = 10.0  # seconds per store call; the store's default is tuned for live hosts

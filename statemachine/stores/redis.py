@@ -664,7 +664,8 @@ def _versioned(version: Any, data: Any) -> Versioned | None:
     A version that is no write id of ours (not a number, not even UTF-8) is a
     ``DamagedRecord`` no logout can repair (no compare-and-set matches it).
     A snapshot that is missing beside a version, or is not UTF-8, is kept as
-    text that reads as damaged (empty, or with the bad bytes replaced): the
+    text that reads as damaged (empty: a bad byte replaced inside a free-text
+    field could read as valid): the
     tracker answers a ``DamagedRecord``, and a logout's compare-and-set on
     that version repairs it. Read as absent instead, the visitor could never
     be written again (every write conflicts with the version).
@@ -679,7 +680,10 @@ def _versioned(version: Any, data: Any) -> Versioned | None:
     if number == 0:
         return None
     if isinstance(data, bytes):
-        return Versioned(number, data.decode("utf-8", errors="replace"))
+        try:
+            return Versioned(number, data.decode("utf-8"))
+        except UnicodeDecodeError:  # empty reads as damaged; replaced bytes might not
+            return Versioned(number, "")
     return Versioned(number, "" if data is None else str(data))
 
 
