@@ -151,20 +151,7 @@ def test_dev_zero_and_a_huge_file_as_a_policy_are_refused_at_once(tmp_path: Path
     line = one_line_error(cli("serve", "--policy", str(huge), "--port", "0", timeout=60))
     assert "over 65536 bytes" in line
     if Path("/dev/zero").exists():
-        import resource
-
-        def bounded() -> None:  # read whole, /dev/zero would take the machine's memory
-            resource.setrlimit(resource.RLIMIT_AS, (2 << 30, 2 << 30))
-
-        done = subprocess.run(
-            [sys.executable, "-m", "statemachine", "serve", "--policy", "/dev/zero", "--port", "0"],
-            capture_output=True,
-            text=True,
-            timeout=60,
-            check=False,
-            cwd=ROOT,
-            preexec_fn=bounded,  # no thread of the test runs meanwhile
-        )
+        done = _bounded_cli(["serve", "--policy", "/dev/zero", "--port", "0"])
         assert "not a regular file" in one_line_error(done)
 
 
@@ -174,34 +161,31 @@ def test_an_endless_stdin_for_token_verify_is_read_only_as_far_as_a_token_goes(
     """``token verify -`` read stdin whole: ``< /dev/zero`` until memory ran out."""
     if not Path("/dev/zero").exists():
         pytest.skip("no /dev/zero")
-    import resource
-
-    def bounded() -> None:  # read whole, /dev/zero would take the machine's memory
-        resource.setrlimit(resource.RLIMIT_AS, (2 << 30, 2 << 30))
-
+    verify = ["token", "verify", "-", "--decryption-key", str(keys / "platform_private.pem")]
+    verify += ["--verification-key", str(keys / "brand_public.pem")]
     with open("/dev/zero", "rb") as endless:
-        done = subprocess.run(
-            [
-                sys.executable,
-                "-m",
-                "statemachine",
-                "token",
-                "verify",
-                "-",
-                "--decryption-key",
-                str(keys / "platform_private.pem"),
-                "--verification-key",
-                str(keys / "brand_public.pem"),
-            ],
-            stdin=endless,
-            capture_output=True,
-            text=True,
-            timeout=60,
-            check=False,
-            cwd=ROOT,
-            preexec_fn=bounded,  # no thread of the test runs meanwhile
-        )
+        done = _bounded_cli(verify, stdin=endless)
     assert done.returncode == 1, done.stderr[-300:]
     assert "Traceback" not in done.stderr
     assert "over the 16384 limit" in done.stdout, done.stdout
     assert "MALFORMED_TOKEN" in done.stdout
+
+
+def _bounded_cli(arguments: list[str], stdin: Any = None) -> subprocess.CompletedProcess[str]:
+    """The CLI in a process of its own, its address space capped at 2 GiB: a command that
+    read ``/dev/zero`` whole would otherwise take the machine's memory, not just its own."""
+    import resource
+
+    def bounded() -> None:
+        resource.setrlimit(resource.RLIMIT_AS, (2 << 30, 2 << 30))
+
+    return subprocess.run(
+        [sys.executable, "-m", "statemachine", *arguments],
+        stdin=stdin,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+        cwd=ROOT,
+        preexec_fn=bounded,  # no thread of the test runs meanwhile
+    )
